@@ -1,0 +1,1 @@
+"""Orrery: agents."""

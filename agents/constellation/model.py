@@ -1,0 +1,313 @@
+"""The task constellation: stars (subtasks), lines (dependencies) and their runtime state.
+
+`PlanSpec` is what a person writes in a plan file or the planner emits; `Constellation`
+is the live object the orchestrator owns: the same stars and lines plus status,
+attempts, results and a version that grows with every accepted edit batch.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from agents.constellation.predicate import Predicate
+
+STAR_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"
+TOOL_NAME_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
+
+
+class StarStatus(StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+    @property
+    def started(self) -> bool:
+        """Running or finished: such a star is read-only for edits."""
+        return self is StarStatus.RUNNING or self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {StarStatus.SUCCEEDED, StarStatus.FAILED, StarStatus.CANCELLED, StarStatus.SKIPPED}
+)
+
+# The only moves a star's status may make. READY -> FAILED is the fail-fast path of a
+# star no connected device can run; nothing ever moves backwards.
+ALLOWED_TRANSITIONS: dict[StarStatus, frozenset[StarStatus]] = {
+    StarStatus.PENDING: frozenset({StarStatus.READY, StarStatus.SKIPPED, StarStatus.CANCELLED}),
+    StarStatus.READY: frozenset({StarStatus.RUNNING, StarStatus.FAILED, StarStatus.CANCELLED}),
+    StarStatus.RUNNING: frozenset({StarStatus.SUCCEEDED, StarStatus.FAILED, StarStatus.CANCELLED}),
+    StarStatus.SUCCEEDED: frozenset(),
+    StarStatus.FAILED: frozenset(),
+    StarStatus.CANCELLED: frozenset(),
+    StarStatus.SKIPPED: frozenset(),
+}
+
+STATUS_RANK = {
+    StarStatus.PENDING: 0,
+    StarStatus.READY: 1,
+    StarStatus.RUNNING: 2,
+    StarStatus.SUCCEEDED: 3,
+    StarStatus.FAILED: 3,
+    StarStatus.CANCELLED: 3,
+    StarStatus.SKIPPED: 3,
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A star's status was asked to move backwards or sideways; this is a bug in the caller."""
+
+    def __init__(self, star_id: str, current: StarStatus, target: StarStatus) -> None:
+        super().__init__(f"star {star_id!r} cannot move from {current} to {target}")
+        self.star_id = star_id
+        self.current = current
+        self.target = target
+
+
+class LineKind(StrEnum):
+    SUCCESS = "success"
+    COMPLETION = "completion"
+    CONDITION = "condition"
+
+
+class AttemptStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+class ConstellationStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in {
+            ConstellationStatus.SUCCEEDED,
+            ConstellationStatus.FAILED,
+            ConstellationStatus.CANCELLED,
+        }
+
+
+class DeviceSelector(BaseModel):
+    """Which devices may run a star. Every given field must match; nothing given means any."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = None
+    labels: tuple[str, ...] = ()
+    platform: str | None = None
+    gpu: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        # `on: laptop` is shorthand for `on: {name: laptop}`.
+        if isinstance(value, str):
+            return {"name": value}
+        return value
+
+    @property
+    def is_any(self) -> bool:
+        return self.name is None and not self.labels and self.platform is None and not self.gpu
+
+
+class StarSpec(BaseModel):
+    """One subtask as written in a plan: what to run, where, and how patiently."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    id: str = Field(pattern=STAR_ID_PATTERN)
+    title: str = Field(default="", max_length=200)
+    tool: str | None = Field(default=None, pattern=TOOL_NAME_PATTERN)
+    args: dict[str, Any] = Field(default_factory=dict)
+    instruction: str | None = Field(default=None, min_length=1, max_length=4000)
+    on: DeviceSelector | None = None
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    retries: int = Field(default=0, ge=0, le=100)
+    timeout: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    estimate: float | None = Field(
+        default=None, gt=0, description="Expected run time in seconds; guides scheduling order."
+    )
+    allow_failure: bool = Field(
+        default=False, description="A failure of this star does not fail the constellation."
+    )
+    after: list[str] = Field(
+        default_factory=list, description="Shorthand for `success` lines from these stars."
+    )
+
+    @model_validator(mode="after")
+    def _tool_or_instruction(self) -> Self:
+        if self.tool is None and self.instruction is None:
+            raise ValueError("a star needs either 'tool' (with 'args') or 'instruction'")
+        if self.tool is not None and self.instruction is not None:
+            raise ValueError("a star has either 'tool' or 'instruction', not both")
+        return self
+
+    @field_validator("after")
+    @classmethod
+    def _after_unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("'after' lists a star twice")
+        return value
+
+    @property
+    def effective_tool(self) -> str:
+        """The tool that runs this star; an instruction is carried out by `agent.do`."""
+        return self.tool if self.tool is not None else "agent.do"
+
+    @property
+    def effective_args(self) -> dict[str, Any]:
+        if self.tool is not None:
+            return self.args
+        return {"instruction": self.instruction, **self.args}
+
+
+class Line(BaseModel):
+    """A dependency from an upstream star (`from`) to a downstream star (`to`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    source: str = Field(alias="from", pattern=STAR_ID_PATTERN)
+    target: str = Field(alias="to", pattern=STAR_ID_PATTERN)
+    kind: LineKind = LineKind.SUCCESS
+    when: Predicate | None = None
+
+    @model_validator(mode="after")
+    def _condition_has_predicate(self) -> Self:
+        if self.kind is LineKind.CONDITION and self.when is None:
+            raise ValueError("a 'condition' line needs a 'when' predicate")
+        if self.kind is not LineKind.CONDITION and self.when is not None:
+            raise ValueError(f"a '{self.kind}' line takes no 'when' predicate")
+        if self.source == self.target:
+            raise ValueError(f"a line cannot join star {self.source!r} to itself")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.source, self.target)
+
+    def label(self) -> str:
+        return f"{self.source}->{self.target} ({self.kind})"
+
+
+class PlanSpec(BaseModel):
+    """A constellation as written by hand or produced by the planner."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    rationale: str = Field(default="", description="Why the planner chose this plan.")
+    stars: list[StarSpec] = Field(min_length=1)
+    lines: list[Line] = Field(default_factory=list)
+
+
+class Attempt(BaseModel):
+    """One try at running a star on one device; retries are new, numbered attempts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    number: int = Field(ge=1)
+    device: str
+    status: AttemptStatus = AttemptStatus.RUNNING
+    started_at: float
+    finished_at: float | None = None
+    error: str | None = None
+
+
+class Star(StarSpec):
+    """A star with its runtime state."""
+
+    status: StarStatus = StarStatus.PENDING
+    attempts: list[Attempt] = Field(default_factory=list)
+    output: Any = None
+    error: str | None = None
+    skip_reason: str | None = None
+
+    def move_to(self, target: StarStatus) -> None:
+        """Advance the status; raises `IllegalTransition` for any backwards or sideways move."""
+        if target not in ALLOWED_TRANSITIONS[self.status]:
+            raise IllegalTransition(self.id, self.status, target)
+        self.status = target
+
+    @property
+    def current_attempt(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+    def spec(self) -> StarSpec:
+        """The editable part of this star, without runtime state."""
+        return StarSpec.model_validate(self.model_dump(include=set(StarSpec.model_fields)))
+
+
+class Constellation(BaseModel):
+    """The live DAG of one request. Edit it only through `agents.constellation.edits`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str
+    description: str = ""
+    rationale: str = ""
+    version: int = 1
+    status: ConstellationStatus = ConstellationStatus.PENDING
+    stars: dict[str, Star]
+    lines: list[Line] = Field(default_factory=list)
+
+    def line(self, source: str, target: str) -> Line | None:
+        for line in self.lines:
+            if line.source == source and line.target == target:
+                return line
+        return None
+
+    def incoming(self, star_id: str) -> list[Line]:
+        return [line for line in self.lines if line.target == star_id]
+
+    def outgoing(self, star_id: str) -> list[Line]:
+        return [line for line in self.lines if line.source == star_id]
+
+    def canonical_json(self) -> str:
+        """A stable serialisation: equal constellations give equal bytes."""
+        return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+
+
+def lines_of(spec: PlanSpec) -> list[Line]:
+    """Every line of a plan: the explicit ones plus a `success` line per `after` entry.
+
+    An explicit line between the same two stars overrides the `after` shorthand.
+    """
+    explicit = {line.key for line in spec.lines}
+    implied = [
+        Line(source=upstream, target=star.id)
+        for star in spec.stars
+        for upstream in star.after
+        if (upstream, star.id) not in explicit
+    ]
+    return implied + list(spec.lines)
+
+
+def constellation_json_schema() -> dict[str, Any]:
+    """The JSON schema of a plan (what the planner must emit and plan files follow)."""
+    return PlanSpec.model_json_schema(by_alias=True)

@@ -1,0 +1,665 @@
+"""The orchestrator: owns constellations, schedules ready stars onto devices, applies edits.
+
+Scheduling is event-driven: a star enters the ready queue the moment its last incoming
+line is decided, and the queue is drained whenever a device slot frees up, a result
+arrives, an edit lands or devices change. Nothing polls and nothing sleeps. Ready stars
+go out highest priority first, then longest remaining path (by estimated run time).
+
+All methods run on one thread (the event loop's); dispatchers call back through the
+`TaskSink` methods. A result of any attempt but the current one is ignored (fencing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from agents.clock import Clock, RealClock, Timer
+from agents.constellation import (
+    Attempt,
+    AttemptStatus,
+    Constellation,
+    ConstellationEditor,
+    ConstellationStatus,
+    EditBatch,
+    Star,
+    StarStatus,
+    UnknownStar,
+)
+from agents.constellation.model import DeviceSelector
+from agents.constellation.references import UnresolvedReference, resolve_references
+from agents.dispatch import Dispatcher
+from agents.events import (
+    AttemptFailed,
+    ConstellationFinished,
+    ConstellationSubmitted,
+    EditApplied,
+    Event,
+    EventStream,
+    StaleResultIgnored,
+    StarFinished,
+    StarProgress,
+    StarReady,
+    StarStarted,
+)
+from agents.run_state import RunState
+from devices.registry import DeviceInfo
+from protocol.tasks import TaskAssignment, TaskOutcome, TaskProgress, TaskResult
+
+log = logging.getLogger("orrery.orchestrator")
+
+
+class OrchestratorError(RuntimeError):
+    """Base of the orchestrator's own refusals (edits and cancels on the wrong object)."""
+
+
+class UnknownConstellation(OrchestratorError, LookupError):
+    def __init__(self, constellation_id: str) -> None:
+        super().__init__(
+            f"no constellation {constellation_id!r} in this orchestrator; "
+            "list them with `orrery status`"
+        )
+        self.constellation_id = constellation_id
+
+
+class ConstellationFinishedError(OrchestratorError):
+    def __init__(self, constellation_id: str, status: ConstellationStatus) -> None:
+        super().__init__(
+            f"constellation {constellation_id!r} has already {status}; submit a new request"
+        )
+        self.constellation_id = constellation_id
+        self.status = status
+
+
+class DuplicateConstellation(OrchestratorError):
+    def __init__(self, constellation_id: str) -> None:
+        super().__init__(f"constellation {constellation_id!r} was already submitted")
+        self.constellation_id = constellation_id
+
+
+@dataclass(slots=True)
+class _Running:
+    """An attempt out on a device."""
+
+    assignment: TaskAssignment
+    timer: Timer | None
+
+
+class RunHandle:
+    """A submitted constellation: watch it, wait for it, edit or cancel it."""
+
+    def __init__(self, orchestrator: Orchestrator, constellation_id: str) -> None:
+        self._orchestrator = orchestrator
+        self.id = constellation_id
+
+    @property
+    def constellation(self) -> Constellation:
+        return self._orchestrator.constellation(self.id)
+
+    async def wait(self) -> Constellation:
+        """Wait until every star is terminal; returns the final constellation."""
+        return await self._orchestrator.wait(self.id)
+
+    def cancel(self, reason: str = "cancelled by user") -> None:
+        self._orchestrator.cancel(self.id, reason)
+
+
+class Orchestrator:
+    """Runs constellations on the devices of one dispatcher."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        clock: Clock | None = None,
+        events: EventStream | None = None,
+        known_tools: Collection[str] | None = None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.clock: Clock = clock or RealClock()
+        self.events = events or EventStream()
+        self.known_tools = known_tools
+        self._runs: dict[str, RunState] = {}
+        self._ready: list[tuple[int, float, int, str, str]] = []
+        self._queued: dict[tuple[str, str], int] = {}  # (cid, sid) -> seq of the live entry
+        self._seq = itertools.count()
+        self._running: dict[tuple[str, str], _Running] = {}
+        self._devices: dict[str, DeviceInfo] = {}
+        self._load: dict[str, int] = {}
+        self._free_slots = 0
+        self._pumping = False
+        self._pump_again = False
+        self._doomed: list[tuple[str, str, str]] = []  # (cid, sid, why no device can run it)
+        self._capability_gaps: dict[tuple[str, DeviceSelector | None], str | None] = {}
+        dispatcher.attach(self)
+        self._read_devices()
+
+    # ---------------------------------------------------------------- public API
+
+    def submit(self, constellation: Constellation) -> RunHandle:
+        """Start running a constellation (built by `build_constellation`); returns at once."""
+        if constellation.id in self._runs:
+            raise DuplicateConstellation(constellation.id)
+        run = RunState(editor=ConstellationEditor(constellation, known_tools=self.known_tools))
+        self._runs[constellation.id] = run
+        constellation.status = ConstellationStatus.RUNNING
+        self._emit(
+            ConstellationSubmitted(
+                constellation_id=constellation.id,
+                name=constellation.name,
+                version=constellation.version,
+                stars=len(constellation.stars),
+            )
+        )
+        log.info("constellation %s submitted: %d stars", constellation.id, len(constellation.stars))
+        self._decide(run, run.rebuild())
+        self._check_finished(run)
+        self._pump()
+        return RunHandle(self, constellation.id)
+
+    async def run(self, constellation: Constellation) -> Constellation:
+        """Submit and wait for the end."""
+        return await self.submit(constellation).wait()
+
+    def constellation(self, constellation_id: str) -> Constellation:
+        return self._run(constellation_id).constellation
+
+    def constellations(self) -> list[Constellation]:
+        return [run.constellation for run in self._runs.values()]
+
+    async def wait(self, constellation_id: str) -> Constellation:
+        run = self._run(constellation_id)
+        if run.finished:
+            return run.constellation
+        future: asyncio.Future[Constellation] = asyncio.get_running_loop().create_future()
+        run.waiters.append(future)
+        return await future
+
+    def apply_edits(self, constellation_id: str, batch: EditBatch) -> int:
+        """Apply an atomic edit batch between scheduling steps; returns the new version.
+
+        Raises `ConstellationError` (nothing changed) when the batch is invalid.
+        """
+        run = self._live_run(constellation_id)
+        run.editor.apply(batch)
+        self._after_edit(run, batch, undo=False)
+        return run.constellation.version
+
+    def undo(self, constellation_id: str) -> int:
+        """Undo the last accepted edit batch (as a new version); returns the new version."""
+        run = self._live_run(constellation_id)
+        _, inverse = run.editor.undo()
+        self._after_edit(run, inverse, undo=True)
+        return run.constellation.version
+
+    def cancel_star(self, constellation_id: str, star_id: str, reason: str = "cancelled") -> bool:
+        """Cancel one star (running or not yet started). False if it had already finished."""
+        run = self._live_run(constellation_id)
+        star = run.constellation.stars.get(star_id)
+        if star is None:
+            raise UnknownStar(f"no star {star_id!r} in {constellation_id!r}", item=star_id)
+        if star.status.terminal:
+            return False
+        self._cancel_star(run, star, reason)
+        self._check_finished(run)
+        self._pump()
+        return True
+
+    def cancel(self, constellation_id: str, reason: str = "cancelled by user") -> None:
+        """Cancel every star that has not finished; the constellation ends `cancelled`."""
+        run = self._run(constellation_id)
+        if run.finished:
+            return
+        run.cancelling = True
+        run.cancel_reason = reason
+        for star in list(run.constellation.stars.values()):
+            if not star.status.terminal:
+                self._cancel_star(run, star, reason)
+        self._check_finished(run)
+        self._pump()
+
+    # ---------------------------------------------------------------- TaskSink
+
+    def on_progress(self, progress: TaskProgress) -> None:
+        running = self._running.get((progress.constellation_id, progress.star_id))
+        if running is None or running.assignment.attempt != progress.attempt:
+            return
+        self._emit(
+            StarProgress(
+                constellation_id=progress.constellation_id,
+                star_id=progress.star_id,
+                attempt=progress.attempt,
+                message=progress.message,
+                stream=progress.stream,
+            )
+        )
+
+    def on_result(self, result: TaskResult) -> None:
+        key = (result.constellation_id, result.star_id)
+        running = self._running.get(key)
+        if running is None or running.assignment.attempt != result.attempt:
+            self._ignore_stale(result)
+            return
+        run = self._runs[result.constellation_id]
+        star = run.constellation.stars[result.star_id]
+        self._release(key)
+        attempt = star.attempts[-1]
+        attempt.finished_at = self.clock.now()
+        if result.status is TaskOutcome.SUCCEEDED:
+            attempt.status = AttemptStatus.SUCCEEDED
+            star.output = result.output
+            self._finish_star(run, star, StarStatus.SUCCEEDED)
+        else:
+            attempt.status = AttemptStatus.FAILED
+            star.output = result.output
+            self._attempt_failed(run, star, result.error or "failed without a reason")
+        self._check_finished(run)
+        self._pump()
+
+    def on_devices_changed(self) -> None:
+        self._read_devices()
+        for key in list(self._queued):
+            star = self._runs[key[0]].constellation.stars.get(key[1])
+            gap = self._capability_gap(star) if star is not None else None
+            if gap is not None:
+                del self._queued[key]
+                self._doomed.append((key[0], key[1], gap))
+        self._pump()
+
+    # ---------------------------------------------------------------- scheduling
+
+    def _pump(self) -> None:
+        """Hand ready stars to free device slots, best first, until either runs out."""
+        if self._pumping:
+            self._pump_again = True
+            return
+        self._pumping = True
+        try:
+            self._pump_again = True
+            while self._pump_again:
+                self._pump_again = False
+                self._drain_ready()
+        finally:
+            self._pumping = False
+
+    def _drain_ready(self) -> None:
+        while self._doomed:
+            cid, sid, reason = self._doomed.pop()
+            run = self._runs[cid]
+            star = run.constellation.stars.get(sid)
+            if star is None or star.status.terminal:
+                continue
+            star.error = reason
+            self._finish_star(run, star, StarStatus.FAILED)
+            self._check_finished(run)
+        blocked: list[tuple[int, float, int, str, str]] = []
+        ready = self._ready
+        while ready and self._free_slots > 0:
+            entry = heapq.heappop(ready)
+            _, _, seq, cid, sid = entry
+            if self._queued.get((cid, sid)) != seq:
+                continue  # superseded or withdrawn
+            run = self._runs[cid]
+            star = run.constellation.stars.get(sid)
+            if star is None or star.status.terminal:
+                del self._queued[(cid, sid)]
+                continue
+            device = self._choose_device(star)
+            if device is None:
+                blocked.append(entry)
+                continue
+            del self._queued[(cid, sid)]
+            self._start_attempt(run, star, device)
+        for entry in blocked:
+            heapq.heappush(ready, entry)
+
+    def _enqueue(self, run: RunState, star: Star) -> None:
+        cid = run.constellation.id
+        gap = self._capability_gap(star)
+        if gap is not None:
+            self._doomed.append((cid, star.id, gap))
+            self._pump_again = True
+            return
+        seq = next(self._seq)
+        self._queued[(cid, star.id)] = seq
+        level = run.bottom_level.get(star.id, 0.0)
+        heapq.heappush(self._ready, (-star.priority, -level, seq, cid, star.id))
+
+    def _choose_device(self, star: Star) -> DeviceInfo | None:
+        """The least-loaded capable device with a free slot, avoiding the last failed one."""
+        selector = star.on
+        tool = star.effective_tool
+        avoid = star.attempts[-1].device if star.attempts else None
+        best: DeviceInfo | None = None
+        best_load = 2.0
+        fallback: DeviceInfo | None = None
+        for name, device in self._devices.items():
+            load = self._load[name]
+            if load >= device.max_tasks:
+                continue
+            if selector is None:
+                if tool not in device.tools:
+                    continue
+            elif (
+                device.mismatch(
+                    tool=tool,
+                    name=selector.name,
+                    labels=selector.labels,
+                    platform=selector.platform,
+                    gpu=selector.gpu,
+                )
+                is not None
+            ):
+                continue
+            if name == avoid:
+                fallback = device
+                continue
+            ratio = load / device.max_tasks
+            if ratio < best_load:
+                best, best_load = device, ratio
+                if load == 0:
+                    break
+        return best or fallback
+
+    def _capability_gap(self, star: Star) -> str | None:
+        """Why no connected device could ever run this star (cached per tool and selector)."""
+        key = (star.effective_tool, star.on)
+        if key not in self._capability_gaps:
+            self._capability_gaps[key] = self._unsatisfiable(star)
+        gap = self._capability_gaps[key]
+        return gap.replace("{star}", repr(star.id)) if gap is not None else None
+
+    def _unsatisfiable(self, star: Star) -> str | None:
+        """Why no connected device could ever run this star, or None if one could."""
+        selector = star.on
+        reasons = []
+        for device in self._devices.values():
+            why = device.mismatch(
+                tool=star.effective_tool,
+                name=selector.name if selector else None,
+                labels=selector.labels if selector else (),
+                platform=selector.platform if selector else None,
+                gpu=selector.gpu if selector else None,
+            )
+            if why is None:
+                return None
+            reasons.append(f"{device.name} {why}")
+        wanted = [f"tool {star.effective_tool!r}"]
+        if selector is not None and not selector.is_any:
+            wanted.append(selector.model_dump_json(exclude_defaults=True))
+        considered = "; ".join(reasons) if reasons else "no devices are connected"
+        return f"no device can run star {{star}} (needs {', '.join(wanted)}): {considered}"
+
+    def _start_attempt(self, run: RunState, star: Star, device: DeviceInfo) -> None:
+        constellation = run.constellation
+        stars = constellation.stars
+        number = len(star.attempts) + 1
+        try:
+            args = resolve_references(star.effective_args, lambda sid: _finished_value(stars, sid))
+        except UnresolvedReference as exc:
+            if star.status is StarStatus.READY:
+                star.move_to(StarStatus.RUNNING)
+            star.error = str(exc)
+            self._finish_star(run, star, StarStatus.FAILED)
+            self._check_finished(run)
+            return
+        now = self.clock.now()
+        star.attempts.append(Attempt(number=number, device=device.name, started_at=now))
+        if star.status is StarStatus.READY:
+            star.move_to(StarStatus.RUNNING)
+        assignment = TaskAssignment(
+            constellation_id=constellation.id,
+            star_id=star.id,
+            attempt=number,
+            device=device.name,
+            tool=star.effective_tool,
+            args=args,
+            timeout=star.timeout,
+        )
+        key = (constellation.id, star.id)
+        timer = None
+        if star.timeout is not None:
+            timer = self.clock.call_later(
+                star.timeout, lambda: self._on_timeout(key[0], key[1], number)
+            )
+        self._running[key] = _Running(assignment, timer)
+        self._load[device.name] += 1
+        self._free_slots -= 1
+        self._emit(
+            StarStarted(
+                constellation_id=constellation.id,
+                star_id=star.id,
+                attempt=number,
+                device=device.name,
+            )
+        )
+        log.debug("c=%s s=%s a=%d dispatched to %s", constellation.id, star.id, number, device.name)
+        self.dispatcher.assign(assignment)
+
+    def _release(self, key: tuple[str, str]) -> _Running:
+        running = self._running.pop(key)
+        if running.timer is not None:
+            running.timer.cancel()
+        device = running.assignment.device
+        if device in self._load:
+            self._load[device] -= 1
+            if self._load[device] < self._devices[device].max_tasks:
+                self._free_slots += 1
+        return running
+
+    def _on_timeout(self, cid: str, sid: str, number: int) -> None:
+        running = self._running.get((cid, sid))
+        if running is None or running.assignment.attempt != number:
+            return
+        run = self._runs[cid]
+        star = run.constellation.stars[sid]
+        self._release((cid, sid))
+        reason = f"timed out after {star.timeout:g}s"
+        self.dispatcher.cancel(running.assignment, reason)
+        attempt = star.attempts[-1]
+        attempt.status = AttemptStatus.TIMED_OUT
+        attempt.finished_at = self.clock.now()
+        self._attempt_failed(run, star, reason, timed_out=True)
+        self._check_finished(run)
+        self._pump()
+
+    def _attempt_failed(
+        self, run: RunState, star: Star, error: str, timed_out: bool = False
+    ) -> None:
+        attempt = star.attempts[-1]
+        attempt.error = error
+        will_retry = len(star.attempts) <= star.retries and not run.cancelling
+        self._emit(
+            AttemptFailed(
+                constellation_id=run.constellation.id,
+                star_id=star.id,
+                attempt=attempt.number,
+                device=attempt.device,
+                error=error,
+                timed_out=timed_out,
+                will_retry=will_retry,
+            )
+        )
+        log.info(
+            "c=%s s=%s a=%d failed on %s: %s%s",
+            run.constellation.id,
+            star.id,
+            attempt.number,
+            attempt.device,
+            error,
+            " (will retry)" if will_retry else "",
+        )
+        if will_retry:
+            self._enqueue(run, star)
+        else:
+            star.error = f"attempt {attempt.number}/{star.retries + 1}: {error}"
+            self._finish_star(run, star, StarStatus.FAILED)
+
+    def _cancel_star(self, run: RunState, star: Star, reason: str) -> None:
+        key = (run.constellation.id, star.id)
+        self._queued.pop(key, None)
+        if key in self._running:
+            running = self._release(key)
+            self.dispatcher.cancel(running.assignment, reason)
+            attempt = star.attempts[-1]
+            attempt.status = AttemptStatus.CANCELLED
+            attempt.finished_at = self.clock.now()
+            attempt.error = reason
+        star.error = reason
+        self._finish_star(run, star, StarStatus.CANCELLED)
+
+    def _finish_star(
+        self, run: RunState, star: Star, status: StarStatus, skip_reason: str | None = None
+    ) -> None:
+        """Move a star to a terminal status and settle everything downstream of it."""
+        cid = run.constellation.id
+        stack: list[tuple[Star, StarStatus, str | None]] = [(star, status, skip_reason)]
+        stars = run.constellation.stars
+        while stack:
+            current, target, skip_reason = stack.pop()
+            current.move_to(target)
+            if skip_reason is not None:
+                current.skip_reason = skip_reason
+            run.unfinished -= 1
+            if (
+                target in (StarStatus.FAILED, StarStatus.CANCELLED)
+                and not current.allow_failure
+                and run.first_failure is None
+                and not run.cancelling
+            ):
+                run.first_failure = (current.id, current.error or str(target))
+            self._emit(
+                StarFinished(
+                    constellation_id=cid,
+                    star_id=current.id,
+                    status=target.value,
+                    attempt=len(current.attempts) or None,
+                    error=current.error or skip_reason,
+                    output=current.output if target is StarStatus.SUCCEEDED else None,
+                )
+            )
+            if run.cancelling:
+                continue
+            for next_id, reason in run.downstream_decisions(current.id):
+                downstream = stars[next_id]
+                if reason is None:
+                    self._make_ready(run, downstream)
+                else:
+                    stack.append((downstream, StarStatus.SKIPPED, reason))
+
+    def _make_ready(self, run: RunState, star: Star) -> None:
+        star.move_to(StarStatus.READY)
+        self._emit(StarReady(constellation_id=run.constellation.id, star_id=star.id))
+        self._enqueue(run, star)
+
+    def _decide(self, run: RunState, decided: Sequence[tuple[str, str | None]]) -> None:
+        stars = run.constellation.stars
+        for star_id, reason in decided:
+            star = stars[star_id]
+            if star.status is not StarStatus.PENDING:
+                continue
+            if reason is None:
+                self._make_ready(run, star)
+            else:
+                self._finish_star(run, star, StarStatus.SKIPPED, reason)
+
+    def _after_edit(self, run: RunState, batch: EditBatch, *, undo: bool) -> None:
+        constellation = run.constellation
+        cid = constellation.id
+        # Withdraw queue entries of removed stars, requeue the rest with fresh priorities.
+        for key in [key for key in self._queued if key[0] == cid]:
+            star = constellation.stars.get(key[1])
+            if star is None:
+                del self._queued[key]
+        decided = run.rebuild()
+        for key in [key for key in self._queued if key[0] == cid]:
+            self._enqueue(run, constellation.stars[key[1]])
+        self._emit(
+            EditApplied(
+                constellation_id=cid,
+                version=constellation.version,
+                rationale=batch.rationale,
+                edits=[edit.model_dump(mode="json", by_alias=True) for edit in batch.edits],
+                undo=undo,
+            )
+        )
+        log.info("c=%s edit applied: version %d", cid, constellation.version)
+        self._decide(run, decided)
+        self._check_finished(run)
+        self._pump()
+
+    def _check_finished(self, run: RunState) -> None:
+        if run.unfinished > 0 or run.finished:
+            return
+        constellation = run.constellation
+        status, reason, failed_star = run.final_status()
+        constellation.status = status
+        self._emit(
+            ConstellationFinished(
+                constellation_id=constellation.id,
+                status=status.value,
+                reason=reason,
+                failed_star=failed_star,
+            )
+        )
+        log.info("constellation %s finished: %s %s", constellation.id, status, reason or "")
+        for waiter in run.waiters:
+            if not waiter.done():
+                waiter.set_result(constellation)
+        run.waiters.clear()
+
+    # ---------------------------------------------------------------- helpers
+
+    def _read_devices(self) -> None:
+        devices = {device.name: device for device in self.dispatcher.devices()}
+        load = {name: self._load.get(name, 0) for name in devices}
+        self._devices, self._load = devices, load
+        self._free_slots = sum(max(0, d.max_tasks - load[n]) for n, d in devices.items())
+
+    def _run(self, constellation_id: str) -> RunState:
+        run = self._runs.get(constellation_id)
+        if run is None:
+            raise UnknownConstellation(constellation_id)
+        return run
+
+    def _live_run(self, constellation_id: str) -> RunState:
+        run = self._run(constellation_id)
+        if run.finished:
+            raise ConstellationFinishedError(constellation_id, run.constellation.status)
+        return run
+
+    def _ignore_stale(self, result: TaskResult) -> None:
+        run = self._runs.get(result.constellation_id)
+        star = run.constellation.stars.get(result.star_id) if run else None
+        current = star.attempts[-1].number if star and star.attempts else None
+        log.info(
+            "c=%s s=%s a=%d: stale result ignored (current attempt %s)",
+            result.constellation_id,
+            result.star_id,
+            result.attempt,
+            current,
+        )
+        if run is not None:
+            self._emit(
+                StaleResultIgnored(
+                    constellation_id=result.constellation_id,
+                    star_id=result.star_id,
+                    attempt=result.attempt,
+                    current_attempt=current,
+                )
+            )
+
+    def _emit(self, event: Event) -> None:
+        event.ts = self.clock.now()
+        self.events.publish(event)
+
+
+def _finished_value(stars: dict[str, Star], star_id: str) -> tuple[object, str | None] | None:
+    star = stars.get(star_id)
+    if star is None or not star.status.terminal:
+        return None
+    return star.output, star.error

@@ -1,0 +1,153 @@
+"""The scheduling state of one running constellation: in-degree counters and line outcomes.
+
+`RunState` knows, for every star that has not started, how many incoming lines are still
+undecided, and turns an upstream star's final status into the next ready or skipped stars.
+It owns no devices and no clock; the orchestrator drives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from graphlib import TopologicalSorter
+
+from agents.constellation import (
+    Constellation,
+    ConstellationEditor,
+    ConstellationStatus,
+    Line,
+    LineKind,
+    Star,
+    StarStatus,
+)
+from agents.constellation.predicate import evaluate_condition
+
+DEFAULT_ESTIMATE = 1.0
+
+
+@dataclass(slots=True)
+class LineOutcome:
+    satisfied: bool
+    reason: str = ""
+
+
+def line_outcome(line: Line, upstream: Star) -> LineOutcome:
+    """Decide a line whose upstream star has reached a terminal status."""
+    if line.kind is LineKind.SUCCESS:
+        if upstream.status is StarStatus.SUCCEEDED:
+            return LineOutcome(True)
+        return LineOutcome(False, f"upstream star {upstream.id!r} {upstream.status}")
+    if line.kind is LineKind.COMPLETION:
+        return LineOutcome(True)
+    assert line.when is not None
+    if evaluate_condition(line.when, upstream.status.value, upstream.output, upstream.error):
+        return LineOutcome(True)
+    return LineOutcome(False, f"condition on line {line.source}->{line.target} is false")
+
+
+@dataclass(slots=True)
+class RunState:
+    editor: ConstellationEditor
+    outgoing: dict[str, list[Line]] = field(default_factory=dict)
+    incoming: dict[str, list[Line]] = field(default_factory=dict)
+    waiting: dict[str, int] = field(default_factory=dict)
+    bottom_level: dict[str, float] = field(default_factory=dict)
+    unfinished: int = 0
+    cancelling: bool = False
+    cancel_reason: str | None = None
+    first_failure: tuple[str, str] | None = None
+    waiters: list[asyncio.Future[Constellation]] = field(default_factory=list)
+
+    @property
+    def constellation(self) -> Constellation:
+        return self.editor.constellation
+
+    @property
+    def finished(self) -> bool:
+        return self.constellation.status.terminal
+
+    def rebuild(self) -> list[tuple[str, str | None]]:
+        """Recompute adjacency, counters and priorities from the constellation.
+
+        Returns the stars whose fate is already decided, as (star id, skip reason or
+        None for ready), for the orchestrator to act on.
+        """
+        constellation = self.constellation
+        stars = constellation.stars
+        outgoing: dict[str, list[Line]] = {star_id: [] for star_id in stars}
+        incoming: dict[str, list[Line]] = {star_id: [] for star_id in stars}
+        for line in constellation.lines:
+            outgoing[line.source].append(line)
+            incoming[line.target].append(line)
+        self.outgoing, self.incoming = outgoing, incoming
+        self.bottom_level = _bottom_levels(stars, outgoing, incoming)
+
+        decided: list[tuple[str, str | None]] = []
+        self.waiting = {}
+        unfinished = 0
+        for star_id, star in stars.items():
+            if not star.status.terminal:
+                unfinished += 1
+            if star.status is not StarStatus.PENDING:
+                continue
+            undecided = 0
+            skip_reason: str | None = None
+            for line in incoming[star_id]:
+                upstream = stars[line.source]
+                if not upstream.status.terminal:
+                    undecided += 1
+                    continue
+                outcome = line_outcome(line, upstream)
+                if not outcome.satisfied and skip_reason is None:
+                    skip_reason = outcome.reason
+            self.waiting[star_id] = undecided
+            if skip_reason is not None:
+                decided.append((star_id, skip_reason))
+            elif undecided == 0:
+                decided.append((star_id, None))
+        self.unfinished = unfinished
+        return decided
+
+    def downstream_decisions(self, star_id: str) -> Iterator[tuple[str, str | None]]:
+        """After `star_id` became terminal: each downstream star now decided (skip or ready)."""
+        stars = self.constellation.stars
+        upstream = stars[star_id]
+        for line in self.outgoing.get(star_id, ()):
+            target = stars[line.target]
+            if target.status is not StarStatus.PENDING:
+                continue
+            outcome = line_outcome(line, upstream)
+            if not outcome.satisfied:
+                self.waiting[line.target] = -1  # decided: will be skipped
+                yield line.target, outcome.reason
+                continue
+            remaining = self.waiting[line.target] - 1
+            self.waiting[line.target] = remaining
+            if remaining == 0:
+                yield line.target, None
+
+    def final_status(self) -> tuple[ConstellationStatus, str | None, str | None]:
+        """(status, reason, failed star) once every star is terminal."""
+        if self.cancelling:
+            return ConstellationStatus.CANCELLED, self.cancel_reason or "cancelled", None
+        if self.first_failure is not None:
+            star_id, error = self.first_failure
+            return ConstellationStatus.FAILED, error, star_id
+        return ConstellationStatus.SUCCEEDED, None, None
+
+
+def _bottom_levels(
+    stars: dict[str, Star], outgoing: dict[str, list[Line]], incoming: dict[str, list[Line]]
+) -> dict[str, float]:
+    """Longest remaining path (by estimated run time) from each star to the end of the DAG."""
+    sorter: TopologicalSorter[str] = TopologicalSorter(
+        {star_id: [line.source for line in lines] for star_id, lines in incoming.items()}
+    )
+    order = list(sorter.static_order())
+    levels: dict[str, float] = {}
+    for star_id in reversed(order):
+        estimate = stars[star_id].estimate or DEFAULT_ESTIMATE
+        below = max((levels[line.target] for line in outgoing[star_id]), default=0.0)
+        levels[star_id] = estimate + below
+    return levels

@@ -1,0 +1,1 @@
+"""Device agents, their tools and policies, and the orchestrator's device registry."""

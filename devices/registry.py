@@ -1,0 +1,43 @@
+"""The orchestrator's view of devices: what each offers and whether it fits a star."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DeviceInfo(BaseModel):
+    """A device as the orchestrator sees it: identity, capabilities and concurrency limit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    platform: str = "linux"
+    labels: frozenset[str] = frozenset()
+    tools: frozenset[str] = frozenset()
+    gpu: bool = False
+    max_tasks: int = Field(default=4, ge=1, le=1024)
+
+    def mismatch(
+        self,
+        *,
+        tool: str,
+        name: str | None = None,
+        labels: Iterable[str] = (),
+        platform: str | None = None,
+        gpu: bool | None = None,
+    ) -> str | None:
+        """Why this device cannot run such a star, or None when it can."""
+        if name is not None and name != self.name:
+            return f"is not {name!r}"
+        if tool not in self.tools:
+            return f"lacks tool {tool!r}"
+        missing = sorted(set(labels) - self.labels)
+        if missing:
+            return f"lacks label(s) {', '.join(missing)}"
+        if platform is not None and platform != self.platform:
+            return f"runs {self.platform}, not {platform}"
+        if gpu and not self.gpu:
+            return "has no GPU"
+        return None
