@@ -10,7 +10,7 @@ import asyncio
 import heapq
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -36,12 +36,11 @@ class RealClock:
         return asyncio.get_running_loop().call_later(max(0.0, delay), callback)
 
 
-@dataclass(order=True, slots=True)
+@dataclass(slots=True)
 class _VirtualTimer:
     when: float
-    seq: int
-    callback: Callable[[], None] = field(compare=False)
-    cancelled: bool = field(default=False, compare=False)
+    callback: Callable[[], None]
+    cancelled: bool = False
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -56,25 +55,25 @@ class VirtualClock:
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = start
-        self._timers: list[_VirtualTimer] = []
+        self._timers: list[tuple[float, int, _VirtualTimer]] = []
         self._seq = itertools.count()
 
     def now(self) -> float:
         return self._now
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        timer = _VirtualTimer(self._now + max(0.0, delay), next(self._seq), callback)
-        heapq.heappush(self._timers, timer)
+        timer = _VirtualTimer(self._now + max(0.0, delay), callback)
+        heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
         return timer
 
     @property
     def pending(self) -> int:
         """Timers scheduled and not cancelled."""
-        return sum(1 for timer in self._timers if not timer.cancelled)
+        return sum(1 for _, _, timer in self._timers if not timer.cancelled)
 
     def next_deadline(self) -> float | None:
         self._drop_cancelled()
-        return self._timers[0].when if self._timers else None
+        return self._timers[0][0] if self._timers else None
 
     def advance(self, seconds: float) -> int:
         """Move time forward by `seconds`, firing due timers; returns how many fired."""
@@ -86,9 +85,9 @@ class VirtualClock:
         fired = 0
         while True:
             self._drop_cancelled()
-            if not self._timers or self._timers[0].when > deadline:
+            if not self._timers or self._timers[0][0] > deadline:
                 break
-            timer = heapq.heappop(self._timers)
+            timer = heapq.heappop(self._timers)[2]
             self._now = max(self._now, timer.when)
             timer.callback()
             fired += 1
@@ -102,7 +101,7 @@ class VirtualClock:
             self._drop_cancelled()
             if not self._timers:
                 break
-            timer = heapq.heappop(self._timers)
+            timer = heapq.heappop(self._timers)[2]
             self._now = max(self._now, timer.when)
             timer.callback()
             fired += 1
@@ -110,5 +109,5 @@ class VirtualClock:
 
     def _drop_cancelled(self) -> None:
         timers = self._timers
-        while timers and timers[0].cancelled:
+        while timers and timers[0][2].cancelled:
             heapq.heappop(timers)

@@ -130,6 +130,7 @@ class Orchestrator:
         self._running: dict[tuple[str, str], _Running] = {}
         self._devices: dict[str, DeviceInfo] = {}
         self._load: dict[str, int] = {}
+        self._free: dict[str, DeviceInfo] = {}  # devices with at least one free slot
         self._free_slots = 0
         self._pumping = False
         self._pump_again = False
@@ -337,10 +338,8 @@ class Orchestrator:
         best: DeviceInfo | None = None
         best_load = 2.0
         fallback: DeviceInfo | None = None
-        for name, device in self._devices.items():
+        for name, device in self._free.items():
             load = self._load[name]
-            if load >= device.max_tasks:
-                continue
             if selector is None:
                 if tool not in device.tools:
                     continue
@@ -399,7 +398,9 @@ class Orchestrator:
         stars = constellation.stars
         number = len(star.attempts) + 1
         try:
-            args = resolve_references(star.effective_args, lambda sid: _finished_value(stars, sid))
+            args = star.effective_args
+            if star.id in run.referencing:
+                args = resolve_references(args, lambda sid: _finished_value(stars, sid))
         except UnresolvedReference as exc:
             if star.status is StarStatus.READY:
                 star.move_to(StarStatus.RUNNING)
@@ -427,8 +428,11 @@ class Orchestrator:
                 star.timeout, lambda: self._on_timeout(key[0], key[1], number)
             )
         self._running[key] = _Running(assignment, timer)
-        self._load[device.name] += 1
+        load = self._load[device.name] + 1
+        self._load[device.name] = load
         self._free_slots -= 1
+        if load >= device.max_tasks:
+            del self._free[device.name]
         self._emit(
             StarStarted(
                 constellation_id=constellation.id,
@@ -446,9 +450,12 @@ class Orchestrator:
             running.timer.cancel()
         device = running.assignment.device
         if device in self._load:
-            self._load[device] -= 1
-            if self._load[device] < self._devices[device].max_tasks:
+            load = self._load[device] - 1
+            self._load[device] = load
+            info = self._devices[device]
+            if load < info.max_tasks:
                 self._free_slots += 1
+                self._free[device] = info
         return running
 
     def _on_timeout(self, cid: str, sid: str, number: int) -> None:
@@ -618,6 +625,7 @@ class Orchestrator:
         devices = {device.name: device for device in self.dispatcher.devices()}
         load = {name: self._load.get(name, 0) for name in devices}
         self._devices, self._load = devices, load
+        self._free = {n: d for n, d in devices.items() if load[n] < d.max_tasks}
         self._free_slots = sum(max(0, d.max_tasks - load[n]) for n, d in devices.items())
 
     def _run(self, constellation_id: str) -> RunState:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from graphlib import TopologicalSorter
 
 from agents.constellation import (
     Constellation,
@@ -22,6 +21,7 @@ from agents.constellation import (
     StarStatus,
 )
 from agents.constellation.predicate import evaluate_condition
+from agents.constellation.references import iter_references
 
 DEFAULT_ESTIMATE = 1.0
 
@@ -53,6 +53,7 @@ class RunState:
     incoming: dict[str, list[Line]] = field(default_factory=dict)
     waiting: dict[str, int] = field(default_factory=dict)
     bottom_level: dict[str, float] = field(default_factory=dict)
+    referencing: set[str] = field(default_factory=set)  # stars whose args hold ${...}
     unfinished: int = 0
     cancelling: bool = False
     cancel_reason: str | None = None
@@ -82,6 +83,11 @@ class RunState:
             incoming[line.target].append(line)
         self.outgoing, self.incoming = outgoing, incoming
         self.bottom_level = _bottom_levels(stars, outgoing, incoming)
+        self.referencing = {
+            star_id
+            for star_id, star in stars.items()
+            if star.args and next(iter_references(star.args), None) is not None
+        }
 
         decided: list[tuple[str, str | None]] = []
         self.waiting = {}
@@ -140,14 +146,19 @@ class RunState:
 def _bottom_levels(
     stars: dict[str, Star], outgoing: dict[str, list[Line]], incoming: dict[str, list[Line]]
 ) -> dict[str, float]:
-    """Longest remaining path (by estimated run time) from each star to the end of the DAG."""
-    sorter: TopologicalSorter[str] = TopologicalSorter(
-        {star_id: [line.source for line in lines] for star_id, lines in incoming.items()}
-    )
-    order = list(sorter.static_order())
+    """Longest remaining path (by estimated run time) from each star to the end of the DAG.
+
+    Kahn's algorithm from the sinks upwards; the graph is known to be acyclic.
+    """
+    unsettled = {star_id: len(lines) for star_id, lines in outgoing.items()}
+    frontier = [star_id for star_id, count in unsettled.items() if count == 0]
     levels: dict[str, float] = {}
-    for star_id in reversed(order):
-        estimate = stars[star_id].estimate or DEFAULT_ESTIMATE
+    while frontier:
+        star_id = frontier.pop()
         below = max((levels[line.target] for line in outgoing[star_id]), default=0.0)
-        levels[star_id] = estimate + below
+        levels[star_id] = (stars[star_id].estimate or DEFAULT_ESTIMATE) + below
+        for line in incoming[star_id]:
+            unsettled[line.source] -= 1
+            if unsettled[line.source] == 0:
+                frontier.append(line.source)
     return levels

@@ -20,7 +20,7 @@ class TaskOutcome(StrEnum):
 class TaskAssignment(BaseModel):
     """Run `tool` with `args` (references already resolved) as attempt `attempt` of a star."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid")
 
     constellation_id: str
     star_id: str
@@ -36,7 +36,7 @@ class TaskAssignment(BaseModel):
 
 
 class TaskProgress(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid")
 
     constellation_id: str
     star_id: str
@@ -48,7 +48,7 @@ class TaskProgress(BaseModel):
 class TaskResult(BaseModel):
     """The outcome of one attempt. `output` is the tool's result model as JSON data."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid")
 
     constellation_id: str
     star_id: str

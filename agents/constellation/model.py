@@ -251,7 +251,9 @@ class Star(StarSpec):
         """Advance the status; raises `IllegalTransition` for any backwards or sideways move."""
         if target not in ALLOWED_TRANSITIONS[self.status]:
             raise IllegalTransition(self.id, self.status, target)
-        self.status = target
+        # The check above is the validation; write the field directly (scheduler hot path).
+        self.__dict__["status"] = target
+        self.__pydantic_fields_set__.add("status")
 
     @property
     def current_attempt(self) -> Attempt | None:

@@ -1,0 +1,175 @@
+"""The `orrery` command line.
+
+Exit codes: 0 the constellation succeeded; 1 it failed (the reason names the star);
+2 bad input (unreadable or invalid plan, bad arguments); 130 interrupted.
+
+Heavy modules are imported inside the commands, so `orrery --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from agents.constellation import Constellation
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orrery",
+        description="Automate tasks across several machines with task constellations.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where Orrery keeps its state (default: $ORRERY_HOME or the user data dir)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run a plan file to completion",
+        description="Run a plan file (YAML) with an embedded orchestrator and this machine "
+        "as the device. Exit 0 on success, 1 if the plan failed, 2 on bad input.",
+    )
+    run.add_argument("plan", help="path to a plan file (.yaml)")
+    _add_run_options(run)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the bundled sample plans",
+        description="Start an embedded orchestrator with this machine as the device and run "
+        "the sample plans that are meant to succeed. The desktop window is not built yet, so "
+        "the demo always runs headless.",
+    )
+    demo.add_argument("--headless", action="store_true", help="no window (currently always)")
+    _add_run_options(demo)
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workspace",
+        metavar="DIR",
+        help="folder the local device's tools work in (default: DATA_DIR/workspace)",
+    )
+    parser.add_argument(
+        "--max-tasks", type=int, default=4, metavar="K", help="stars run at once (default 4)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON event per line")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    logging.basicConfig(
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(options.verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if options.max_tasks < 1:
+        parser.error("--max-tasks must be at least 1")
+    if options.command == "run":
+        return _run_command(options, [Path(options.plan)])
+    if options.command == "demo":
+        from app.resources import sample_plans
+
+        plans = [p for p in sample_plans() if p.stem in DEMO_PLANS]
+        return _run_command(options, plans)
+    parser.error(f"unknown command {options.command!r}")
+    return EXIT_BAD_INPUT  # pragma: no cover  (parser.error exits)
+
+
+DEMO_PLANS = ("parallel-report", "conditional-alert")
+
+
+def _run_command(options: argparse.Namespace, plans: Sequence[Path]) -> int:
+    from rich.console import Console
+
+    from agents.constellation.plan_file import PlanFileError, load_plan
+    from app.config import data_dir, workspace_dir
+    from app.local_run import local_tools
+
+    err = Console(stderr=True, highlight=False)
+    workspace = workspace_dir(data_dir(options.data_dir), options.workspace)
+    known_tools = local_tools(workspace)
+    loaded = []
+    for path in plans:
+        try:
+            loaded.append(load_plan(path, known_tools=known_tools))
+        except PlanFileError as exc:
+            print(f"orrery: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    worst = EXIT_OK
+    for constellation in loaded:
+        code = _run_one(constellation, options, workspace, err)
+        worst = max(worst, code)
+        if code == EXIT_INTERRUPTED:
+            break
+    return worst
+
+
+def _run_one(
+    constellation: Constellation, options: argparse.Namespace, workspace: Path, err: Console
+) -> int:
+    from rich.console import Console
+
+    from agents.constellation import ConstellationStatus
+    from app.local_run import run_locally
+    from app.progress import JsonLines, LiveProgress, summary_table
+
+    if options.json:
+        final = asyncio.run(
+            run_locally(
+                constellation,
+                workspace=workspace,
+                listeners=[JsonLines()],
+                max_tasks=options.max_tasks,
+            )
+        )
+    else:
+        out = Console(highlight=False)
+        out.print(
+            f"[bold]{constellation.name}[/]: {len(constellation.stars)} stars, "
+            f"workspace {workspace}"
+        )
+        with LiveProgress(out) as progress:
+            final = asyncio.run(
+                run_locally(
+                    constellation,
+                    workspace=workspace,
+                    listeners=[progress],
+                    max_tasks=options.max_tasks,
+                )
+            )
+        out.print(summary_table(final))
+    if final.status is ConstellationStatus.SUCCEEDED:
+        if not options.json:
+            err.print(f"orrery: constellation {final.name!r} succeeded")
+        return EXIT_OK
+    failed = [s for s in final.stars.values() if s.status.value in ("failed", "cancelled")]
+    if final.status is ConstellationStatus.CANCELLED:
+        print(f"orrery: constellation {final.name!r} was cancelled", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    first = next((s for s in failed if not s.allow_failure), failed[0] if failed else None)
+    reason = f"star {first.id!r}: {first.error}" if first else "no star succeeded"
+    print(f"orrery: constellation {final.name!r} failed: {reason}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Run a constellation with an embedded orchestrator and this machine as the only device."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterable
+from pathlib import Path
+
+from agents.constellation import Constellation
+from agents.events import EventStream, Listener
+from agents.orchestrator import Orchestrator
+from devices.local import LocalDispatcher
+
+log = logging.getLogger("orrery.run")
+
+
+def local_dispatcher(workspace: Path, *, max_tasks: int = 4) -> LocalDispatcher:
+    return LocalDispatcher(workspace, name="local", max_tasks=max_tasks)
+
+
+def local_tools(workspace: Path) -> frozenset[str]:
+    """The tools the local device offers (for validating plans before they run)."""
+    return frozenset(local_dispatcher(workspace).devices()[0].tools)
+
+
+async def run_locally(
+    constellation: Constellation,
+    *,
+    workspace: Path,
+    listeners: Iterable[Listener] = (),
+    max_tasks: int = 4,
+) -> Constellation:
+    """Run to the end; Ctrl-C (SIGINT) or SIGTERM cancels the constellation cleanly."""
+    dispatcher = local_dispatcher(workspace, max_tasks=max_tasks)
+    events = EventStream()
+    for listener in listeners:
+        events.listen(listener)
+    orchestrator = Orchestrator(
+        dispatcher, events=events, known_tools=dispatcher.devices()[0].tools
+    )
+    loop = asyncio.get_running_loop()
+    handle = orchestrator.submit(constellation)
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, handle.cancel, f"interrupted by signal {signum}")
+            installed.append(signum)
+    try:
+        return await handle.wait()
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        await dispatcher.aclose()

@@ -1,0 +1,131 @@
+"""How `orrery run` shows a constellation running: live progress, then a summary table.
+
+On a terminal it draws a rich progress bar and prints a line per finished star; in a
+pipe it prints plain lines. With `--json` it prints one JSON event per line instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from agents.constellation import Constellation, StarStatus
+from agents.events import (
+    AttemptFailed,
+    ConstellationSubmitted,
+    EditApplied,
+    Event,
+    StarFinished,
+    StarStarted,
+    event_to_json,
+)
+
+_STYLE = {
+    StarStatus.SUCCEEDED: "green",
+    StarStatus.FAILED: "red",
+    StarStatus.CANCELLED: "yellow",
+    StarStatus.SKIPPED: "dim",
+}
+
+
+class JsonLines:
+    """Listener that writes every event as one JSON line."""
+
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        self.out = out
+
+    def __call__(self, event: Event) -> None:
+        self.out.write(event_to_json(event) + "\n")
+        self.out.flush()
+
+
+class LiveProgress:
+    """Listener that shows progress on a console while stars run."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> LiveProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._progress.stop()
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, ConstellationSubmitted):
+            self._task = self._progress.add_task(event.name, total=event.stars)
+        elif isinstance(event, StarStarted):
+            self.console.print(
+                f"  [cyan]start[/]  {event.star_id} (attempt {event.attempt} on {event.device})",
+                highlight=False,
+            )
+        elif isinstance(event, AttemptFailed):
+            retry = ", retrying" if event.will_retry else ""
+            self.console.print(
+                f"  [red]error[/]  {event.star_id} attempt {event.attempt}: "
+                f"{_one_line(event.error)}{retry}",
+                highlight=False,
+            )
+        elif isinstance(event, StarFinished):
+            style = _STYLE.get(StarStatus(event.status), "")
+            note = f": {_one_line(event.error)}" if event.error else ""
+            self.console.print(
+                f"  [{style}]{event.status:<9}[/] {event.star_id}{note}", highlight=False
+            )
+            if self._task is not None:
+                self._progress.advance(self._task)
+        elif isinstance(event, EditApplied):
+            self.console.print(f"  [magenta]edit[/]   version {event.version}: {event.rationale}")
+
+
+def summary_table(constellation: Constellation) -> Table:
+    table = Table(title=f"{constellation.name} (version {constellation.version})")
+    table.add_column("star")
+    table.add_column("status")
+    table.add_column("attempts", justify="right")
+    table.add_column("device")
+    table.add_column("seconds", justify="right")
+    table.add_column("note", overflow="fold")
+    for star in constellation.stars.values():
+        last = star.current_attempt
+        seconds = ""
+        if last is not None and last.finished_at is not None:
+            seconds = f"{last.finished_at - last.started_at:.2f}"
+        note = star.error or star.skip_reason or ""
+        style = _STYLE.get(star.status, "")
+        table.add_row(
+            star.id,
+            f"[{style}]{star.status}[/]" if style else str(star.status),
+            str(len(star.attempts)),
+            last.device if last else "",
+            seconds,
+            _one_line(note),
+        )
+    return table
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
