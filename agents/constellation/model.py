@@ -8,8 +8,9 @@ attempts, results and a version that grows with every accepted edit batch.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
     BaseModel,
@@ -225,15 +226,20 @@ class PlanSpec(BaseModel):
     lines: list[Line] = Field(default_factory=list)
 
 
-class Attempt(BaseModel):
-    """One try at running a star on one device; retries are new, numbered attempts."""
+@dataclass(slots=True)
+class Attempt:
+    """One try at running a star on one device; retries are new, numbered attempts.
 
-    model_config = ConfigDict(extra="forbid")
+    A plain dataclass (pydantic validates and serialises it as a field of `Star`) so the
+    scheduler can create and update attempts cheaply.
+    """
 
-    number: int = Field(ge=1)
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+
+    number: Annotated[int, Field(ge=1)]
     device: str
-    status: AttemptStatus = AttemptStatus.RUNNING
     started_at: float
+    status: AttemptStatus = AttemptStatus.RUNNING
     finished_at: float | None = None
     error: str | None = None
 
