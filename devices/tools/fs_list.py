@@ -1,0 +1,115 @@
+"""The `fs.list` tool: the entries of a workspace folder, optionally recursive."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterator
+from fnmatch import fnmatchcase
+from itertools import islice
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from devices.tools.base import Tool, ToolContext
+from devices.tools.errors import ToolError
+from devices.tools.paths import confine, relative
+
+log = logging.getLogger(__name__)
+
+
+class FsListArgs(BaseModel):
+    """List a folder of the workspace; links are reported, never followed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(default=".", min_length=1, description="folder relative to the workspace")
+    pattern: str = Field(
+        default="*",
+        min_length=1,
+        description="glob matched against entry names (against the relative path if it has '/')",
+    )
+    recursive: bool = False
+    max_entries: int = Field(default=1000, ge=1, le=100_000)
+
+
+class FsEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="path relative to the listed folder")
+    type: Literal["file", "dir", "link"]
+    size: int | None = Field(description="bytes, for files; null for folders and links")
+
+
+class FsListResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    entries: list[FsEntry]
+    truncated: bool = Field(description="there were more than max_entries matches")
+
+
+def _entry(item: os.DirEntry[str], name: str) -> FsEntry:
+    if item.is_symlink():
+        return FsEntry(name=name, type="link", size=None)
+    if item.is_dir(follow_symlinks=False):
+        return FsEntry(name=name, type="dir", size=None)
+    try:
+        size: int | None = item.stat(follow_symlinks=False).st_size
+    except OSError:  # gone since the scan
+        size = None
+    return FsEntry(name=name, type="file", size=size)
+
+
+def _walk(top: Path, recursive: bool) -> Iterator[FsEntry]:
+    """Entries of `top` sorted by name, then (if recursive) of each subfolder in turn."""
+    pending: list[tuple[str, str]] = [(str(top), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        try:
+            with os.scandir(folder) as scan:
+                items = sorted(scan, key=lambda item: item.name)
+        except OSError as error:
+            if folder == str(top):
+                raise
+            log.warning("fs.list skips %s: %s", folder, error.strerror or error)
+            continue
+        below: list[tuple[str, str]] = []
+        for item in items:
+            entry = _entry(item, prefix + item.name)
+            yield entry
+            if recursive and entry.type == "dir":
+                below.append((item.path, entry.name + "/"))
+        pending.extend(reversed(below))
+
+
+def _list(top: Path, shown: str, args: FsListArgs) -> tuple[list[FsEntry], bool]:
+    if not top.exists():
+        raise ToolError(f"there is no folder {shown!r} in the workspace")
+    if not top.is_dir():
+        raise ToolError(f"{shown!r} is a file, not a folder; read it with fs.read")
+    by_path = "/" in args.pattern
+    matches = (
+        entry
+        for entry in _walk(top, args.recursive)
+        if fnmatchcase(entry.name if by_path else entry.name.rsplit("/", 1)[-1], args.pattern)
+    )
+    try:
+        entries = list(islice(matches, args.max_entries + 1))
+    except OSError as error:
+        raise ToolError(f"cannot list {shown!r}: {error.strerror or error}") from None
+    return entries[: args.max_entries], len(entries) > args.max_entries
+
+
+class FsListTool(Tool[FsListArgs, FsListResult]):
+    name = "fs.list"
+    args_model = FsListArgs
+    result_model = FsListResult
+
+    async def run(self, args: FsListArgs, context: ToolContext) -> FsListResult:
+        top = confine(context.workspace, args.path)
+        shown = relative(context.workspace, top)
+        entries, truncated = await asyncio.to_thread(_list, top, shown, args)
+        return FsListResult(path=shown, entries=entries, truncated=truncated)

@@ -1,0 +1,85 @@
+"""The `fs.read` tool: the text of a workspace file, bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import os
+import stat
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from devices.tools.base import Tool, ToolContext
+from devices.tools.errors import ToolError
+from devices.tools.paths import confine, relative
+
+MAX_READ_BYTES = 64 * 1024 * 1024
+
+
+class FsReadArgs(BaseModel):
+    """Read a text file of the workspace (at most `max_bytes` of it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, description="file path relative to the workspace")
+    max_bytes: int = Field(default=1_048_576, ge=1, le=MAX_READ_BYTES)
+    encoding: str = Field(default="utf-8", description="text encoding, e.g. utf-8 or latin-1")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            b"a".decode(encoding, "ignore")  # also refuses codecs that are not for text (rot13)
+        except LookupError:
+            raise ValueError(
+                f"{encoding!r} is not a known text encoding; try 'utf-8' or 'latin-1'"
+            ) from None
+        return encoding
+
+
+class FsReadResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    content: str
+    size: int = Field(description="the file's size in bytes")
+    truncated: bool = Field(description="only the first max_bytes were read")
+
+
+def _read(target: Path, shown: str, max_bytes: int, encoding: str) -> tuple[bytes, int]:
+    try:
+        info = target.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ToolError(f"{shown!r} is a folder; list it with fs.list")
+        if not stat.S_ISREG(info.st_mode):
+            raise ToolError(f"{shown!r} is not a regular file; only files can be read")
+        with target.open("rb") as file:
+            return file.read(max_bytes + 1), os.fstat(file.fileno()).st_size
+    except FileNotFoundError:
+        raise ToolError(
+            f"there is no file {shown!r} in the workspace; use fs.list to see what is there"
+        ) from None
+    except OSError as error:
+        raise ToolError(f"cannot read {shown!r}: {error.strerror or error}") from None
+
+
+class FsReadTool(Tool[FsReadArgs, FsReadResult]):
+    name = "fs.read"
+    args_model = FsReadArgs
+    result_model = FsReadResult
+
+    async def run(self, args: FsReadArgs, context: ToolContext) -> FsReadResult:
+        target = confine(context.workspace, args.path)
+        shown = relative(context.workspace, target)
+        data, size = await asyncio.to_thread(_read, target, shown, args.max_bytes, args.encoding)
+        truncated = len(data) > args.max_bytes
+        decoder = codecs.getincrementaldecoder(args.encoding)("strict")
+        try:  # a cut in the middle of a character is not an error: the decoder keeps it back
+            content = decoder.decode(data[: args.max_bytes], final=not truncated)
+        except UnicodeDecodeError as error:
+            raise ToolError(
+                f"{shown!r} is not {args.encoding} text (byte {error.start} does not decode); "
+                "read it with another encoding such as 'latin-1'"
+            ) from None
+        return FsReadResult(path=shown, content=content, size=size, truncated=truncated)
