@@ -15,6 +15,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -622,8 +623,11 @@ class Orchestrator:
     # ---------------------------------------------------------------- helpers
 
     def _read_devices(self) -> None:
+        self._capability_gaps.clear()  # what no device can run depends on the devices
         devices = {device.name: device for device in self.dispatcher.devices()}
-        load = {name: self._load.get(name, 0) for name in devices}
+        # Count from the attempts out, so a device that left and came back keeps its load.
+        out = Counter(running.assignment.device for running in self._running.values())
+        load = {name: out[name] for name in devices}
         self._devices, self._load = devices, load
         self._free = {n: d for n, d in devices.items() if load[n] < d.max_tasks}
         self._free_slots = sum(max(0, d.max_tasks - load[n]) for n, d in devices.items())

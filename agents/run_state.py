@@ -8,7 +8,6 @@ It owns no devices and no clock; the orchestrator drives it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from agents.constellation import (
@@ -115,23 +114,28 @@ class RunState:
         self.unfinished = unfinished
         return decided
 
-    def downstream_decisions(self, star_id: str) -> Iterator[tuple[str, str | None]]:
+    def downstream_decisions(self, star_id: str) -> list[tuple[str, str | None]]:
         """After `star_id` became terminal: each downstream star now decided (skip or ready)."""
         stars = self.constellation.stars
         upstream = stars[star_id]
+        succeeded = upstream.status is StarStatus.SUCCEEDED
+        waiting = self.waiting
+        decided: list[tuple[str, str | None]] = []
         for line in self.outgoing.get(star_id, ()):
-            target = stars[line.target]
-            if target.status is not StarStatus.PENDING:
-                continue
-            outcome = line_outcome(line, upstream)
-            if not outcome.satisfied:
-                self.waiting[line.target] = -1  # decided: will be skipped
-                yield line.target, outcome.reason
-                continue
-            remaining = self.waiting[line.target] - 1
-            self.waiting[line.target] = remaining
+            target_id = line.target
+            if stars[target_id].status is not StarStatus.PENDING or waiting[target_id] < 0:
+                continue  # already finished, or already decided (to be skipped) by another line
+            if not (succeeded and line.kind is LineKind.SUCCESS):  # the common case is cheap
+                outcome = line_outcome(line, upstream)
+                if not outcome.satisfied:
+                    waiting[target_id] = -1  # decided: will be skipped
+                    decided.append((target_id, outcome.reason))
+                    continue
+            remaining = waiting[target_id] - 1
+            waiting[target_id] = remaining
             if remaining == 0:
-                yield line.target, None
+                decided.append((target_id, None))
+        return decided
 
     def final_status(self) -> tuple[ConstellationStatus, str | None, str | None]:
         """(status, reason, failed star) once every star is terminal."""
