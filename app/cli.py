@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from agents.constellation import Constellation
+    from memory import Store
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -58,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--headless", action="store_true", help="no window (currently always)")
     _add_run_options(demo)
+
+    history = commands.add_parser(
+        "history",
+        help="list the constellations that ran",
+        description="List recorded constellations, newest first, from DATA_DIR/orrery.db.",
+    )
+    history.add_argument("--limit", type=int, default=20, metavar="N", help="at most N rows")
+    history.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
 
 
@@ -81,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if options.command == "history":
+        return _history_command(options)
     if options.max_tasks < 1:
         parser.error("--max-tasks must be at least 1")
     if options.command == "run":
@@ -95,6 +106,46 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 DEMO_PLANS = ("parallel-report", "conditional-alert")
+STORE_FILE = "orrery.db"
+
+
+def _open_store(options: argparse.Namespace) -> Store | None:
+    """The data dir's store, or None (after saying why on stderr) if it cannot be opened."""
+    from app.config import data_dir
+    from memory import Store, StoreError
+
+    try:
+        return Store.open_path(data_dir(options.data_dir) / STORE_FILE)
+    except StoreError as exc:
+        print(f"orrery: error: {exc}", file=sys.stderr)
+        return None
+
+
+def _history_command(options: argparse.Namespace) -> int:
+    import json
+
+    store = _open_store(options)
+    if store is None:
+        return EXIT_BAD_INPUT
+    with store:
+        rows = store.constellations(limit=max(1, options.limit))
+    for row in rows:
+        if options.json:
+            fields = {
+                "id": row.id,
+                "name": row.name,
+                "status": row.status,
+                "version": row.version,
+                "created_at": row.created_at,
+                "finished_at": row.finished_at,
+                "reason": row.reason,
+            }
+            print(json.dumps(fields))
+        else:
+            stars = len(row.snapshot.get("stars", {}))
+            note = f"  {row.reason}" if row.reason else ""
+            print(f"{row.id}  {row.status:<9}  {row.name} ({stars} stars){note}")
+    return EXIT_OK
 
 
 def _run_command(options: argparse.Namespace, plans: Sequence[Path]) -> int:
@@ -114,17 +165,25 @@ def _run_command(options: argparse.Namespace, plans: Sequence[Path]) -> int:
         except PlanFileError as exc:
             print(f"orrery: error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+    store = _open_store(options)
+    if store is None:
+        return EXIT_BAD_INPUT
     worst = EXIT_OK
-    for constellation in loaded:
-        code = _run_one(constellation, options, workspace, err)
-        worst = max(worst, code)
-        if code == EXIT_INTERRUPTED:
-            break
+    with store:
+        for constellation in loaded:
+            code = _run_one(constellation, options, workspace, err, store)
+            worst = max(worst, code)
+            if code == EXIT_INTERRUPTED:
+                break
     return worst
 
 
 def _run_one(
-    constellation: Constellation, options: argparse.Namespace, workspace: Path, err: Console
+    constellation: Constellation,
+    options: argparse.Namespace,
+    workspace: Path,
+    err: Console,
+    store: Store,
 ) -> int:
     from rich.console import Console
 
@@ -139,6 +198,7 @@ def _run_one(
                 workspace=workspace,
                 listeners=[JsonLines()],
                 max_tasks=options.max_tasks,
+                store=store,
             )
         )
     else:
@@ -154,6 +214,7 @@ def _run_one(
                     workspace=workspace,
                     listeners=[progress],
                     max_tasks=options.max_tasks,
+                    store=store,
                 )
             )
         out.print(summary_table(final))

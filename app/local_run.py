@@ -13,6 +13,7 @@ from agents.constellation import Constellation
 from agents.events import EventStream, Listener
 from agents.orchestrator import Orchestrator
 from devices.local import LocalDispatcher
+from memory import Store
 
 log = logging.getLogger("orrery.run")
 
@@ -32,8 +33,12 @@ async def run_locally(
     workspace: Path,
     listeners: Iterable[Listener] = (),
     max_tasks: int = 4,
+    store: Store | None = None,
 ) -> Constellation:
-    """Run to the end; Ctrl-C (SIGINT) or SIGTERM cancels the constellation cleanly."""
+    """Run to the end; Ctrl-C (SIGINT) or SIGTERM cancels the constellation cleanly.
+
+    With a `store`, every event and the final constellation are recorded in it.
+    """
     dispatcher = local_dispatcher(workspace, max_tasks=max_tasks)
     events = EventStream()
     for listener in listeners:
@@ -41,6 +46,12 @@ async def run_locally(
     orchestrator = Orchestrator(
         dispatcher, events=events, known_tools=dispatcher.devices()[0].tools
     )
+    recorder = None
+    if store is not None:
+        from app.recorder import RunRecorder
+
+        recorder = RunRecorder(store, orchestrator.constellation)
+        events.listen(recorder)
     loop = asyncio.get_running_loop()
     handle = orchestrator.submit(constellation)
     installed = []
@@ -54,3 +65,5 @@ async def run_locally(
         for signum in installed:
             loop.remove_signal_handler(signum)
         await dispatcher.aclose()
+        if recorder is not None:
+            recorder.flush()

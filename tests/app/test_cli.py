@@ -32,9 +32,7 @@ def events_of(stdout: str) -> list[dict[str, object]]:
 
 
 def finished(events: list[dict[str, object]]) -> dict[str, str]:
-    return {
-        str(e["star_id"]): str(e["status"]) for e in events if e["type"] == "star.finished"
-    }
+    return {str(e["star_id"]): str(e["status"]) for e in events if e["type"] == "star.finished"}
 
 
 def test_parallel_plan_succeeds_and_writes_its_report(tmp_path: Path) -> None:
@@ -79,9 +77,7 @@ def test_condition_plan_takes_exactly_one_branch(tmp_path: Path) -> None:
     statuses = finished(events)
     branches = {statuses["alert"], statuses["ok"]}
     assert branches == {"succeeded", "skipped"}
-    skipped = next(
-        e for e in events if e["type"] == "star.finished" and e["status"] == "skipped"
-    )
+    skipped = next(e for e in events if e["type"] == "star.finished" and e["status"] == "skipped")
     assert "condition" in str(skipped["error"])
 
 
@@ -141,3 +137,30 @@ def test_help_lists_commands(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "run" in result.stdout
     assert "demo" in result.stdout
+
+
+def test_runs_are_recorded_and_listed_by_history(tmp_path: Path) -> None:
+    from memory import Store
+
+    ok = orrery("run", "--json", str(PLANS / "parallel-report.yaml"), home=tmp_path)
+    failed = orrery("run", "--json", str(PLANS / "failure-cleanup.yaml"), home=tmp_path)
+    assert (ok.returncode, failed.returncode) == (0, 1)
+
+    listed = orrery("history", "--json", home=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [row["name"] for row in rows] == ["failure-cleanup", "parallel-report"]
+    assert [row["status"] for row in rows] == ["failed", "succeeded"]
+    assert rows[1]["reason"] is None
+    assert "config.json" in rows[0]["reason"]
+
+    # The store holds the same events the run printed, in order, and the final snapshot.
+    printed = events_of(failed.stdout)
+    with Store.open_path(tmp_path / "orrery.db") as store:
+        stored = store.events(rows[0]["id"])
+        snapshot = store.constellation(rows[0]["id"])
+    assert [e.seq for e in stored] == [e["seq"] for e in printed]
+    assert [e.type for e in stored] == [e["type"] for e in printed]
+    assert snapshot is not None
+    assert snapshot.snapshot["stars"]["load_config"]["status"] == "failed"
+    assert len(snapshot.snapshot["stars"]["load_config"]["attempts"]) == 2

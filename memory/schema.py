@@ -1,0 +1,79 @@
+"""The SQLAlchemy 2 declarative models of the durable store.
+
+These models describe the schema the *current* code expects; the database itself is only ever
+created or changed by the Alembic migrations in `memory/migrations/versions/`. When you change a
+model, add a migration (see `memory/migrations/env.py`); `tests/memory` checks that the two agree.
+
+JSON columns hold text written by the store (`json.dumps`), not the dialect's JSON type, so the
+same file reads the same on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Named constraints keep migrations reproducible (SQLite batch mode needs the names).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# A 64-bit integer that is still SQLite's rowid alias (so it autoincrements there).
+BigIntegerId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ConstellationRecord(Base):
+    """The latest state of one constellation: a few queryable columns plus the full snapshot."""
+
+    __tablename__ = "constellations"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String, nullable=False)
+    status: Mapped[str] = mapped_column(String, nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)  # unix time, seconds
+    updated_at: Mapped[float] = mapped_column(Float, nullable=False)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    snapshot: Mapped[str] = mapped_column(Text, nullable=False)  # JSON object
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (
+        Index(None, "created_at"),
+        Index(None, "status", "created_at"),
+    )
+
+
+class EventRecord(Base):
+    """One entry of a constellation's append-only event log."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigIntegerId, primary_key=True, autoincrement=True)
+    constellation_id: Mapped[str] = mapped_column(
+        String, ForeignKey("constellations.id", ondelete="CASCADE"), nullable=False
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    type: Mapped[str] = mapped_column(String, nullable=False)
+    ts: Mapped[float] = mapped_column(Float, nullable=False)  # unix time, seconds
+    payload: Mapped[str] = mapped_column(Text, nullable=False)  # JSON object
+
+    # Also the index for "events of a constellation after seq N".
+    __table_args__ = (UniqueConstraint("constellation_id", "seq"),)
