@@ -369,12 +369,13 @@ class Orchestrator:
         """Why no connected device could ever run this star (cached per tool and selector)."""
         key = (star.effective_tool, star.on)
         if key not in self._capability_gaps:
-            self._capability_gaps[key] = self._unsatisfiable(star)
+            self._capability_gaps[key] = self._missing_capability(star)
         gap = self._capability_gaps[key]
-        return gap.replace("{star}", repr(star.id)) if gap is not None else None
+        return f"no device can run star {star.id!r} {gap}" if gap is not None else None
 
-    def _unsatisfiable(self, star: Star) -> str | None:
-        """Why no connected device could ever run this star, or None if one could."""
+    def _missing_capability(self, star: Star) -> str | None:
+        """What no connected device offers for this star ("(needs ...): why each device
+        does not fit"), or None if some device could run it."""
         selector = star.on
         reasons = []
         for device in self._devices.values():
@@ -392,7 +393,7 @@ class Orchestrator:
         if selector is not None and not selector.is_any:
             wanted.append(selector.model_dump_json(exclude_defaults=True))
         considered = "; ".join(reasons) if reasons else "no devices are connected"
-        return f"no device can run star {{star}} (needs {', '.join(wanted)}): {considered}"
+        return f"(needs {', '.join(wanted)}): {considered}"
 
     def _start_attempt(self, run: RunState, star: Star, device: DeviceInfo) -> None:
         constellation = run.constellation

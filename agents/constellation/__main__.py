@@ -1,4 +1,4 @@
-"""`python -m agents.constellation` prints the plan JSON schema (resources/schema/plan.schema.json)."""
+"""Print the plan JSON schema: `python -m agents.constellation > resources/schema/plan.schema.json`."""
 
 import json
 
