@@ -1,4 +1,8 @@
-"""Print the plan JSON schema: `python -m agents.constellation > resources/schema/plan.schema.json`."""
+"""Print the plan JSON schema.
+
+Regenerate the shipped copy with
+`python -m agents.constellation > resources/schema/plan.schema.json`.
+"""
 
 import json
 
