@@ -579,10 +579,11 @@ class Orchestrator:
     def _after_edit(self, run: RunState, batch: EditBatch, *, undo: bool) -> None:
         constellation = run.constellation
         cid = constellation.id
-        # Withdraw queue entries of removed stars, requeue the rest with fresh priorities.
+        # Withdraw queue entries of removed stars (and of stars removed and added again
+        # under the same id, now pending), requeue the rest with fresh priorities.
         for key in [key for key in self._queued if key[0] == cid]:
             star = constellation.stars.get(key[1])
-            if star is None:
+            if star is None or star.status is StarStatus.PENDING:
                 del self._queued[key]
         decided = run.rebuild()
         for key in [key for key in self._queued if key[0] == cid]:

@@ -19,30 +19,10 @@ from agents.constellation import (
     Star,
     StarStatus,
 )
-from agents.constellation.predicate import evaluate_condition
+from agents.constellation.lines import line_outcome
 from agents.constellation.references import iter_references
 
 DEFAULT_ESTIMATE = 1.0
-
-
-@dataclass(slots=True)
-class LineOutcome:
-    satisfied: bool
-    reason: str = ""
-
-
-def line_outcome(line: Line, upstream: Star) -> LineOutcome:
-    """Decide a line whose upstream star has reached a terminal status."""
-    if line.kind is LineKind.SUCCESS:
-        if upstream.status is StarStatus.SUCCEEDED:
-            return LineOutcome(True)
-        return LineOutcome(False, f"upstream star {upstream.id!r} {upstream.status}")
-    if line.kind is LineKind.COMPLETION:
-        return LineOutcome(True)
-    assert line.when is not None
-    if evaluate_condition(line.when, upstream.status.value, upstream.output, upstream.error):
-        return LineOutcome(True)
-    return LineOutcome(False, f"condition on line {line.source}->{line.target} is false")
 
 
 @dataclass(slots=True)

@@ -12,9 +12,11 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
+import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.constellation.errors import (
+    BadReference,
     ConstellationError,
     DanglingLine,
     DuplicateLine,
@@ -24,6 +26,7 @@ from agents.constellation.errors import (
     StarNotEditable,
     UnknownStar,
 )
+from agents.constellation.lines import settled
 from agents.constellation.model import (
     Constellation,
     DeviceSelector,
@@ -32,7 +35,8 @@ from agents.constellation.model import (
     StarSpec,
     StarStatus,
 )
-from agents.constellation.validation import check_structure
+from agents.constellation.references import parse_reference
+from agents.constellation.validation import check_structure, dependency_graph
 
 
 class UnknownLine(ConstellationError):
@@ -113,6 +117,7 @@ class _Working:
     star_origin: dict[str, int] = field(default_factory=dict)
     line_origin: dict[tuple[str, str], int] = field(default_factory=dict)
     removed: dict[str, int] = field(default_factory=dict)
+    removed_lines: dict[tuple[str, str], int] = field(default_factory=dict)
     inverse: list[list[Edit]] = field(default_factory=list)
 
 
@@ -158,6 +163,9 @@ def apply_batch(
     except ConstellationError as exc:
         if exc.location[:1] == ("edits",) and isinstance(exc.location[1], int):
             exc.edit_index = exc.location[1]
+        elif isinstance(exc, BadReference) and exc.location[:1] == ("stars",):
+            # A star the batch did not touch lost the upstream it refers to.
+            exc.edit_index = _cut_reference(constellation, work, str(exc.location[1]), exc.item)
         raise
 
     updated = constellation.model_copy(
@@ -232,13 +240,20 @@ def _apply_one(work: _Working, edit: Edit, index: int) -> list[Edit]:
             item=f"{edit.source}->{edit.target}",
         )
     target = work.stars.get(edit.target)
-    if target is not None and target.status.started:
+    if (
+        target is not None
+        and target.status is not StarStatus.PENDING
+        and not (
+            target.status is StarStatus.READY and settled(removed_line, work.stars.get(edit.source))
+        )
+    ):
         raise StarNotEditable(
             f"cannot remove line {removed_line.label()}: star {edit.target!r} is {target.status}",
             item=edit.target,
         )
     del work.lines[key]
     work.line_origin.pop(key, None)
+    work.removed_lines[key] = index
     return [AddLine(line=removed_line)]
 
 
@@ -250,7 +265,11 @@ def _add_line(work: _Working, line: Line, index: int) -> None:
             item=line.label(),
         )
     target = work.stars.get(line.target)
-    if target is not None and target.status is not StarStatus.PENDING:
+    if (
+        target is not None
+        and target.status is not StarStatus.PENDING
+        and not (target.status is StarStatus.READY and settled(line, work.stars.get(line.source)))
+    ):
         raise StarNotEditable(
             f"cannot add line {line.label()}: star {line.target!r} is {target.status} and can "
             "no longer gain dependencies",
@@ -280,6 +299,25 @@ def _check_ends(work: _Working) -> None:
                 location=("edits", index) if index is not None else (),
                 edit_index=index,
             )
+
+
+def _cut_reference(before: Constellation, work: _Working, star_id: str, text: str) -> int | None:
+    """The edit that cut `star_id` off the star its reference `text` names: the last edit
+    removing that star, or a line on a path from it to `star_id` (before the batch)."""
+    upstream = parse_reference(text).star
+    if upstream in work.removed:
+        return work.removed[upstream]
+    graph = dependency_graph(before.stars, before.lines)
+    if upstream not in graph or star_id not in graph:
+        return None
+    below = nx.descendants(graph, upstream) | {upstream}
+    above = nx.ancestors(graph, star_id) | {star_id}
+    cuts = [
+        index
+        for key, index in work.removed_lines.items()
+        if key not in work.lines and key[0] in below and key[1] in above
+    ]
+    return max(cuts, default=None)
 
 
 def _first_error(exc: ValidationError) -> str:
