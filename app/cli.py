@@ -60,6 +60,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--headless", action="store_true", help="no window (currently always)")
     _add_run_options(demo)
 
+    serve = commands.add_parser(
+        "serve",
+        help="a headless orchestrator that devices connect to",
+        description="Listen for device agents over AIP (ws://HOST:PORT/aip/v1). Devices must "
+        "be enrolled first with `orrery devices enroll NAME`.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
+    serve.add_argument("--tls-cert", metavar="PEM", help="certificate chain, for wss://")
+    serve.add_argument("--tls-key", metavar="PEM", help="private key, for wss://")
+
+    device = commands.add_parser(
+        "device",
+        help="run this machine as a device agent",
+        description="Connect to an orchestrator and run the stars it assigns; reconnects by "
+        "itself until stopped (Ctrl-C). Exit 2 if the orchestrator refuses the device.",
+    )
+    device.add_argument("--server", required=True, metavar="URL", help="ws://HOST:PORT")
+    device.add_argument("--name", required=True, metavar="N", help="this device's name")
+    device.add_argument("--token", required=True, metavar="T", help="its enrolment token")
+    device.add_argument("--labels", default="", metavar="a,b", help="comma-separated labels")
+    device.add_argument("--max-tasks", type=int, default=4, metavar="K", help="stars at once")
+    device.add_argument("--workspace", metavar="DIR", help="folder its tools work in")
+    device.add_argument("--tls-ca", metavar="PEM", help="CA certificate to trust for wss://")
+
+    devices = commands.add_parser("devices", help="enrol and list devices")
+    devices_commands = devices.add_subparsers(dest="devices_command", required=True)
+    enroll = devices_commands.add_parser(
+        "enroll",
+        help="print a new enrolment token for a device",
+        description="Create (or rotate) the enrolment token of device NAME and print it once. "
+        "Only a derived key is stored; start the device with `--token`.",
+    )
+    enroll.add_argument("name", metavar="NAME")
+    devices_commands.add_parser("list", help="known devices and their state")
+
     history = commands.add_parser(
         "history",
         help="list the constellations that ran",
@@ -92,6 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if options.command == "history":
         return _history_command(options)
+    if options.command == "devices":
+        return _devices_command(options)
+    if options.command == "serve":
+        return _serve_command(options)
+    if options.command == "device":
+        return _device_command(options)
     if options.max_tasks < 1:
         parser.error("--max-tasks must be at least 1")
     if options.command == "run":
@@ -119,6 +161,82 @@ def _open_store(options: argparse.Namespace) -> Store | None:
     except StoreError as exc:
         print(f"orrery: error: {exc}", file=sys.stderr)
         return None
+
+
+def _devices_command(options: argparse.Namespace) -> int:
+    import re
+
+    from protocol.auth import enroll
+
+    store = _open_store(options)
+    if store is None:
+        return EXIT_BAD_INPUT
+    with store:
+        if options.devices_command == "enroll":
+            if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", options.name):
+                print(
+                    f"orrery: error: device name {options.name!r} must be 1-64 letters, "
+                    "digits, '.', '_' or '-'",
+                    file=sys.stderr,
+                )
+                return EXIT_BAD_INPUT
+            token, key = enroll(options.name)
+            store.enroll_device(options.name, salt=key.salt, key=key.key)
+            print(token)
+            return EXIT_OK
+        for row in store.devices():
+            labels = ",".join(row.labels or [])
+            print(f"{row.name:<20} {row.state:<8} {labels}")
+    return EXIT_OK
+
+
+def _serve_command(options: argparse.Namespace) -> int:
+    from app.serve import serve
+
+    if bool(options.tls_cert) != bool(options.tls_key):
+        print("orrery: error: --tls-cert and --tls-key go together", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    store = _open_store(options)
+    if store is None:
+        return EXIT_BAD_INPUT
+    with store:
+        asyncio.run(
+            serve(
+                store,
+                host=options.host,
+                port=options.port,
+                tls_cert=Path(options.tls_cert) if options.tls_cert else None,
+                tls_key=Path(options.tls_key) if options.tls_key else None,
+            )
+        )
+    return EXIT_OK
+
+
+def _device_command(options: argparse.Namespace) -> int:
+    from app.config import data_dir
+    from app.device_run import run_device
+    from devices.agent import DeviceRefused
+
+    try:
+        asyncio.run(
+            run_device(
+                server=options.server,
+                name=options.name,
+                token=options.token,
+                data_dir=data_dir(options.data_dir),
+                labels=[label for label in options.labels.split(",") if label],
+                max_tasks=options.max_tasks,
+                workspace=Path(options.workspace) if options.workspace else None,
+                tls_ca=Path(options.tls_ca) if options.tls_ca else None,
+            )
+        )
+    except DeviceRefused as exc:
+        print(f"orrery: device refused: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as exc:
+        print(f"orrery: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
 
 
 def _history_command(options: argparse.Namespace) -> int:

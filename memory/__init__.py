@@ -1,4 +1,5 @@
-"""Orrery: memory. For now the durable store of the orchestrator's state (see `memory.store`).
+"""Orrery: memory. For now the durable store of the orchestrator's state (see `memory.store`):
+constellations, their event log, enrolled devices and the result ledger.
 
 Imports nothing of Orrery's other packages: it stores plain data (str, int, float and
 JSON-serialisable dicts).
@@ -13,18 +14,24 @@ from memory.errors import (
     StoreVersionTooNew,
 )
 from memory.store import (
+    DEVICE_OFFLINE,
     PLACEHOLDER_STATUS,
     ConstellationRow,
+    DeviceRow,
     EventRecordIn,
     EventRow,
+    ResultRow,
     Store,
 )
 
 __all__ = [
+    "DEVICE_OFFLINE",
     "PLACEHOLDER_STATUS",
     "ConstellationRow",
+    "DeviceRow",
     "EventRecordIn",
     "EventRow",
+    "ResultRow",
     "Store",
     "StoreClosed",
     "StoreCorrupt",

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -77,3 +78,43 @@ class EventRecord(Base):
 
     # Also the index for "events of a constellation after seq N".
     __table_args__ = (UniqueConstraint("constellation_id", "seq"),)
+
+
+class DeviceRecord(Base):
+    """One enrolled device: the key derived from its enrolment token, and what it last reported.
+
+    `salt` and `key` are hex strings (the key is derived from the token; the token itself is
+    never stored). `labels` is a JSON list of strings, NULL until the device reports some.
+    """
+
+    __tablename__ = "devices"
+
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    salt: Mapped[str] = mapped_column(String, nullable=False)  # hex
+    key: Mapped[str] = mapped_column(String, nullable=False)  # hex
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)  # unix time, seconds
+    labels: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list of strings
+    last_seen: Mapped[float | None] = mapped_column(Float, nullable=True)
+    state: Mapped[str] = mapped_column(
+        String, nullable=False, default="offline", server_default="offline"
+    )
+
+
+class ResultRecord(Base):
+    """The ledger of task results: one row per (task, attempt), whichever copy arrived first.
+
+    No foreign key to `constellations`: a result is stored even when its constellation has no
+    row (a device may deliver it after the orchestrator restarted, before anything else).
+    """
+
+    __tablename__ = "results"
+
+    constellation_id: Mapped[str] = mapped_column(String, nullable=False)
+    star_id: Mapped[str] = mapped_column(String, nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    device: Mapped[str] = mapped_column(String, nullable=False)
+    status: Mapped[str] = mapped_column(String, nullable=False)
+    payload: Mapped[str] = mapped_column(Text, nullable=False)  # JSON object
+    received_at: Mapped[float] = mapped_column(Float, nullable=False)  # unix time, seconds
+
+    __table_args__ = (PrimaryKeyConstraint("constellation_id", "star_id", "attempt"),)

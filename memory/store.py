@@ -1,4 +1,5 @@
-"""The durable store of the orchestrator's state: constellations and their event log.
+"""The durable store of the orchestrator's state: constellations, their event log, enrolled
+devices and the result ledger.
 
     with Store.open_path(data_dir / "orrery.db") as store:
         store.save_constellation("c1", name="disk-report", status="running", version=1,
@@ -15,6 +16,16 @@ Events and their constellation: `append_events` does not require `save_constella
 event log is what a crashed orchestrator recovers from, so an event is never refused for want of
 a snapshot; a constellation it names that has no row yet gets a placeholder row (status
 `"unknown"`, version 0, empty name and snapshot), which the next `save_constellation` overwrites.
+
+Devices: `enroll_device` stores the salt and the key derived from a device's enrolment token
+(hex strings; never the token), `device_key` gives them back to check a handshake's proof, and
+`update_device` records what the device last reported (state, last_seen, labels).
+
+Results: `record_result` is the ledger of `task.result`s, keyed by (constellation_id, star_id,
+attempt). Devices deliver results at least once; the ledger stores each (task, attempt) exactly
+once (the first copy wins) and tells the caller whether the copy in hand was new, so the
+orchestrator acts on a result once and acknowledges every copy. A result does not need a
+constellation row (there is no foreign key), and it is committed before `record_result` returns.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import URL, Engine, func, select
+from sqlalchemy import URL, Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -44,10 +56,13 @@ from memory.engine import (
 )
 from memory.errors import StoreClosed, StoreCorrupt, StoreError, StoreInvalidData
 from memory.migrate import upgrade
-from memory.schema import ConstellationRecord, EventRecord
+from memory.schema import ConstellationRecord, DeviceRecord, EventRecord, ResultRecord
 
 PLACEHOLDER_STATUS = "unknown"
 """Status of a constellation row created by `append_events` before any `save_constellation`."""
+
+DEVICE_OFFLINE = "offline"
+"""State of a device that is enrolled but has not connected (the default of `DeviceRow.state`)."""
 
 Clock = Callable[[], float]
 _SUPPORTED_DIALECTS = ("sqlite", "postgresql")
@@ -90,8 +105,35 @@ class ConstellationRow:
     reason: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    """One enrolled device, as `Store.devices` lists it (without its key); times are unix
+    seconds. `labels` is None until the device has reported some; `last_seen` likewise."""
+
+    name: str
+    created_at: float
+    last_seen: float | None
+    state: str
+    labels: list[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    """One stored result of an attempt: the first copy that arrived; `received_at` is when."""
+
+    constellation_id: str
+    star_id: str
+    attempt: int
+    device: str
+    status: str
+    payload: dict[str, Any]
+    received_at: float
+
+
 _C = ConstellationRecord
 _E = EventRecord
+_D = DeviceRecord
+_R = ResultRecord
 _CONSTELLATION_COLUMNS = (
     _C.id,
     _C.name,
@@ -104,6 +146,17 @@ _CONSTELLATION_COLUMNS = (
     _C.reason,
 )
 _EVENT_COLUMNS = (_E.constellation_id, _E.seq, _E.type, _E.ts, _E.payload)
+_DEVICE_COLUMNS = (_D.name, _D.created_at, _D.last_seen, _D.state, _D.labels)
+_RESULT_COLUMNS = (
+    _R.constellation_id,
+    _R.star_id,
+    _R.attempt,
+    _R.device,
+    _R.status,
+    _R.payload,
+    _R.received_at,
+)
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
 
 
 class Store:
@@ -340,6 +393,158 @@ class Store:
             value = connection.execute(query).scalar_one()
         return 0 if value is None else int(value)
 
+    # -- devices --------------------------------------------------------------------------------
+
+    def enroll_device(self, name: str, *, salt: str, key: str) -> None:
+        """Enrol device `name` with the salt and the key derived from its token (both hex).
+
+        Enrolling a device that is already enrolled replaces its salt and key: re-enrolling
+        rotates the key, so the old token no longer passes the handshake. A re-enrolled device
+        keeps its `created_at` (first enrolment), state, labels and last_seen; a new one starts
+        `offline`, with no labels and never seen.
+        """
+        _check_text(name, "device name")
+        _check_hex(salt, f"salt of device {name!r}")
+        _check_hex(key, f"key of device {name!r}")
+        now = self._clock()
+        with self._write() as connection:
+            insert = self._insert(DeviceRecord).values(
+                name=name, salt=salt, key=key, created_at=now, state=DEVICE_OFFLINE
+            )
+            connection.execute(
+                insert.on_conflict_do_update(
+                    index_elements=[_D.name],
+                    set_={"salt": insert.excluded.salt, "key": insert.excluded.key},
+                )
+            )
+
+    def device_key(self, name: str) -> tuple[str, str] | None:
+        """The (salt, key) of an enrolled device, both hex; None if `name` is not enrolled."""
+        with self._read() as connection:
+            row = connection.execute(select(_D.salt, _D.key).where(_D.name == name)).one_or_none()
+        return None if row is None else (row[0], row[1])
+
+    def devices(self) -> list[DeviceRow]:
+        """Every enrolled device, by name."""
+        with self._read() as connection:
+            rows = connection.execute(select(*_DEVICE_COLUMNS).order_by(_D.name)).all()
+        return [
+            DeviceRow(
+                name=name,
+                created_at=created_at,
+                last_seen=last_seen,
+                state=state,
+                labels=None if labels is None else self._load_labels(labels, name),
+            )
+            for name, created_at, last_seen, state, labels in rows
+        ]
+
+    def update_device(
+        self,
+        name: str,
+        *,
+        state: str | None = None,
+        last_seen: float | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> bool:
+        """Record what an enrolled device reported; an argument left as None is not changed.
+
+        Returns whether `name` is enrolled (an unknown device is not created: enrol it first).
+        """
+        values: dict[str, Any] = {}
+        if state is not None:
+            _check_text(state, f"state of device {name!r}")
+            values["state"] = state
+        if last_seen is not None:
+            if isinstance(last_seen, bool) or not isinstance(last_seen, int | float):
+                raise StoreInvalidData(f"last_seen of device {name!r} must be a unix time")
+            if not math.isfinite(last_seen):
+                raise StoreInvalidData(
+                    f"last_seen of device {name!r} must be a finite unix time, not {last_seen}"
+                )
+            values["last_seen"] = float(last_seen)
+        if labels is not None:
+            values["labels"] = _dump_labels(labels, name)
+        with self._write() as connection:
+            if not values:
+                found = connection.execute(select(_D.name).where(_D.name == name)).first()
+                return found is not None
+            changed = connection.execute(update(DeviceRecord).where(_D.name == name).values(values))
+            return changed.rowcount > 0
+
+    def remove_device(self, name: str) -> bool:
+        """Forget an enrolled device and its key; returns whether it was enrolled."""
+        with self._write() as connection:
+            removed = connection.execute(delete(DeviceRecord).where(_D.name == name))
+            return removed.rowcount > 0
+
+    # -- results --------------------------------------------------------------------------------
+
+    def record_result(
+        self,
+        constellation_id: str,
+        star_id: str,
+        attempt: int,
+        *,
+        device: str,
+        status: str,
+        payload: Mapping[str, Any],
+    ) -> bool:
+        """Store the result of one attempt, committed before this returns.
+
+        Returns True if this (constellation_id, star_id, attempt) was new, False if a result
+        for it was already stored; then nothing changes (the first copy wins), so a result
+        delivered twice is stored once.
+        """
+        what = (
+            f"result of attempt {attempt} of star {star_id!r} of constellation {constellation_id!r}"
+        )
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+            raise StoreInvalidData(f"{what}: attempt must be an integer >= 1")
+        _check_text(device, f"{what}: device")
+        _check_text(status, f"{what}: status")
+        document = _dump(payload, what)
+        now = self._clock()
+        with self._write() as connection:
+            inserted = connection.execute(
+                self._insert(ResultRecord)
+                .values(
+                    constellation_id=constellation_id,
+                    star_id=star_id,
+                    attempt=attempt,
+                    device=device,
+                    status=status,
+                    payload=document,
+                    received_at=now,
+                )
+                .on_conflict_do_nothing(
+                    index_elements=[_R.constellation_id, _R.star_id, _R.attempt]
+                )
+            )
+            return inserted.rowcount > 0
+
+    def result(self, constellation_id: str, star_id: str, attempt: int) -> ResultRow | None:
+        """The stored result of one attempt, or None if none arrived."""
+        query = select(*_RESULT_COLUMNS).where(
+            _R.constellation_id == constellation_id,
+            _R.star_id == star_id,
+            _R.attempt == attempt,
+        )
+        with self._read() as connection:
+            row = connection.execute(query).one_or_none()
+        return None if row is None else self._result_row(*row)
+
+    def results(self, constellation_id: str) -> list[ResultRow]:
+        """Every stored result of one constellation, in the order they arrived."""
+        query = (
+            select(*_RESULT_COLUMNS)
+            .where(_R.constellation_id == constellation_id)
+            .order_by(_R.received_at, _R.star_id, _R.attempt)
+        )
+        with self._read() as connection:
+            rows = connection.execute(query).all()
+        return [self._result_row(*row) for row in rows]
+
     # -- internals ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -396,6 +601,40 @@ class Store:
             reason=reason,
         )
 
+    def _result_row(
+        self,
+        constellation_id: str,
+        star_id: str,
+        attempt: int,
+        device: str,
+        status: str,
+        payload: str,
+        received_at: float,
+    ) -> ResultRow:
+        return ResultRow(
+            constellation_id=constellation_id,
+            star_id=star_id,
+            attempt=attempt,
+            device=device,
+            status=status,
+            payload=self._load(
+                payload,
+                f"result of attempt {attempt} of star {star_id!r} "
+                f"of constellation {constellation_id!r}",
+            ),
+            received_at=received_at,
+        )
+
+    def _load_labels(self, text: str, name: str) -> list[str]:
+        what = f"labels of device {name!r}"
+        try:
+            value = json.loads(text)
+        except ValueError as error:
+            raise StoreCorrupt(self._location, detail=f"{what} are not JSON: {error}") from error
+        if not isinstance(value, list) or not all(isinstance(label, str) for label in value):
+            raise StoreCorrupt(self._location, detail=f"{what} are not a JSON list of strings")
+        return value
+
     def _load(self, text: str, what: str) -> dict[str, Any]:
         try:
             value = json.loads(text)
@@ -417,6 +656,25 @@ def _dump(value: Mapping[str, Any], what: str) -> str:
             f"{what} is not JSON-serialisable ({error}); store plain data only: "
             "str, int, float, bool, None, lists and dicts with string keys"
         ) from error
+
+
+def _check_text(value: str, what: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise StoreInvalidData(f"{what} must be a non-empty string, not {value!r}")
+
+
+def _check_hex(value: str, what: str) -> None:
+    if not isinstance(value, str) or _HEX.fullmatch(value) is None:
+        raise StoreInvalidData(f"{what} must be a non-empty string of hex digit pairs")
+
+
+def _dump_labels(labels: Sequence[str], name: str) -> str:
+    what = f"labels of device {name!r}"
+    if isinstance(labels, str | bytes) or not isinstance(labels, Sequence):
+        raise StoreInvalidData(f"{what} must be a list of strings, not {type(labels).__name__}")
+    if not all(isinstance(label, str) for label in labels):
+        raise StoreInvalidData(f"{what} must be a list of strings")
+    return json.dumps(list(labels), ensure_ascii=False, separators=(",", ":"))
 
 
 def _event_values(event: EventRecordIn) -> dict[str, Any]:

@@ -1,0 +1,282 @@
+"""The WebSocket dispatcher: devices dial in over AIP and stars go out as `task.assign`.
+
+One `ServerSession` (sans-I/O) per connection does the protocol; this module keeps the
+fleet: which devices are connected, what each was assigned, when one is lost. Results
+are written to the result ledger before they are acknowledged, so a result delivered
+twice (after a reconnect) is stored and reported once.
+
+Liveness: a device that is silent for `heartbeat_interval * heartbeat_misses` is lost,
+and so is one whose socket dropped and that has not come back within the same grace.
+Its running attempts are then reported failed ("device lost"), so the orchestrator
+retries them on another device within their retry budget.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from agents.clock import Clock, RealClock, Timer
+from agents.dispatch import TaskSink
+from devices.registry import DeviceInfo
+from protocol.auth import DeviceKey
+from protocol.messages import ProtocolViolation, TaskRef
+from protocol.session import (
+    DeviceAuthenticated,
+    HeartbeatReceived,
+    PeerError,
+    ProgressReceived,
+    ResultReceived,
+    ServerConfig,
+    ServerSession,
+    SessionClosed,
+    SessionEvent,
+    TaskAccepted,
+    ref_of,
+)
+from protocol.tasks import TaskAssignment, TaskResult
+from protocol.transport import Connection, SessionDriver
+
+log = logging.getLogger("orrery.aip.dispatcher")
+
+Key = tuple[str, str, int]
+
+
+class ResultLedger(Protocol):
+    """Durable, idempotent storage of results by (constellation, star, attempt)."""
+
+    def record(self, result: TaskResult, device: str) -> bool:
+        """Store durably; True if this attempt's result is new, False if already stored."""
+
+    def reported_by(self, constellation_id: str, star_id: str, attempt: int) -> str | None:
+        """The device whose result for this attempt is stored, if any."""
+
+
+class KeyStore(Protocol):
+    def device_key(self, device: str) -> DeviceKey | None: ...
+
+
+DeviceStateObserver = Callable[[str, str, list[str]], None]
+"""Told (device, state, labels) when a device goes "online", "offline" or "lost"."""
+
+
+@dataclass(slots=True)
+class _Device:
+    name: str
+    session: ServerSession
+    driver: SessionDriver
+    info: DeviceInfo
+    connected: bool = True
+    liveness: Timer | None = None
+    grace: Timer | None = None
+    running_load: int = 0
+
+
+class AipDispatcher:
+    """A `Dispatcher` whose devices are AIP connections (see `handle`)."""
+
+    def __init__(
+        self,
+        *,
+        keys: KeyStore,
+        ledger: ResultLedger,
+        clock: Clock | None = None,
+        config: ServerConfig | None = None,
+        observe: DeviceStateObserver | None = None,
+    ) -> None:
+        self.keys = keys
+        self.observe = observe
+        self.ledger = ledger
+        self.clock: Clock = clock or RealClock()
+        self.config = config or ServerConfig()
+        self._sink: TaskSink | None = None
+        self._devices: dict[str, _Device] = {}
+        self._assigned: dict[str, dict[Key, TaskAssignment]] = {}
+
+    # ---------------------------------------------------------------- Dispatcher
+
+    def attach(self, sink: TaskSink) -> None:
+        self._sink = sink
+
+    def devices(self) -> Sequence[DeviceInfo]:
+        return [device.info for device in self._devices.values() if device.connected]
+
+    def assign(self, assignment: TaskAssignment) -> None:
+        device = self._devices.get(assignment.device)
+        if device is None or not device.connected:
+            self._report(
+                TaskResult.failure(assignment, f"device {assignment.device!r} is not connected")
+            )
+            return
+        key = ref_of(assignment).key
+        self._assigned.setdefault(device.name, {})[key] = assignment
+        try:
+            device.session.assign(assignment)
+        except ProtocolViolation as exc:
+            self._assigned[device.name].pop(key, None)
+            self._report(TaskResult.failure(assignment, exc.message))
+            return
+        self._flush(device)
+
+    def cancel(self, assignment: TaskAssignment, reason: str) -> None:
+        key = ref_of(assignment).key
+        self._assigned.get(assignment.device, {}).pop(key, None)
+        device = self._devices.get(assignment.device)
+        if device is not None and device.connected:
+            device.session.cancel(ref_of(assignment), reason)
+            self._flush(device)
+
+    # ---------------------------------------------------------------- connections
+
+    async def handle(self, connection: Connection) -> None:
+        """Serve one device connection until it closes (pass this to `serve_aip`)."""
+        session = ServerSession(
+            keys=self.keys.device_key, now=self.clock.now, config=self.config, owns=self._owns
+        )
+        driver = SessionDriver(
+            session, connection, lambda events: self._on_events(session, driver, events)
+        )
+        await driver.run()
+
+    def _flush(self, device: _Device) -> None:
+        device.driver.flush()
+
+    # ---------------------------------------------------------------- session events
+
+    def _on_events(
+        self, session: ServerSession, driver: SessionDriver, events: list[SessionEvent]
+    ) -> None:
+        device = self._devices.get(session.device) if session.device else None
+        if device is not None and device.session is not session:
+            device = None  # an older connection of a device that has since reconnected
+        for event in events:
+            if isinstance(event, DeviceAuthenticated):
+                device = self._authenticated(session, driver, event)
+            elif isinstance(event, ResultReceived):
+                self._result(session, event)
+            elif isinstance(event, ProgressReceived):
+                if self._sink is not None:
+                    self._sink.on_progress(event.progress)
+            elif isinstance(event, HeartbeatReceived):
+                if device is not None:
+                    device.running_load = event.load.running
+            elif isinstance(event, TaskAccepted):
+                log.debug("device %s accepted %s", session.device, event.task.key)
+            elif isinstance(event, PeerError):
+                log.info("device %s reported %s: %s", session.device, event.code, event.message)
+            elif isinstance(event, SessionClosed) and device is not None:
+                self._disconnected(device, event)
+
+    def _authenticated(
+        self, session: ServerSession, driver: SessionDriver, event: DeviceAuthenticated
+    ) -> _Device:
+        hello = event.hello
+        previous = self._devices.get(event.device)
+        if previous is not None:
+            self._cancel_timers(previous)
+            if previous.session is not session and not previous.session.closed:
+                previous.session.close("replaced by a new connection from the same device")
+                self._flush(previous)
+        info = DeviceInfo(
+            name=hello.device,
+            platform=hello.platform,
+            labels=frozenset(hello.labels),
+            tools=frozenset(tool.name for tool in hello.tools),
+            gpu=hello.resources.gpu,
+            max_tasks=min(hello.max_tasks, self.config.max_in_flight),
+        )
+        device = _Device(name=hello.device, session=session, driver=driver, info=info)
+        self._devices[hello.device] = device
+        # Attempts this device was running before it reconnected stay in flight.
+        for key, assignment in self._assigned.get(hello.device, {}).items():
+            session.in_flight[key] = assignment
+        session.welcome()
+        self._schedule_liveness(device)
+        log.info("device %s connected (%d tools)", hello.device, len(info.tools))
+        self._observe(hello.device, "online", list(hello.labels))
+        if self._sink is not None:
+            self._sink.on_devices_changed()
+        return device
+
+    def _result(self, session: ServerSession, event: ResultReceived) -> None:
+        device_name = session.device
+        assert device_name is not None
+        result = event.result
+        is_new = self.ledger.record(result, device_name)
+        session.ack_result(result, event.message_id)
+        self._assigned.get(device_name, {}).pop(ref_of(result).key, None)
+        if is_new and self._sink is not None:
+            self._sink.on_result(result)
+        elif not is_new:
+            log.info(
+                "device %s re-sent stored result %s; acked again", device_name, ref_of(result).key
+            )
+
+    def _owns(self, device: str, task: TaskRef) -> bool:
+        """Assigned to `device` and not yet reported, or reported and stored from it (a
+        device re-sends what it was never acked for; that must be acked, not refused)."""
+        if task.key in self._assigned.get(device, {}):
+            return True
+        return self.ledger.reported_by(*task.key) == device
+
+    # ---------------------------------------------------------------- liveness
+
+    def _schedule_liveness(self, device: _Device) -> None:
+        device.liveness = self.clock.call_later(
+            self.config.heartbeat_interval, lambda: self._check_liveness(device)
+        )
+
+    def _check_liveness(self, device: _Device) -> None:
+        if self._devices.get(device.name) is not device or not device.connected:
+            return
+        if device.session.check_liveness():
+            self._schedule_liveness(device)
+            return
+        self._flush(device)  # delivers SessionClosed(lost=True) and closes the socket
+
+    def _disconnected(self, device: _Device, event: SessionClosed) -> None:
+        if self._devices.get(device.name) is not device:
+            return
+        device.connected = False
+        if device.liveness is not None:
+            device.liveness.cancel()
+        log.info("device %s disconnected: %s", device.name, event.reason)
+        self._observe(device.name, "offline", sorted(device.info.labels))
+        if self._sink is not None:
+            self._sink.on_devices_changed()
+        if event.lost:
+            self._lost(device, event.reason)
+            return
+        # A dropped socket: the device may come back and deliver what it ran.
+        grace = self.config.heartbeat_interval * self.config.heartbeat_misses
+        device.grace = self.clock.call_later(
+            grace, lambda: self._lost(device, f"did not reconnect within {grace:g}s")
+        )
+
+    def _lost(self, device: _Device, why: str) -> None:
+        if self._devices.get(device.name) is not device:
+            return  # it reconnected meanwhile
+        del self._devices[device.name]
+        running = self._assigned.pop(device.name, {})
+        log.warning("device %s lost (%s); %d attempts fail over", device.name, why, len(running))
+        self._observe(device.name, "lost", sorted(device.info.labels))
+        for assignment in running.values():
+            self._report(TaskResult.failure(assignment, f"device {device.name!r} lost: {why}"))
+
+    def _cancel_timers(self, device: _Device) -> None:
+        for timer in (device.liveness, device.grace):
+            if timer is not None:
+                timer.cancel()
+
+    def _observe(self, device: str, state: str, labels: list[str]) -> None:
+        if self.observe is not None:
+            try:
+                self.observe(device, state, labels)
+            except Exception:
+                log.exception("recording the state of device %s failed", device)
+
+    def _report(self, result: TaskResult) -> None:
+        if self._sink is not None:
+            self._sink.on_result(result)

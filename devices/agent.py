@@ -1,0 +1,528 @@
+"""`DeviceAgent`: the core of `orrery device`, one machine's connection to the orchestrator.
+
+It dials out over AIP (reconnecting with backoff), proves its enrolment, runs assigned
+tasks with a `LocalDispatcher`, and keeps every result in a durable outbox until the
+orchestrator acknowledges it, so results survive lost connections and restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from ssl import SSLContext
+
+from pydantic import ValidationError
+
+from devices.backoff import Backoff
+from devices.local import LocalDispatcher, platform_name
+from devices.outbox import Outbox, OutboxError
+from devices.tools import ToolRegistry, default_tools
+from protocol.messages import (
+    PROTOCOL_VERSION,
+    ErrorCode,
+    HelloBody,
+    Load,
+    Resources,
+    ResumeState,
+    TaskRef,
+    ToolDescription,
+)
+from protocol.session import (
+    AssignmentReceived,
+    CancelRequested,
+    DeviceSession,
+    PeerError,
+    ResultAcked,
+    SessionClosed,
+    SessionEvent,
+    SessionState,
+    Welcomed,
+    ref_of,
+)
+from protocol.tasks import TaskAssignment, TaskProgress, TaskResult
+from protocol.transport import ConnectFailed, Connection, SessionDriver, aip_url, connect_aip
+
+log = logging.getLogger("orrery.device")
+
+TaskKey = tuple[str, str, int]
+
+REFUSALS = frozenset({ErrorCode.BAD_PROOF, ErrorCode.UNKNOWN_DEVICE, ErrorCode.UNSUPPORTED_VERSION})
+"""Handshake errors that retrying cannot fix: the agent stops and raises `DeviceRefused`."""
+
+_MAX_UNACKED_IN_HELLO = 65_536  # ResumeState.unacked's limit
+_MAX_RUNNING_IN_HELLO = 1_024
+
+
+class DeviceRefused(Exception):
+    """The orchestrator refused this device at the handshake; retrying will not help.
+
+    `code` is `bad_proof` (wrong token: enrol the device again and use the new token),
+    `unknown_device` (enrol it first) or `unsupported_version` (upgrade one side).
+    """
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"the orchestrator refused this device ({code}): {message}")
+        self.code = code
+        self.message = message
+
+
+# ------------------------------------------------------------------ machine facts
+
+
+def _meminfo() -> dict[str, int]:
+    """/proc/meminfo in kB, or {} where there is none."""
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return {}
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        fields = rest.split()
+        if fields and fields[0].isdigit():
+            values[name] = int(fields[0])
+    return values
+
+
+def memory_mb() -> int:
+    """Physical memory in MB (0 when the platform does not say)."""
+    total_kb = _meminfo().get("MemTotal")
+    if total_kb is not None:
+        return total_kb // 1024
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def memory_percent() -> float:
+    """The share of physical memory in use, 0-100 (0 when unknown)."""
+    info = _meminfo()
+    total, available = info.get("MemTotal"), info.get("MemAvailable")
+    if total and available is not None:
+        return max(0.0, 100.0 * (total - available) / total)
+    try:
+        pages, free = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0.0
+    return max(0.0, 100.0 * (pages - free) / pages) if pages > 0 else 0.0
+
+
+def cpu_percent(cpus: int) -> float:
+    """The one-minute load average as a share of the CPUs, 0-100+ (0 where unknown)."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return 0.0
+    return max(0.0, 100.0 * load / max(1, cpus))
+
+
+def describe_tools(tools: ToolRegistry) -> list[ToolDescription]:
+    """The `hello` description of every tool: name, a one-line summary and the JSON schema."""
+    described = []
+    for name, schema in tools.schemas().items():
+        summary = str(schema.get("description", "")).strip().splitlines()
+        described.append(
+            ToolDescription(
+                name=name, description=(summary[0] if summary else "")[:2000], args_schema=schema
+            )
+        )
+    return described
+
+
+# ------------------------------------------------------------------ one connection
+
+
+@dataclass
+class _Link:
+    """The live connection, while there is one."""
+
+    session: DeviceSession
+    driver: SessionDriver = field(init=False)
+    welcomed: bool = False
+    refusal: DeviceRefused | None = None
+    heartbeats: asyncio.Task[None] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.session.state is SessionState.ACTIVE and not self.session.closed
+
+
+class _ResultSink:
+    """What the `LocalDispatcher` reports to: the agent, which stores and forwards."""
+
+    def __init__(self, agent: DeviceAgent) -> None:
+        self._agent = agent
+
+    def on_progress(self, progress: TaskProgress) -> None:
+        self._agent._forward_progress(progress)
+
+    def on_result(self, result: TaskResult) -> None:
+        self._agent._store_and_forward(result)
+
+
+# ------------------------------------------------------------------ the agent
+
+
+class DeviceAgent:
+    """A device: connects to the orchestrator at `server_url` and runs what it assigns.
+
+    `run(stop)` returns once `stop` is set (after saying goodbye and stopping running
+    tasks), or raises `DeviceRefused` if the orchestrator rejects the device's identity.
+    Unacknowledged results live in `data_dir / "outbox.db"` and are sent again after
+    every reconnect (at least once; the orchestrator drops duplicates).
+
+    `on_event`, if given, sees every session event after the agent has handled it
+    (connection state for a status display; synchronisation points for tests).
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        name: str,
+        token: str,
+        *,
+        data_dir: Path,
+        workspace: Path | None = None,
+        labels: Iterable[str] = (),
+        max_tasks: int = 4,
+        ssl: SSLContext | None = None,
+        backoff: Backoff | None = None,
+        tools: ToolRegistry | None = None,
+        open_timeout: float = 10.0,
+        on_event: Callable[[SessionEvent], None] | None = None,
+    ) -> None:
+        self.url = aip_url(server_url)  # a bad URL fails here, not in the retry loop
+        self.name = name
+        self._token = token
+        self.data_dir = Path(data_dir)
+        self.workspace = Path(workspace) if workspace is not None else self.data_dir / "workspace"
+        self.labels = sorted(set(labels) | {platform_name()})  # as LocalDispatcher labels it
+        self.max_tasks = max_tasks
+        self._ssl = ssl
+        self._backoff = backoff if backoff is not None else Backoff()
+        self._rng = random.Random()
+        self._tools = tools if tools is not None else default_tools()
+        self._open_timeout = open_timeout
+        self._on_event = on_event
+        self._cpus = os.cpu_count() or 1
+        self._running: dict[TaskKey, TaskAssignment] = {}
+        self._link: _Link | None = None
+        self._outbox: Outbox | None = None
+        self._dispatcher: LocalDispatcher | None = None
+        self._hello_body(ResumeState())  # validates name, labels and max_tasks now
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.data_dir / "outbox.db"
+
+    @property
+    def connected(self) -> bool:
+        """Whether the handshake finished on a connection that is still open."""
+        return self._link is not None and self._link.welcomed and self._link.active
+
+    @property
+    def running(self) -> list[TaskRef]:
+        """The attempts this device is running now."""
+        return [TaskRef(constellation_id=c, star_id=s, attempt=a) for c, s, a in self._running]
+
+    def unacked(self) -> list[TaskRef]:
+        """Results kept for the orchestrator and not acknowledged yet (while running)."""
+        if self._outbox is None:
+            raise RuntimeError(f"device agent {self.name!r} is not running")
+        return [
+            TaskRef(constellation_id=c, star_id=s, attempt=a)
+            for (c, s, a), _ in self._outbox.pending()
+        ]
+
+    # -- the main loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve the orchestrator until `stop` is set; reconnect after every loss."""
+        if self._dispatcher is not None:
+            raise RuntimeError(f"device agent {self.name!r} is already running")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._outbox = Outbox.open(self.outbox_path)
+        self._dispatcher = LocalDispatcher(
+            self.workspace,
+            name=self.name,
+            max_tasks=self.max_tasks,
+            labels=self.labels,
+            tools=self._tools,
+        )
+        self._dispatcher.attach(_ResultSink(self))
+        log.info("device %s: serving %s (workspace %s)", self.name, self.url, self.workspace)
+        try:
+            while not stop.is_set():
+                if await self._serve_once(stop):
+                    self._backoff.reset()
+                if stop.is_set():
+                    break
+                delay = self._backoff.next_delay(self._rng)
+                log.info("device %s: reconnecting in %.2fs", self.name, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        finally:
+            await self._dispatcher.aclose()
+            self._dispatcher = None
+            self._running.clear()
+            self._outbox.close()
+            self._outbox = None
+            log.info("device %s: stopped", self.name)
+
+    async def _serve_once(self, stop: asyncio.Event) -> bool:
+        """One connection from dial to loss; whether the handshake finished.
+
+        Raises `DeviceRefused` when the orchestrator refused the handshake for good.
+        """
+        connection = await self._dial(stop)
+        if connection is None:
+            return False
+        link = self._open_link(connection)
+        driving = asyncio.create_task(link.driver.run(), name=f"aip {self.name}")
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({driving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not driving.done():
+                link.session.close("device stopping")
+                link.driver.flush()
+            await driving
+        finally:
+            stopping.cancel()
+            if link.heartbeats is not None:
+                link.heartbeats.cancel()
+            if not driving.done():
+                driving.cancel()
+            await asyncio.gather(driving, stopping, return_exceptions=True)
+            if link.heartbeats is not None:
+                await asyncio.gather(link.heartbeats, return_exceptions=True)
+            self._link = None
+        if link.refusal is not None:
+            raise link.refusal
+        return link.welcomed
+
+    async def _dial(self, stop: asyncio.Event) -> Connection | None:
+        """A new connection, or None if it failed (logged) or `stop` was set first."""
+        dialing = asyncio.create_task(
+            connect_aip(self.url, ssl=self._ssl, open_timeout=self._open_timeout)
+        )
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({dialing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not dialing.done():
+                dialing.cancel()
+            await asyncio.gather(dialing, stopping, return_exceptions=True)
+        if dialing.cancelled():
+            return None
+        failure = dialing.exception()
+        if isinstance(failure, ConnectFailed):
+            log.warning("device %s: %s", self.name, failure)
+            return None
+        if failure is not None:
+            raise failure
+        connection = dialing.result()
+        if stop.is_set():
+            await connection.close("device stopping")
+            return None
+        return connection
+
+    def _open_link(self, connection: Connection) -> _Link:
+        assert self._outbox is not None
+        unacked = [
+            TaskRef(constellation_id=c, star_id=s, attempt=a)
+            for (c, s, a), _ in self._outbox.pending()[:_MAX_UNACKED_IN_HELLO]
+        ]
+        resume = ResumeState(running=self.running[:_MAX_RUNNING_IN_HELLO], unacked=unacked)
+        session = DeviceSession(hello=self._hello_body(resume), token=self._token, now=time.time)
+        link = _Link(session)
+        link.driver = SessionDriver(session, connection, functools.partial(self._handle, link))
+        self._link = link
+        log.info(
+            "device %s: connected to %s; handshake (%d running, %d unacked)",
+            self.name,
+            connection.remote,
+            len(resume.running),
+            len(unacked),
+        )
+        session.start()
+        return link
+
+    def _hello_body(self, resume: ResumeState) -> HelloBody:
+        return HelloBody(
+            device=self.name,
+            versions=[PROTOCOL_VERSION],
+            platform=platform_name(),
+            labels=self.labels,
+            tools=describe_tools(self._tools),
+            resources=Resources(cpus=self._cpus, memory_mb=memory_mb()),
+            max_tasks=self.max_tasks,
+            resume=resume,
+        )
+
+    # -- session events
+
+    def _handle(self, link: _Link, events: list[SessionEvent]) -> None:
+        for event in events:
+            if isinstance(event, Welcomed):
+                self._welcomed(link, event)
+            elif isinstance(event, AssignmentReceived):
+                self._assign(event.assignment)
+            elif isinstance(event, CancelRequested):
+                self._cancel(event.task, event.reason)
+            elif isinstance(event, ResultAcked):
+                self._acked(event.task)
+            elif isinstance(event, PeerError):
+                self._peer_error(link, event)
+            elif isinstance(event, SessionClosed):
+                log.info(
+                    "device %s: disconnected (%s); %d task(s) keep running",
+                    self.name,
+                    event.reason,
+                    len(self._running),
+                )
+            if self._on_event is not None:
+                self._on_event(event)
+
+    def _welcomed(self, link: _Link, event: Welcomed) -> None:
+        assert self._outbox is not None
+        link.welcomed = True
+        stored = {task.key for task in event.known_unacked}
+        resent = 0
+        for key, payload in self._outbox.pending():
+            if key in stored:  # the orchestrator has it: as good as an ack
+                self._outbox.remove(key)
+                continue
+            try:
+                result = TaskResult.model_validate_json(payload)
+            except ValidationError as error:
+                log.error(
+                    "device %s: dropping unreadable outbox entry %s/%s#%d: %s",
+                    self.name,
+                    *key,
+                    error,
+                )
+                self._outbox.remove(key)
+                continue
+            link.session.send_result(result)
+            resent += 1
+        interval = link.session.heartbeat_interval
+        link.heartbeats = asyncio.create_task(
+            self._beat(link, interval), name=f"heartbeats {self.name}"
+        )
+        log.info(
+            "device %s: welcomed (session %s, heartbeat every %gs, %d result(s) re-sent)",
+            self.name,
+            event.session,
+            interval,
+            resent,
+        )
+
+    def _assign(self, assignment: TaskAssignment) -> None:
+        assert self._dispatcher is not None
+        key = ref_of(assignment).key
+        log.info(
+            "device %s: assigned %s#%d (%s)",
+            self.name,
+            assignment.task_id,
+            assignment.attempt,
+            assignment.tool,
+        )
+        self._running[key] = assignment
+        self._dispatcher.assign(assignment)
+
+    def _cancel(self, task: TaskRef, reason: str) -> None:
+        assert self._dispatcher is not None
+        assignment = self._running.pop(task.key, None)
+        if assignment is None:
+            log.info(
+                "device %s: cancel for %s/%s#%d, which is not running",
+                self.name,
+                *task.key,
+            )
+            return
+        log.info(
+            "device %s: cancelling %s#%d: %s", self.name, assignment.task_id, task.attempt, reason
+        )
+        self._dispatcher.cancel(assignment, reason)
+
+    def _acked(self, task: TaskRef) -> None:
+        assert self._outbox is not None
+        try:
+            removed = self._outbox.remove(task.key)
+        except OutboxError as error:  # it stays pending and is sent once more: harmless
+            log.error("device %s: %s", self.name, error.message)
+            return
+        if removed:
+            log.debug("device %s: result of %s/%s#%d acknowledged", self.name, *task.key)
+
+    def _peer_error(self, link: _Link, event: PeerError) -> None:
+        if not link.welcomed and event.code in REFUSALS:
+            link.refusal = DeviceRefused(event.code, event.message)
+            log.error(
+                "device %s: refused by the orchestrator (%s): %s",
+                self.name,
+                event.code,
+                event.message,
+            )
+        else:
+            log.warning(
+                "device %s: orchestrator reports %s: %s", self.name, event.code, event.message
+            )
+
+    # -- heartbeats
+
+    async def _beat(self, link: _Link, interval: float) -> None:
+        """Send a heartbeat with the current load every `interval` seconds (a timer)."""
+        while link.active:
+            await asyncio.sleep(interval)
+            if not link.active:
+                return
+            link.session.send_heartbeat(self.load())
+            link.driver.flush()
+
+    def load(self) -> Load:
+        return Load(
+            running=len(self._running),
+            cpu_percent=cpu_percent(self._cpus),
+            memory_percent=memory_percent(),
+        )
+
+    # -- from the dispatcher
+
+    def _forward_progress(self, progress: TaskProgress) -> None:
+        link = self._link
+        if link is not None and link.welcomed and link.active:
+            link.session.send_progress(progress)
+            link.driver.flush()
+
+    def _store_and_forward(self, result: TaskResult) -> None:
+        """Make the result durable first, then send it if connected (else after reconnect)."""
+        key = ref_of(result).key
+        self._running.pop(key, None)
+        if self._outbox is None:  # shutting down: nobody will send it
+            log.warning("device %s: result of %s/%s#%d after shutdown", self.name, *key)
+            return
+        try:
+            self._outbox.put(key, result.model_dump_json())
+        except OutboxError as error:  # still worth sending: it is only not durable
+            log.error("device %s: result of %s/%s#%d not kept: %s", self.name, *key, error.message)
+        link = self._link
+        if link is not None and link.welcomed and link.active:
+            link.session.send_result(result)
+            link.driver.flush()
+            log.info("device %s: sent result of %s/%s#%d (%s)", self.name, *key, result.status)
+        else:
+            log.info("device %s: result of %s/%s#%d kept for reconnect", self.name, *key)
+
+
+__all__ = ["REFUSALS", "DeviceAgent", "DeviceRefused", "describe_tools"]

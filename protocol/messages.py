@@ -1,0 +1,350 @@
+"""AIP messages: the versioned JSON envelope and every message type, as pydantic models.
+
+Every text frame is one envelope ``{"v": 1, "type": ..., "id": ..., "ts": ..., "body": {...}}``;
+`parse_message` turns a frame into the right model or raises `ProtocolViolation` naming
+what is wrong. docs/protocol.md is the normative description of each type.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from protocol.tasks import TaskAssignment, TaskProgress, TaskResult
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
+DEFAULT_MAX_FRAME = 1_048_576  # bytes
+
+DeviceName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+class ErrorCode(StrEnum):
+    """Why a peer refused a frame or a connection (the `code` of an `error` message)."""
+
+    MALFORMED = "malformed"  # not JSON, not an envelope, or a body that does not validate
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNEXPECTED = "unexpected"  # a valid message at the wrong moment
+    UNKNOWN_DEVICE = "unknown_device"
+    BAD_PROOF = "bad_proof"
+    NOT_YOUR_TASK = "not_your_task"
+    TOO_LARGE = "too_large"
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_TASKS = "too_many_tasks"
+    BINARY_UNEXPECTED = "binary_unexpected"
+    ARTIFACT = "artifact"
+    INTERNAL = "internal"
+
+
+class ProtocolViolation(Exception):
+    """A frame the receiver refuses; `fatal` ones end the connection after the error reply."""
+
+    def __init__(
+        self, code: ErrorCode, message: str, *, ref: str | None = None, fatal: bool = False
+    ):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+        self.fatal = fatal
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------ bodies
+
+
+class ToolDescription(_Body):
+    name: str = Field(min_length=1, max_length=64)
+    description: str = Field(default="", max_length=2000)
+    args_schema: dict[str, Any] = Field(default_factory=dict)
+
+
+class Resources(_Body):
+    cpus: int = Field(default=1, ge=1)
+    memory_mb: int = Field(default=0, ge=0)
+    gpu: bool = False
+    vram_free_mb: int = Field(default=0, ge=0)
+
+
+class ResumeState(_Body):
+    """What a reconnecting device still holds: attempts it is running, results not yet acked."""
+
+    running: list[TaskRef] = Field(default_factory=list, max_length=1024)
+    unacked: list[TaskRef] = Field(default_factory=list, max_length=65536)
+
+
+class TaskRef(_Body):
+    constellation_id: str = Field(min_length=1, max_length=64)
+    star_id: str = Field(min_length=1, max_length=64)
+    attempt: int = Field(ge=1)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.constellation_id, self.star_id, self.attempt)
+
+
+ResumeState.model_rebuild()
+
+
+class HelloBody(_Body):
+    device: DeviceName
+    versions: list[int] = Field(min_length=1, max_length=16)
+    platform: str = Field(default="linux", max_length=32)
+    labels: list[str] = Field(default_factory=list, max_length=64)
+    tools: list[ToolDescription] = Field(default_factory=list, max_length=256)
+    resources: Resources = Field(default_factory=Resources)
+    max_tasks: int = Field(default=4, ge=1, le=1024)
+    resume: ResumeState = Field(default_factory=ResumeState)
+
+
+class ChallengeBody(_Body):
+    nonce: str = Field(min_length=32, max_length=128)
+    salt: str = Field(min_length=16, max_length=128, pattern=r"^(?:[0-9a-fA-F]{2})+$")  # hex
+    version: int
+
+
+class ProofBody(_Body):
+    device: DeviceName
+    nonce: str = Field(min_length=32, max_length=128)
+    mac: str = Field(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")
+
+
+class WelcomeBody(_Body):
+    session: str
+    version: int
+    heartbeat_interval: float = Field(gt=0)
+    heartbeat_misses: int = Field(ge=1)
+    max_frame: int = Field(ge=1024)
+    max_in_flight: int = Field(ge=1)
+    known_unacked: list[TaskRef] = Field(
+        default_factory=list, description="Unacked results the orchestrator already stored."
+    )
+
+
+class Load(_Body):
+    running: int = Field(default=0, ge=0)
+    cpu_percent: float = Field(default=0.0, ge=0)
+    memory_percent: float = Field(default=0.0, ge=0)
+
+
+class HeartbeatBody(_Body):
+    load: Load = Field(default_factory=Load)
+
+
+class TaskAcceptBody(TaskRef):
+    pass
+
+
+class TaskCancelBody(TaskRef):
+    reason: str = Field(default="cancelled", max_length=2000)
+
+
+class AckBody(_Body):
+    ref: str = Field(description="The id of the message acknowledged.")
+    task: TaskRef | None = None
+
+
+class ErrorBody(_Body):
+    code: ErrorCode
+    message: str = Field(max_length=4000)
+    ref: str | None = None
+
+
+class ByeBody(_Body):
+    reason: str = Field(default="", max_length=2000)
+
+
+class ArtifactOfferBody(_Body):
+    transfer: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=255)
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    chunk_size: int = Field(ge=1, le=DEFAULT_MAX_FRAME)
+
+
+class ArtifactDoneBody(_Body):
+    transfer: str = Field(min_length=1, max_length=64)
+    ok: bool = True
+    message: str = ""
+
+
+# ------------------------------------------------------------------ envelopes
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    v: int = PROTOCOL_VERSION
+    id: str = Field(default_factory=new_message_id, min_length=1, max_length=64)
+    ts: float = 0.0
+
+
+class Hello(_Envelope):
+    type: Literal["hello"] = "hello"
+    body: HelloBody
+
+
+class Challenge(_Envelope):
+    type: Literal["challenge"] = "challenge"
+    body: ChallengeBody
+
+
+class Proof(_Envelope):
+    type: Literal["proof"] = "proof"
+    body: ProofBody
+
+
+class Welcome(_Envelope):
+    type: Literal["welcome"] = "welcome"
+    body: WelcomeBody
+
+
+class Heartbeat(_Envelope):
+    type: Literal["heartbeat"] = "heartbeat"
+    body: HeartbeatBody = Field(default_factory=HeartbeatBody)
+
+
+class TaskAssign(_Envelope):
+    type: Literal["task.assign"] = "task.assign"
+    body: TaskAssignment
+
+
+class TaskAccept(_Envelope):
+    type: Literal["task.accept"] = "task.accept"
+    body: TaskAcceptBody
+
+
+class TaskProgressMessage(_Envelope):
+    type: Literal["task.progress"] = "task.progress"
+    body: TaskProgress
+
+
+class TaskResultMessage(_Envelope):
+    type: Literal["task.result"] = "task.result"
+    body: TaskResult
+
+
+class TaskCancel(_Envelope):
+    type: Literal["task.cancel"] = "task.cancel"
+    body: TaskCancelBody
+
+
+class Ack(_Envelope):
+    type: Literal["ack"] = "ack"
+    body: AckBody
+
+
+class ArtifactOffer(_Envelope):
+    type: Literal["artifact.offer"] = "artifact.offer"
+    body: ArtifactOfferBody
+
+
+class ArtifactDone(_Envelope):
+    type: Literal["artifact.done"] = "artifact.done"
+    body: ArtifactDoneBody
+
+
+class Error(_Envelope):
+    type: Literal["error"] = "error"
+    body: ErrorBody
+
+
+class Bye(_Envelope):
+    type: Literal["bye"] = "bye"
+    body: ByeBody = Field(default_factory=ByeBody)
+
+
+Message = Annotated[
+    Hello
+    | Challenge
+    | Proof
+    | Welcome
+    | Heartbeat
+    | TaskAssign
+    | TaskAccept
+    | TaskProgressMessage
+    | TaskResultMessage
+    | TaskCancel
+    | Ack
+    | ArtifactOffer
+    | ArtifactDone
+    | Error
+    | Bye,
+    Field(discriminator="type"),
+]
+
+MESSAGE_TYPES: tuple[str, ...] = (
+    "hello",
+    "challenge",
+    "proof",
+    "welcome",
+    "heartbeat",
+    "task.assign",
+    "task.accept",
+    "task.progress",
+    "task.result",
+    "task.cancel",
+    "ack",
+    "artifact.offer",
+    "artifact.done",
+    "error",
+    "bye",
+)
+
+_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
+
+
+def parse_message(frame: str | bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> Message:
+    """Decode one text frame into its message model.
+
+    Raises `ProtocolViolation` with `TOO_LARGE`, `MALFORMED` or `UNSUPPORTED_VERSION`;
+    the message names the field at fault.
+    """
+    size = len(frame)
+    if isinstance(frame, str) and size <= max_frame < 4 * size:
+        size = len(frame.encode("utf-8", "surrogatepass"))  # the limit is in bytes
+    if size > max_frame:
+        raise ProtocolViolation(
+            ErrorCode.TOO_LARGE, f"frame of {size} bytes exceeds the limit of {max_frame}"
+        )
+    try:
+        data = json.loads(frame)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ProtocolViolation(ErrorCode.MALFORMED, f"frame is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolViolation(ErrorCode.MALFORMED, "frame is not a JSON object (an envelope)")
+    ref = data.get("id") if isinstance(data.get("id"), str) else None
+    version = data.get("v")
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
+        raise ProtocolViolation(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"protocol version {version!r} is not supported; this peer speaks "
+            f"{sorted(SUPPORTED_VERSIONS)}",
+            ref=ref,
+        )
+    kind = data.get("type")
+    if kind not in MESSAGE_TYPES:
+        raise ProtocolViolation(ErrorCode.MALFORMED, f"unknown message type {kind!r}", ref=ref)
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"][1:]) or "envelope"
+        raise ProtocolViolation(
+            ErrorCode.MALFORMED, f"{kind}: {where}: {error['msg']}", ref=ref
+        ) from None
+
+
+def encode_message(message: BaseModel) -> str:
+    return message.model_dump_json()

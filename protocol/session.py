@@ -1,0 +1,650 @@
+"""The sans-I/O AIP session state machines: one for the orchestrator's side of a
+connection (`ServerSession`), one for the device's (`DeviceSession`).
+
+They never touch a socket. Feed them frames (`receive_frame`) and calls (`assign`,
+`send_result`, ...); then take what to send (`data_to_send`) and what happened
+(`events_received`). After each call the caller must send every frame returned by
+`data_to_send()` in order, and close the connection once `closed` is true.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import BaseModel, ValidationError
+
+from protocol.auth import DeviceKey, derive_key, new_nonce, proof_mac, verify_proof
+from protocol.messages import (
+    DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
+    Ack,
+    AckBody,
+    ArtifactDone,
+    ArtifactOffer,
+    Bye,
+    ByeBody,
+    Challenge,
+    ChallengeBody,
+    Error,
+    ErrorBody,
+    ErrorCode,
+    Heartbeat,
+    HeartbeatBody,
+    Hello,
+    HelloBody,
+    Load,
+    Message,
+    Proof,
+    ProofBody,
+    ProtocolViolation,
+    TaskAccept,
+    TaskAcceptBody,
+    TaskAssign,
+    TaskCancel,
+    TaskCancelBody,
+    TaskProgressMessage,
+    TaskRef,
+    TaskResultMessage,
+    Welcome,
+    WelcomeBody,
+    encode_message,
+    parse_message,
+)
+from protocol.tasks import TaskAssignment, TaskProgress, TaskResult
+
+log = logging.getLogger("orrery.aip")
+
+Now = Callable[[], float]
+
+
+class SessionState(StrEnum):
+    AWAIT_HELLO = "await_hello"
+    AWAIT_CHALLENGE = "await_challenge"
+    AWAIT_PROOF = "await_proof"
+    AWAIT_WELCOME = "await_welcome"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+# ------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAuthenticated:
+    device: str
+    hello: HelloBody
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAccepted:
+    task: TaskRef
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressReceived:
+    progress: TaskProgress
+
+
+@dataclass(frozen=True, slots=True)
+class ResultReceived:
+    """A result to store; once it is durably stored, call `ServerSession.ack_result`."""
+
+    result: TaskResult
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatReceived:
+    load: Load
+
+
+@dataclass(frozen=True, slots=True)
+class PeerError:
+    code: ErrorCode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    reason: str
+    lost: bool = False  # the peer went silent: heartbeats missed
+    dropped: bool = False  # the transport reported the socket gone without a goodbye
+
+
+@dataclass(frozen=True, slots=True)
+class Welcomed:
+    session: str
+    known_unacked: list[TaskRef]
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentReceived:
+    assignment: TaskAssignment
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested:
+    task: TaskRef
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResultAcked:
+    task: TaskRef
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactOffered:
+    offer: ArtifactOffer
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactChunk:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactFinished:
+    done: ArtifactDone
+
+
+SessionEvent = (
+    DeviceAuthenticated
+    | TaskAccepted
+    | ProgressReceived
+    | ResultReceived
+    | HeartbeatReceived
+    | PeerError
+    | SessionClosed
+    | Welcomed
+    | AssignmentReceived
+    | CancelRequested
+    | ResultAcked
+    | ArtifactOffered
+    | ArtifactChunk
+    | ArtifactFinished
+)
+
+
+def ref_of(item: TaskAssignment | TaskResult | TaskProgress) -> TaskRef:
+    return TaskRef(
+        constellation_id=item.constellation_id, star_id=item.star_id, attempt=item.attempt
+    )
+
+
+# ------------------------------------------------------------------ common machinery
+
+
+@dataclass(slots=True)
+class _RateLimit:
+    """A token bucket: `rate` frames a second, bursts up to `burst`."""
+
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    updated: float = 0.0
+
+    def allow(self, now: float) -> bool:
+        if self.tokens < 0:
+            self.tokens, self.updated = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class _Session(ABC):
+    def __init__(self, now: Now, max_frame: int) -> None:
+        self._now = now
+        self.max_frame = max_frame
+        self.state = SessionState.AWAIT_HELLO
+        self.close_reason: str | None = None
+        self._to_send: list[str] = []
+        self._events: list[SessionEvent] = []
+        self.last_seen = now()
+        self._artifact_open = False
+
+    @property
+    def closed(self) -> bool:
+        return self.state is SessionState.CLOSED
+
+    def data_to_send(self) -> list[str | bytes]:
+        """Frames to send, in order (text frames as str). Call after every input."""
+        frames: list[str | bytes] = list(self._to_send)
+        self._to_send.clear()
+        return frames
+
+    def events_received(self) -> list[SessionEvent]:
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    def _send(self, message: BaseModel) -> str:
+        message_id: str = getattr(message, "id")  # noqa: B009  (every envelope has one)
+        setattr(message, "ts", self._now())  # noqa: B010
+        self._to_send.append(encode_message(message))
+        return message_id
+
+    def _error(
+        self, code: ErrorCode, text: str, *, ref: str | None = None, fatal: bool = False
+    ) -> None:
+        text = text if len(text) <= 4000 else text[:3997] + "..."  # ErrorBody.message's limit
+        log.info("aip error %s: %s%s", code, text, " (closing)" if fatal else "")
+        self._send(Error(body=ErrorBody(code=code, message=text, ref=ref)))
+        if fatal:
+            self._close(text)
+
+    def _close(self, reason: str, *, lost: bool = False, dropped: bool = False) -> None:
+        if self.state is SessionState.CLOSED:
+            return
+        self.state = SessionState.CLOSED
+        self.close_reason = reason
+        self._events.append(SessionClosed(reason=reason, lost=lost, dropped=dropped))
+
+    def close(self, reason: str = "closing") -> None:
+        """Say goodbye and close; the caller sends the `bye` and closes the socket."""
+        if self.state is SessionState.CLOSED:
+            return
+        self._send(Bye(body=ByeBody(reason=reason)))
+        self._close(reason)
+
+    def connection_lost(self, reason: str = "connection lost") -> None:
+        """The transport reports the socket is gone."""
+        self._close(reason, dropped=True)
+
+    def receive_frame(self, frame: str | bytes, *, binary: bool = False) -> None:
+        """Take one frame from the peer. Never raises for anything the peer sent."""
+        if self.state is SessionState.CLOSED:
+            return
+        self.last_seen = self._now()
+        if binary:
+            self._receive_binary(bytes(frame) if not isinstance(frame, str) else frame.encode())
+            return
+        if not self._admit(len(frame)):
+            return
+        try:
+            message = parse_message(frame, max_frame=self.max_frame)
+        except ProtocolViolation as violation:
+            fatal = violation.fatal or violation.code is ErrorCode.UNSUPPORTED_VERSION
+            if self.state in (SessionState.AWAIT_HELLO, SessionState.AWAIT_PROOF):
+                fatal = fatal or violation.code is not ErrorCode.TOO_LARGE
+            self._error(violation.code, violation.message, ref=violation.ref, fatal=fatal)
+            return
+        try:
+            self._receive(message)
+        except ProtocolViolation as violation:
+            self._error(violation.code, violation.message, ref=message.id, fatal=violation.fatal)
+        except ValidationError as exc:  # task ids a `TaskRef` refuses (empty, over 64 chars)
+            where = ".".join(str(part) for part in exc.errors()[0]["loc"]) or "body"
+            text = f"{message.type}: body.{where}: {exc.errors()[0]['msg']}"
+            self._error(ErrorCode.MALFORMED, text, ref=message.id)
+
+    def _admit(self, size: int) -> bool:
+        return True
+
+    def _receive_binary(self, data: bytes) -> None:
+        if not self._artifact_open or self.state is not SessionState.ACTIVE:
+            self._error(
+                ErrorCode.BINARY_UNEXPECTED,
+                "binary frame outside an artifact transfer; send `artifact.offer` first",
+            )
+            return
+        if len(data) > self.max_frame:
+            self._error(ErrorCode.TOO_LARGE, f"chunk of {len(data)} bytes exceeds {self.max_frame}")
+            return
+        self._events.append(ArtifactChunk(data=data))
+
+    @abstractmethod
+    def _receive(self, message: Message) -> None:
+        """Handle one parsed message; raise `ProtocolViolation` to refuse it."""
+
+    def _artifact(self, message: ArtifactOffer | ArtifactDone) -> None:
+        if self.state is not SessionState.ACTIVE:
+            raise ProtocolViolation(ErrorCode.UNEXPECTED, f"{message.type} before the handshake")
+        if isinstance(message, ArtifactOffer):
+            self._artifact_open = True
+            self._events.append(ArtifactOffered(offer=message))
+        else:
+            self._artifact_open = False
+            self._events.append(ArtifactFinished(done=message))
+
+
+# ------------------------------------------------------------------ orchestrator side
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    heartbeat_interval: float = 5.0
+    heartbeat_misses: int = 3
+    max_frame: int = DEFAULT_MAX_FRAME
+    max_in_flight: int = 64
+    rate: float = 500.0  # frames per second, sustained
+    burst: float = 1000.0
+
+
+KeyLookup = Callable[[str], DeviceKey | None]
+Ownership = Callable[[str, TaskRef], bool]
+
+
+class ServerSession(_Session):
+    """The orchestrator's end of one device connection."""
+
+    def __init__(
+        self,
+        *,
+        keys: KeyLookup,
+        now: Now,
+        config: ServerConfig = ServerConfig(),
+        owns: Ownership | None = None,
+    ) -> None:
+        super().__init__(now, config.max_frame)
+        self.config = config
+        self._keys = keys
+        self._owns = owns
+        self.session_id = secrets.token_hex(8)
+        self.device: str | None = None
+        self.hello: HelloBody | None = None
+        self._nonce: str | None = None
+        self._record: DeviceKey | None = None
+        self.in_flight: dict[tuple[str, str, int], TaskAssignment] = {}
+        self._limit = _RateLimit(config.rate, config.burst)
+
+    # -- calls from the orchestrator
+
+    def assign(self, assignment: TaskAssignment) -> str:
+        """Queue `task.assign`; raises `ProtocolViolation` if not active or over the limit."""
+        if self.state is not SessionState.ACTIVE:
+            raise ProtocolViolation(ErrorCode.UNEXPECTED, "device is not connected")
+        if len(self.in_flight) >= self.max_in_flight:
+            raise ProtocolViolation(
+                ErrorCode.TOO_MANY_TASKS,
+                f"device {self.device!r} already runs {len(self.in_flight)} tasks "
+                f"(limit {self.max_in_flight})",
+            )
+        self.in_flight[ref_of(assignment).key] = assignment
+        return self._send(TaskAssign(body=assignment))
+
+    def cancel(self, task: TaskRef, reason: str) -> None:
+        self.in_flight.pop(task.key, None)
+        if self.state is SessionState.ACTIVE:
+            self._send(TaskCancel(body=TaskCancelBody(**task.model_dump(), reason=reason)))
+
+    def ack_result(self, result: TaskResult, message_id: str) -> None:
+        """Acknowledge a result once it is durably stored; the device may then forget it."""
+        self.in_flight.pop(ref_of(result).key, None)
+        if self.state is SessionState.ACTIVE:
+            self._send(Ack(body=AckBody(ref=message_id, task=ref_of(result))))
+
+    @property
+    def max_in_flight(self) -> int:
+        limit = self.config.max_in_flight
+        return min(limit, self.hello.max_tasks) if self.hello else limit
+
+    def check_liveness(self) -> bool:
+        """Close as lost when heartbeats stopped; returns True while the device is alive."""
+        if self.state is SessionState.CLOSED:
+            return False
+        deadline = self.config.heartbeat_interval * self.config.heartbeat_misses
+        silent = self._now() - self.last_seen
+        if silent > deadline:
+            self._close(
+                f"no heartbeat for {silent:.1f}s ({self.config.heartbeat_misses} missed)",
+                lost=True,
+            )
+            return False
+        return True
+
+    # -- frames from the device
+
+    def _admit(self, size: int) -> bool:
+        if self._limit.allow(self._now()):
+            return True
+        self._error(ErrorCode.RATE_LIMITED, "too many frames; slow down (frame dropped)")
+        return False
+
+    def _receive(self, message: Message) -> None:
+        state = self.state
+        if isinstance(message, Hello):
+            if state is not SessionState.AWAIT_HELLO:
+                raise ProtocolViolation(ErrorCode.UNEXPECTED, "hello after the handshake")
+            self._hello(message)
+        elif isinstance(message, Proof):
+            if state is not SessionState.AWAIT_PROOF:
+                raise ProtocolViolation(
+                    ErrorCode.UNEXPECTED, "proof without a challenge", fatal=True
+                )
+            self._proof(message)
+        elif state is not SessionState.ACTIVE:
+            raise ProtocolViolation(
+                ErrorCode.UNEXPECTED,
+                f"{message.type} before the handshake finished; send hello first",
+                fatal=True,
+            )
+        elif isinstance(message, Heartbeat):
+            self._events.append(HeartbeatReceived(load=message.body.load))
+        elif isinstance(message, TaskAccept):
+            self._check_owner(message.body)
+            self._events.append(TaskAccepted(task=TaskRef(**message.body.model_dump())))
+        elif isinstance(message, TaskProgressMessage):
+            self._check_owner(ref_of(message.body))
+            self._events.append(ProgressReceived(progress=message.body))
+        elif isinstance(message, TaskResultMessage):
+            self._check_owner(ref_of(message.body))
+            self._events.append(ResultReceived(result=message.body, message_id=message.id))
+        elif isinstance(message, ArtifactOffer | ArtifactDone):
+            self._artifact(message)
+        elif isinstance(message, Error):
+            self._events.append(PeerError(code=message.body.code, message=message.body.message))
+        elif isinstance(message, Bye):
+            self._close(message.body.reason or "device said goodbye")
+        elif isinstance(message, Ack):
+            pass  # devices may ack orchestrator messages; nothing waits for them
+        else:
+            raise ProtocolViolation(ErrorCode.UNEXPECTED, f"{message.type} is not sent by devices")
+
+    def _check_owner(self, task: TaskRef) -> None:
+        assert self.device is not None
+        owned = (
+            self._owns(self.device, task) if self._owns is not None else task.key in self.in_flight
+        )
+        if not owned:
+            raise ProtocolViolation(
+                ErrorCode.NOT_YOUR_TASK,
+                f"task {task.constellation_id}/{task.star_id} attempt {task.attempt} was not "
+                f"assigned to device {self.device!r}",
+            )
+
+    def _hello(self, message: Hello) -> None:
+        body = message.body
+        if PROTOCOL_VERSION not in body.versions:
+            raise ProtocolViolation(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"device speaks versions {body.versions}; this orchestrator speaks "
+                f"{PROTOCOL_VERSION}",
+                fatal=True,
+            )
+        record = self._keys(body.device)
+        if record is None:
+            raise ProtocolViolation(
+                ErrorCode.UNKNOWN_DEVICE,
+                f"device {body.device!r} is not enrolled; run `orrery devices enroll "
+                f"{body.device}` on the orchestrator and start the device with that token",
+                fatal=True,
+            )
+        self.hello, self._record = body, record
+        self._nonce = new_nonce()
+        self.state = SessionState.AWAIT_PROOF
+        self._send(
+            Challenge(
+                body=ChallengeBody(nonce=self._nonce, salt=record.salt, version=PROTOCOL_VERSION)
+            )
+        )
+
+    def _proof(self, message: Proof) -> None:
+        body = message.body
+        assert self._record is not None
+        assert self.hello is not None
+        if body.device != self.hello.device or body.nonce != self._nonce:
+            raise ProtocolViolation(
+                ErrorCode.BAD_PROOF, "proof does not answer this session's challenge", fatal=True
+            )
+        if not verify_proof(self._record, nonce=body.nonce, version=PROTOCOL_VERSION, mac=body.mac):
+            raise ProtocolViolation(
+                ErrorCode.BAD_PROOF,
+                f"proof for device {body.device!r} is wrong; check the device's token or "
+                "enrol it again",
+                fatal=True,
+            )
+        self._nonce = None  # a nonce answers once
+        self.device = body.device
+        self.state = SessionState.ACTIVE
+        self._events.append(DeviceAuthenticated(device=body.device, hello=self.hello))
+
+    def welcome(self, known_unacked: list[TaskRef] | None = None) -> None:
+        """Finish the handshake (after `DeviceAuthenticated`): tell the device the limits."""
+        self._send(
+            Welcome(
+                body=WelcomeBody(
+                    session=self.session_id,
+                    version=PROTOCOL_VERSION,
+                    heartbeat_interval=self.config.heartbeat_interval,
+                    heartbeat_misses=self.config.heartbeat_misses,
+                    max_frame=self.config.max_frame,
+                    max_in_flight=self.max_in_flight,
+                    known_unacked=known_unacked or [],
+                )
+            )
+        )
+
+
+# ------------------------------------------------------------------ device side
+
+
+class DeviceSession(_Session):
+    """The device's end of its connection to the orchestrator."""
+
+    def __init__(self, *, hello: HelloBody, token: str, now: Now) -> None:
+        super().__init__(now, DEFAULT_MAX_FRAME)
+        self.hello = hello
+        self._token = token
+        self._keys: dict[str, bytes] = {}
+        self.state = SessionState.AWAIT_CHALLENGE
+        self.heartbeat_interval = 5.0
+        self.max_in_flight = hello.max_tasks
+        self.session_id: str | None = None
+        self._last_heartbeat = now()
+
+    def start(self) -> None:
+        """Queue `hello`; call once the socket is open."""
+        self._send(Hello(body=self.hello))
+
+    def send_result(self, result: TaskResult) -> str:
+        """Queue `task.result`; returns its message id (the `ack` will name the task)."""
+        return self._send(TaskResultMessage(body=result))
+
+    def send_progress(self, progress: TaskProgress) -> None:
+        self._send(TaskProgressMessage(body=progress))
+
+    def heartbeat_due(self) -> bool:
+        return (
+            self.state is SessionState.ACTIVE
+            and self._now() - self._last_heartbeat >= self.heartbeat_interval
+        )
+
+    def send_heartbeat(self, load: Load) -> None:
+        self._last_heartbeat = self._now()
+        self._send(Heartbeat(body=HeartbeatBody(load=load)))
+
+    def _receive(self, message: Message) -> None:
+        state = self.state
+        if isinstance(message, Challenge):
+            if state is not SessionState.AWAIT_CHALLENGE:
+                raise ProtocolViolation(ErrorCode.UNEXPECTED, "second challenge", fatal=True)
+            challenge = message.body
+            key = self._keys.get(challenge.salt)
+            if key is None:
+                key = self._keys[challenge.salt] = derive_key(self._token, challenge.salt)
+            mac = proof_mac(
+                key, device=self.hello.device, nonce=challenge.nonce, version=challenge.version
+            )
+            self.state = SessionState.AWAIT_WELCOME
+            self._send(
+                Proof(body=ProofBody(device=self.hello.device, nonce=challenge.nonce, mac=mac))
+            )
+        elif isinstance(message, Welcome):
+            if state is not SessionState.AWAIT_WELCOME:
+                raise ProtocolViolation(ErrorCode.UNEXPECTED, "welcome without a proof", fatal=True)
+            welcome = message.body
+            self.state = SessionState.ACTIVE
+            self.session_id = welcome.session
+            self.heartbeat_interval = welcome.heartbeat_interval
+            self.max_frame = welcome.max_frame
+            self.max_in_flight = welcome.max_in_flight
+            self._last_heartbeat = self._now()
+            self._events.append(
+                Welcomed(session=welcome.session, known_unacked=welcome.known_unacked)
+            )
+        elif isinstance(message, Error):
+            self._events.append(PeerError(code=message.body.code, message=message.body.message))
+            if state is not SessionState.ACTIVE:
+                self._close(f"refused by the orchestrator: {message.body.message}")
+        elif isinstance(message, Bye):
+            self._close(message.body.reason or "orchestrator said goodbye")
+        elif state is not SessionState.ACTIVE:
+            raise ProtocolViolation(
+                ErrorCode.UNEXPECTED, f"{message.type} before the handshake finished", fatal=True
+            )
+        elif isinstance(message, TaskAssign):
+            accept = TaskAcceptBody(**ref_of(message.body).model_dump())  # may refuse the ids
+            self._events.append(AssignmentReceived(assignment=message.body))
+            self._send(TaskAccept(body=accept))
+        elif isinstance(message, TaskCancel):
+            cancel = message.body
+            task = TaskRef(
+                constellation_id=cancel.constellation_id,
+                star_id=cancel.star_id,
+                attempt=cancel.attempt,
+            )
+            self._events.append(CancelRequested(task=task, reason=cancel.reason))
+        elif isinstance(message, Ack):
+            if message.body.task is not None:
+                self._events.append(ResultAcked(task=message.body.task))
+        elif isinstance(message, Heartbeat):
+            pass
+        elif isinstance(message, ArtifactOffer | ArtifactDone):
+            self._artifact(message)
+        else:
+            raise ProtocolViolation(
+                ErrorCode.UNEXPECTED, f"{message.type} is not sent by orchestrators"
+            )
+
+
+__all__ = [
+    "ArtifactChunk",
+    "ArtifactFinished",
+    "ArtifactOffered",
+    "AssignmentReceived",
+    "CancelRequested",
+    "DeviceAuthenticated",
+    "DeviceSession",
+    "HeartbeatReceived",
+    "PeerError",
+    "ProgressReceived",
+    "ResultAcked",
+    "ResultReceived",
+    "ServerConfig",
+    "ServerSession",
+    "SessionClosed",
+    "SessionEvent",
+    "SessionState",
+    "TaskAccepted",
+    "Welcomed",
+    "ref_of",
+]

@@ -1,0 +1,391 @@
+"""The WebSocket dispatcher with real sockets on 127.0.0.1, a real SQLite store and real
+device agents: plans run on remote devices, results are stored exactly once, lost devices
+are detected by their silence."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from agents.aip_dispatcher import AipDispatcher
+from agents.clock import VirtualClock
+from agents.constellation import PlanSpec, build_constellation
+from agents.constellation.model import ConstellationStatus, StarStatus
+from agents.fleet_store import StoreKeys, StoreLedger
+from agents.orchestrator import Orchestrator
+from devices.agent import DeviceAgent
+from devices.backoff import Backoff
+from memory import Store
+from protocol.auth import enroll
+from protocol.messages import HelloBody, Load
+from protocol.session import (
+    AssignmentReceived,
+    DeviceSession,
+    ServerConfig,
+    SessionEvent,
+    Welcomed,
+)
+from protocol.tasks import TaskOutcome, TaskResult
+from protocol.transport import AipServer, Connection, connect_aip, serve_aip
+
+WAIT = 20.0
+
+
+@dataclass
+class Fleet:
+    store: Store
+    dispatcher: AipDispatcher
+    orchestrator: Orchestrator
+    server: AipServer
+    tokens: dict[str, str]
+    tmp: Path
+    agents: list[asyncio.Task[None]] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.server.port}"
+
+    def start_agent(
+        self,
+        name: str,
+        *,
+        labels: tuple[str, ...] = (),
+        url: str | None = None,
+        on_event: Callable[[SessionEvent], None] | None = None,
+    ) -> DeviceAgent:
+        agent = DeviceAgent(
+            url or self.url,
+            name,
+            self.tokens[name],
+            data_dir=self.tmp / name,
+            labels=labels,
+            backoff=Backoff(initial=0.01, factor=2, maximum=0.1),
+            on_event=on_event,
+        )
+        self.agents.append(asyncio.create_task(agent.run(self.stop)))
+        return agent
+
+    async def wait_devices(self, count: int) -> None:
+        async def ready() -> None:
+            while len(self.dispatcher.devices()) < count:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(ready(), WAIT)
+
+
+async def make_fleet(
+    tmp_path: Path, names: list[str], *, clock: VirtualClock | None = None, **config: float
+) -> Fleet:
+    store = Store.open_path(tmp_path / "orchestrator" / "orrery.db")
+    tokens = {}
+    for name in names:
+        token, key = enroll(name)
+        store.enroll_device(name, salt=key.salt, key=key.key)
+        tokens[name] = token
+    dispatcher = AipDispatcher(
+        keys=StoreKeys(store),
+        ledger=StoreLedger(store),
+        clock=clock,
+        config=ServerConfig(**config),  # type: ignore[arg-type]
+    )
+    orchestrator = Orchestrator(dispatcher, clock=clock)
+    server = await serve_aip(dispatcher.handle, "127.0.0.1", 0)
+    return Fleet(store, dispatcher, orchestrator, server, tokens, tmp_path)
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+    made = await make_fleet(tmp_path, ["alpha", "beta", "gamma"])
+    yield made
+    await shutdown(made)
+
+
+async def shutdown(fleet: Fleet) -> None:
+    fleet.stop.set()
+    if fleet.agents:
+        await asyncio.wait_for(asyncio.gather(*fleet.agents, return_exceptions=True), WAIT)
+    fleet.server.close()
+    await fleet.server.wait_closed()
+    fleet.store.close()
+
+
+PLAN = {
+    "name": "spread",
+    "stars": [
+        {"id": "a", "on": {"labels": ["red"]}, "tool": "shell.run", "args": {"cmd": "echo A"}},
+        {"id": "b", "on": {"labels": ["blue"]}, "tool": "shell.run", "args": {"cmd": "echo B"}},
+        {
+            "id": "c",
+            "on": {"labels": ["green"]},
+            "tool": "python.run",
+            "args": {"code": "print(3)"},
+        },
+        {
+            "id": "join",
+            "after": ["a", "b", "c"],
+            "on": "alpha",
+            "tool": "fs.write",
+            "args": {
+                "path": "joined.txt",
+                "content": "${a.output.stdout}${b.output.stdout}${c.output.stdout}",
+            },
+        },
+    ],
+}
+
+
+async def test_plan_runs_across_three_remote_devices(fleet: Fleet) -> None:
+    fleet.start_agent("alpha", labels=("red",))
+    fleet.start_agent("beta", labels=("blue",))
+    fleet.start_agent("gamma", labels=("green",))
+    await fleet.wait_devices(3)
+
+    constellation = build_constellation(PlanSpec.model_validate(PLAN))
+    final = await asyncio.wait_for(fleet.orchestrator.run(constellation), WAIT)
+
+    assert final.status is ConstellationStatus.SUCCEEDED, final.model_dump_json(indent=1)
+    ran_on = {sid: star.attempts[-1].device for sid, star in final.stars.items()}
+    assert ran_on == {"a": "alpha", "b": "beta", "c": "gamma", "join": "alpha"}
+    joined = fleet.tmp / "alpha" / "workspace" / "joined.txt"
+    assert joined.read_text() == "A\nB\n3\n"
+    stored = fleet.store.results(constellation.id)
+    assert sorted((r.star_id, r.attempt, r.device) for r in stored) == [
+        ("a", 1, "alpha"),
+        ("b", 1, "beta"),
+        ("c", 1, "gamma"),
+        ("join", 1, "alpha"),
+    ]
+
+
+async def test_unknown_device_and_wrong_token_are_refused(fleet: Fleet) -> None:
+    from devices.agent import DeviceRefused
+
+    stranger = DeviceAgent(fleet.url, "delta", "orr1_made-up", data_dir=fleet.tmp / "delta")
+    with pytest.raises(DeviceRefused) as unknown:
+        await asyncio.wait_for(stranger.run(asyncio.Event()), WAIT)
+    assert "not enrolled" in str(unknown.value)
+
+    impostor = DeviceAgent(fleet.url, "alpha", fleet.tokens["beta"], data_dir=fleet.tmp / "x")
+    with pytest.raises(DeviceRefused) as wrong:
+        await asyncio.wait_for(impostor.run(asyncio.Event()), WAIT)
+    assert "token" in str(wrong.value)
+    assert fleet.dispatcher.devices() == []
+
+
+@dataclass
+class DroppingProxy:
+    """A loopback relay between one device and the orchestrator that cuts the connection
+    right after the device's first `task.result` has been forwarded, before the `ack`."""
+
+    upstream: str
+    dropped: asyncio.Event = field(default_factory=asyncio.Event)
+    server: AipServer | None = None
+
+    async def handle(self, device_side: Connection) -> None:
+        orchestrator_side = await connect_aip(self.upstream)
+        cut_this_one = not self.dropped.is_set()  # only the first connection is cut
+
+        async def up() -> None:
+            while True:
+                frame, binary = await device_side.recv()
+                await orchestrator_side.send_all([frame])
+                if cut_this_one and not binary and json.loads(frame)["type"] == "task.result":
+                    self.dropped.set()
+                    await device_side.close("proxy cut the line")
+                    await orchestrator_side.close("proxy cut the line")
+                    return
+
+        async def down() -> None:
+            while True:
+                frame, _ = await orchestrator_side.recv()
+                if cut_this_one and self.dropped.is_set():
+                    return  # the ack (or anything after the result) never reaches the device
+                await device_side.send_all([frame])
+
+        tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await device_side.close()
+        await orchestrator_side.close()
+
+
+async def test_result_survives_a_drop_between_result_and_ack_and_is_stored_once(
+    fleet: Fleet,
+) -> None:
+    proxy = DroppingProxy(upstream=fleet.url)
+    proxy.server = await serve_aip(proxy.handle, "127.0.0.1", 0)
+    results: list[TaskResult] = []
+    original = fleet.orchestrator.on_result
+
+    def counting(result: TaskResult) -> None:
+        results.append(result)
+        original(result)
+
+    fleet.dispatcher._sink = type(  # observe what the dispatcher hands the orchestrator
+        "Spy",
+        (),
+        {
+            "on_result": staticmethod(counting),
+            "on_progress": staticmethod(fleet.orchestrator.on_progress),
+            "on_devices_changed": staticmethod(fleet.orchestrator.on_devices_changed),
+        },
+    )()
+    agent = fleet.start_agent("alpha", url=f"ws://127.0.0.1:{proxy.server.port}")
+    await fleet.wait_devices(1)
+    plan = {"name": "once", "stars": [{"id": "s", "tool": "shell.run", "args": {"cmd": "echo x"}}]}
+    constellation = build_constellation(PlanSpec.model_validate(plan))
+    final = await asyncio.wait_for(fleet.orchestrator.run(constellation), WAIT)
+
+    assert proxy.dropped.is_set()
+    assert final.status is ConstellationStatus.SUCCEEDED
+    assert len(fleet.store.results(constellation.id)) == 1
+    assert [(r.star_id, r.attempt) for r in results] == [("s", 1)]
+
+    async def outbox_empty() -> None:
+        while agent.outbox_path.exists() and _outbox_size(agent.outbox_path) > 0:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(outbox_empty(), WAIT)  # the re-sent result was acknowledged
+    proxy.server.close()
+    await proxy.server.wait_closed()
+
+
+def _outbox_size(path: Path) -> int:
+    from devices.outbox import Outbox
+
+    with Outbox.open(path) as outbox:
+        return len(outbox)
+
+
+async def _raw_device(fleet: Fleet, name: str) -> tuple[DeviceSession, Connection]:
+    """A hand-driven device: handshake done, then silent (it sends no heartbeats)."""
+    session = DeviceSession(
+        hello=HelloBody(device=name, versions=[1], max_tasks=2, tools=[]),
+        token=fleet.tokens[name],
+        now=asyncio.get_running_loop().time,
+    )
+    connection = await connect_aip(fleet.url)
+    session.start()
+    while not any(isinstance(e, Welcomed) for e in session.events_received()):
+        await connection.send_all(session.data_to_send())
+        frame, binary = await asyncio.wait_for(connection.recv(), WAIT)
+        session.receive_frame(frame, binary=binary)
+    return session, connection
+
+
+async def test_silent_device_is_lost_on_the_virtual_clock_and_its_work_fails_over(
+    tmp_path: Path,
+) -> None:
+    clock = VirtualClock()
+    fleet = await make_fleet(
+        tmp_path, ["mute"], clock=clock, heartbeat_interval=5.0, heartbeat_misses=3
+    )
+    failures: list[TaskResult] = []
+    changes: list[int] = []
+
+    class Sink:
+        def on_result(self, result: TaskResult) -> None:
+            failures.append(result)
+
+        def on_progress(self, progress: object) -> None:
+            pass
+
+        def on_devices_changed(self) -> None:
+            changes.append(len(fleet.dispatcher.devices()))
+
+    fleet.dispatcher.attach(Sink())
+    try:
+        session, connection = await _raw_device(fleet, "mute")
+        await fleet.wait_devices(1)
+        from protocol.tasks import TaskAssignment
+
+        assignment = TaskAssignment(
+            constellation_id="c", star_id="s", attempt=1, device="mute", tool="shell.run"
+        )
+        fleet.dispatcher.assign(assignment)
+        frame, _ = await asyncio.wait_for(connection.recv(), WAIT)
+        session.receive_frame(frame)
+        assert any(isinstance(e, AssignmentReceived) for e in session.events_received())
+
+        clock.advance(14.9)  # less than 3 missed heartbeats of 5 s: still alive
+        assert [d.name for d in fleet.dispatcher.devices()] == ["mute"]
+        assert failures == []
+        clock.advance(5.2)  # past 15 s of silence
+        assert fleet.dispatcher.devices() == []
+        assert len(failures) == 1
+        assert failures[0].status is TaskOutcome.FAILED
+        assert "lost" in (failures[0].error or "")
+        assert changes[-1] == 0
+        await connection.close()
+    finally:
+        await shutdown(fleet)
+
+
+async def test_result_for_another_devices_task_is_refused(fleet: Fleet) -> None:
+    session, connection = await _raw_device(fleet, "beta")
+    forged = TaskResult(
+        constellation_id="c1",
+        star_id="not-yours",
+        attempt=1,
+        status=TaskOutcome.SUCCEEDED,
+        output={"pwned": True},
+    )
+    session.send_result(forged)
+    await connection.send_all(session.data_to_send())
+    frame, _ = await asyncio.wait_for(connection.recv(), WAIT)
+    reply = json.loads(frame)
+    assert reply["type"] == "error"
+    assert reply["body"]["code"] == "not_your_task"
+    assert fleet.store.results("c1") == []
+    # The connection survives: a heartbeat still goes through.
+    session.send_heartbeat(Load(running=0))
+    await connection.send_all(session.data_to_send())
+    assert [d.name for d in fleet.dispatcher.devices()] == ["beta"]
+    await connection.close()
+
+
+async def test_star_fails_over_when_its_device_is_killed(tmp_path: Path) -> None:
+    """A device vanishes mid-star (no goodbye); once its grace runs out the attempt fails
+    and the retry runs on the other device."""
+    fleet = await make_fleet(tmp_path, ["one", "two"], heartbeat_interval=0.2, heartbeat_misses=2)
+    try:
+        first = fleet.start_agent("one")
+        await fleet.wait_devices(1)
+        fleet.start_agent("two")
+        await fleet.wait_devices(2)
+        plan = {
+            "name": "failover",
+            "stars": [
+                {"id": "slow", "tool": "shell.run", "args": {"cmd": "sleep 30"}, "retries": 1}
+            ],
+        }
+        # Make sure the first attempt lands on "one": take "two" out of the race briefly.
+        constellation = build_constellation(PlanSpec.model_validate(plan))
+        handle = fleet.orchestrator.submit(constellation)
+        star = handle.constellation.stars["slow"]
+        victim = star.attempts[0].device
+        victim_task = fleet.agents[0] if victim == "one" else fleet.agents[1]
+        assert first.name in ("one", "two")
+        victim_task.cancel()  # the agent's process dies: sockets drop, nothing is sent
+
+        async def retried() -> None:
+            while len(handle.constellation.stars["slow"].attempts) < 2:
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(retried(), WAIT)
+        second = handle.constellation.stars["slow"].attempts[1]
+        assert second.device != victim
+        assert handle.constellation.stars["slow"].attempts[0].error is not None
+        assert "lost" in (handle.constellation.stars["slow"].attempts[0].error or "")
+        assert handle.constellation.stars["slow"].status is StarStatus.RUNNING
+        handle.cancel("test over")
+    finally:
+        await shutdown(fleet)

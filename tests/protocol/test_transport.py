@@ -1,0 +1,412 @@
+"""The WebSocket transport on real loopback sockets: frames, paths, size limits, TLS, driving."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from ssl import SSLContext
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from protocol.messages import Error, ErrorCode, parse_message
+from protocol.session import (
+    DeviceAuthenticated,
+    DeviceSession,
+    ServerConfig,
+    ServerSession,
+    SessionClosed,
+    SessionEvent,
+    Welcomed,
+)
+from protocol.transport import (
+    AIP_PATH,
+    OVERSIZE_FACTOR,
+    AipServer,
+    ConnectFailed,
+    Connection,
+    SessionDriver,
+    TransportClosed,
+    aip_url,
+    client_ssl_context,
+    connect_aip,
+    drive,
+    serve_aip,
+    server_ssl_context,
+)
+
+if TYPE_CHECKING:
+    from tests.protocol.conftest import Kit
+
+WAIT = 15.0  # bound for anything awaited; nothing here waits on the clock for correctness
+SMALL_FRAME = 2048  # a max_frame small enough to cross cheaply in tests
+
+
+class Handled:
+    """Runs a test's per-connection handler and keeps its outcome for the test to await."""
+
+    def __init__(self, handler: Callable[[Connection], Awaitable[Any]]) -> None:
+        self._handler = handler
+        self.outcomes: asyncio.Queue[asyncio.Future[Any]] = asyncio.Queue()
+
+    async def __call__(self, connection: Connection) -> None:
+        outcome: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.outcomes.put_nowait(outcome)
+        try:
+            outcome.set_result(await self._handler(connection))
+        except BaseException as exc:
+            outcome.set_exception(exc)
+            raise
+
+    async def next(self) -> Any:
+        """What the next connection's handler returned (or raised)."""
+        async with asyncio.timeout(WAIT):
+            outcome = await self.outcomes.get()
+            return await outcome
+
+
+@asynccontextmanager
+async def serving(
+    handler: Callable[[Connection], Awaitable[Any]],
+    *,
+    ssl: SSLContext | None = None,
+    max_frame: int = SMALL_FRAME,
+) -> AsyncIterator[tuple[AipServer, Handled]]:
+    handled = Handled(handler)
+    server = await serve_aip(handled, "127.0.0.1", 0, ssl=ssl, max_frame=max_frame)
+    async with server:
+        yield server, handled
+
+
+async def echo(connection: Connection) -> list[tuple[str | bytes, bool]]:
+    """Send every frame back as it came (text as text, binary as binary) until closed."""
+    seen: list[tuple[str | bytes, bool]] = []
+    while True:
+        try:
+            frame, binary = await connection.recv()
+        except TransportClosed:
+            return seen
+        seen.append((frame, binary))
+        await connection.send_all([frame])
+
+
+async def bounded(awaitable: Awaitable[Any]) -> Any:
+    return await asyncio.wait_for(awaitable, WAIT)
+
+
+# ------------------------------------------------------------------ frames
+
+
+async def test_text_and_binary_frames_cross_both_ways_in_order() -> None:
+    async with serving(echo) as (server, handled):
+        assert server.port > 0
+        connection = await connect_aip(f"ws://127.0.0.1:{server.port}")
+        frames: list[str | bytes] = ["hello", b"\x00\x01\xff", "é ünïcode", b""]
+        await connection.send_all(frames)
+        received = [await bounded(connection.recv()) for _ in frames]
+        await connection.close("done")
+        assert received == [
+            ("hello", False),
+            (b"\x00\x01\xff", True),
+            ("é ünïcode", False),
+            (b"", True),
+        ]
+        assert await handled.next() == received
+
+
+async def test_connection_names_its_peer_and_reports_the_close() -> None:
+    async def report(connection: Connection) -> tuple[str, TransportClosed]:
+        with pytest.raises(TransportClosed) as closed:
+            await connection.recv()
+        return connection.remote, closed.value
+
+    async with serving(report) as (server, handled):
+        connection = await connect_aip(f"ws://127.0.0.1:{server.port}{AIP_PATH}")
+        await connection.close("finished here")
+        remote, closed = await handled.next()
+        assert remote.startswith("127.0.0.1:")
+        assert (closed.code, closed.reason) == (1000, "finished here")
+        assert connection.close_code == 1000
+        with pytest.raises(TransportClosed):
+            await connection.send_all(["too late"])
+
+
+async def test_sending_after_the_peer_closed_raises_transport_closed() -> None:
+    async def close_at_once(connection: Connection) -> None:
+        await connection.close("go away")
+
+    async with serving(close_at_once) as (server, handled):
+        connection = await connect_aip(f"ws://127.0.0.1:{server.port}")
+        await handled.next()
+        with pytest.raises(TransportClosed) as closed:
+            await bounded(connection.recv())
+        assert closed.value.reason == "go away"
+        with pytest.raises(TransportClosed):
+            await connection.send_all(["anyone?"])
+
+
+# ------------------------------------------------------------------ paths and URLs
+
+
+async def test_other_paths_are_refused_with_404() -> None:
+    async with serving(echo) as (server, _):
+        with pytest.raises(ConnectFailed) as failed:
+            await connect_aip(f"ws://127.0.0.1:{server.port}/something/else/v2/")
+        assert failed.value.url == f"ws://127.0.0.1:{server.port}/something/else/v2/aip/v1"
+        assert isinstance(failed.value.cause, InvalidStatus)
+        assert failed.value.cause.response.status_code == 404
+        assert AIP_PATH in failed.value.cause.response.body.decode()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("ws://host:8765", "ws://host:8765/aip/v1"),
+        ("ws://host:8765/", "ws://host:8765/aip/v1"),
+        ("ws://host:8765/aip/v1", "ws://host:8765/aip/v1"),
+        ("wss://host/orrery/", "wss://host/orrery/aip/v1"),
+        ("http://host:80", "ws://host:80/aip/v1"),
+        ("https://host", "wss://host/aip/v1"),
+        ("  ws://[::1]:9/  ", "ws://[::1]:9/aip/v1"),
+    ],
+)
+def test_aip_url_completes_the_endpoint(given: str, expected: str) -> None:
+    assert aip_url(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["host:8765", "ftp://host", "ws://", "ws:///aip/v1", ""])
+def test_aip_url_rejects_what_is_not_an_orchestrator_url(bad: str) -> None:
+    with pytest.raises(ValueError, match="ws://HOST:PORT"):
+        aip_url(bad)
+
+
+async def test_nothing_listening_is_a_connect_failure() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago and has no listener
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConnectFailed) as failed:
+        await connect_aip(f"ws://127.0.0.1:{port}", open_timeout=WAIT)
+    assert isinstance(failed.value.cause, OSError)
+
+
+async def test_a_tls_context_with_a_plain_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="wss://"):
+        await connect_aip("ws://127.0.0.1:1", ssl=client_ssl_context())
+
+
+# ------------------------------------------------------------------ frame sizes
+
+
+async def test_a_frame_over_max_frame_still_reaches_the_handler() -> None:
+    async with serving(echo) as (server, handled):
+        connection = await connect_aip(f"ws://127.0.0.1:{server.port}")
+        big = "x" * (SMALL_FRAME * 2)
+        await connection.send_all([big])
+        assert await bounded(connection.recv()) == (big, False)
+        await connection.close()
+        assert await handled.next() == [(big, False)]
+
+
+async def test_the_session_answers_an_oversized_frame_with_too_large_and_stays_open() -> None:
+    async def serve_session(connection: Connection) -> None:
+        session = ServerSession(keys=lambda device: None, now=lambda: 0.0, config=config)
+        await drive(session, connection, lambda events: None)
+
+    config = ServerConfig(max_frame=SMALL_FRAME)
+    async with serving(serve_session, max_frame=SMALL_FRAME) as (server, _):
+        connection = await connect_aip(f"ws://127.0.0.1:{server.port}")
+        await connection.send_all(["x" * (SMALL_FRAME + 1)])
+        reply, binary = await bounded(connection.recv())
+        message = parse_message(reply)
+        assert not binary
+        assert isinstance(message, Error)
+        assert message.body.code is ErrorCode.TOO_LARGE
+        assert str(SMALL_FRAME) in message.body.message
+        await connection.send_all(["not json"])  # the connection is still there to refuse this
+        reply, _ = await bounded(connection.recv())
+        message = parse_message(reply)
+        assert isinstance(message, Error)
+        assert message.body.code is ErrorCode.MALFORMED
+        await connection.close()
+
+
+async def test_a_frame_far_over_max_frame_closes_the_socket() -> None:
+    async with serving(echo) as (server, handled):
+        connection = await connect_aip(f"ws://127.0.0.1:{server.port}")
+        await connection.send_all([b"\x00" * (OVERSIZE_FACTOR * SMALL_FRAME + 1)])
+        with pytest.raises(TransportClosed) as closed:
+            await bounded(connection.recv())
+        assert closed.value.code == 1009  # message too big
+        assert await handled.next() == []
+
+
+# ------------------------------------------------------------------ TLS
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost / 127.0.0.1 and its key (PEM files)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    try:
+        from cryptography import x509  # noqa: F401  (only probing for the package)
+    except ImportError:
+        if shutil.which("openssl") is None:
+            pytest.skip("needs the `cryptography` package or the `openssl` CLI to make a cert")
+        command = shlex.split(
+            "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
+            "-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1"
+        )
+        command += ["-keyout", str(key), "-out", str(cert)]
+        subprocess.run(command, check=True, capture_output=True, timeout=WAIT)
+        return cert, key
+    _write_certificate_with_cryptography(cert, key)
+    return cert, key
+
+
+def _write_certificate_with_cryptography(cert: Path, key: Path) -> None:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(private, hashes.SHA256())
+    )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+async def test_wss_round_trip_with_a_self_signed_certificate(
+    certificate: tuple[Path, Path],
+) -> None:
+    cert, key = certificate
+    async with serving(echo, ssl=server_ssl_context(cert, key)) as (server, handled):
+        connection = await connect_aip(
+            f"wss://127.0.0.1:{server.port}", ssl=client_ssl_context(cert)
+        )
+        await connection.send_all(["secret", b"\x07"])
+        assert await bounded(connection.recv()) == ("secret", False)
+        assert await bounded(connection.recv()) == (b"\x07", True)
+        await connection.close()
+        assert await handled.next() == [("secret", False), (b"\x07", True)]
+
+
+async def test_wss_refuses_a_certificate_it_does_not_trust(
+    certificate: tuple[Path, Path],
+) -> None:
+    cert, key = certificate
+    async with serving(echo, ssl=server_ssl_context(cert, key)) as (server, _):
+        with pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
+            await connect_aip(f"wss://127.0.0.1:{server.port}", ssl=client_ssl_context())
+
+
+# ------------------------------------------------------------------ driving sessions
+
+
+async def test_drive_runs_a_handshake_over_sockets_and_reports_the_loss(aip: Kit) -> None:
+    server_events: list[SessionEvent] = []
+    device_events: list[SessionEvent] = []
+    device = aip.enrolled("dev-a")
+
+    async def serve_session(connection: Connection) -> None:
+        session = ServerSession(keys=aip.key_lookup("dev-a"), now=lambda: 0.0)
+
+        def on_events(events: list[SessionEvent]) -> None:
+            server_events.extend(events)
+            if any(isinstance(event, DeviceAuthenticated) for event in events):
+                session.welcome()
+
+        await drive(session, connection, on_events)
+
+    async with serving(serve_session) as (server, handled):
+        connection = await connect_aip(f"ws://127.0.0.1:{server.port}")
+        session = DeviceSession(hello=aip.hello_body("dev-a"), token=device.token, now=lambda: 0.0)
+        welcomed = asyncio.Event()
+
+        def on_device_events(events: list[SessionEvent]) -> None:
+            device_events.extend(events)
+            if any(isinstance(event, Welcomed) for event in events):
+                welcomed.set()
+
+        driver = SessionDriver(session, connection, on_device_events)
+        session.start()
+        running = asyncio.create_task(driver.run())
+        await bounded(welcomed.wait())
+        session.close("device going away")  # a call from outside the driver: flush after it
+        driver.flush()
+        await bounded(running)
+        await handled.next()
+
+    assert [type(event) for event in server_events] == [DeviceAuthenticated, SessionClosed]
+    assert server_events[-1] == SessionClosed(reason="device going away", lost=False)
+    assert [type(event) for event in device_events] == [Welcomed, SessionClosed]
+
+
+async def test_a_fatal_error_is_sent_before_the_socket_closes() -> None:
+    async def serve_session(connection: Connection) -> None:
+        session = ServerSession(keys=lambda device: None, now=lambda: 0.0)
+        await drive(session, connection, lambda events: None)
+
+    async with serving(serve_session) as (server, handled):
+        connection = await connect_aip(f"ws://127.0.0.1:{server.port}")
+        await connection.send_all(["[1, 2, 3]"])  # not an envelope, before hello: fatal
+        reply, _ = await bounded(connection.recv())
+        message = parse_message(reply)
+        assert isinstance(message, Error)
+        assert message.body.code is ErrorCode.MALFORMED
+        with pytest.raises(TransportClosed) as closed:
+            await bounded(connection.recv())
+        assert closed.value.code == 1000
+        await handled.next()
+
+
+async def test_a_dropped_socket_closes_the_session_as_dropped() -> None:
+    events: list[SessionEvent] = []
+
+    async def serve_session(connection: Connection) -> None:
+        session = ServerSession(keys=lambda device: None, now=lambda: 0.0)
+        await drive(session, connection, events.extend)
+
+    async with serving(serve_session) as (server, handled):
+        connection = await connect_aip(f"ws://127.0.0.1:{server.port}")
+        await connection.close("pulled the plug")
+        await handled.next()
+    assert len(events) == 1
+    assert isinstance(events[0], SessionClosed)
+    assert events[0].dropped
+    assert not events[0].lost  # "lost" means missed heartbeats, which is not what happened
+    assert "pulled the plug" in events[0].reason
