@@ -389,3 +389,46 @@ async def test_star_fails_over_when_its_device_is_killed(tmp_path: Path) -> None
         handle.cancel("test over")
     finally:
         await shutdown(fleet)
+
+
+async def test_cancelling_a_star_stops_it_on_the_remote_device(fleet: Fleet) -> None:
+    pidfile = fleet.tmp / "alpha" / "workspace" / "pid"
+    agent = fleet.start_agent("alpha")
+    await fleet.wait_devices(1)
+    plan = {
+        "name": "cancel-me",
+        "stars": [
+            {"id": "long", "tool": "shell.run", "args": {"cmd": "echo $$ > pid; exec sleep 60"}}
+        ],
+    }
+    handle = fleet.orchestrator.submit(build_constellation(PlanSpec.model_validate(plan)))
+
+    async def started() -> None:
+        while not (agent.running and pidfile.exists() and pidfile.read_text().strip()):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(started(), WAIT)
+    pid = int(pidfile.read_text())
+    handle.cancel("no longer needed")
+    final = await asyncio.wait_for(handle.wait(), WAIT)
+    assert final.status is ConstellationStatus.CANCELLED
+
+    async def gone() -> None:
+        while agent.running or _alive(pid):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(gone(), WAIT)
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie waiting to be reaped counts as gone
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
