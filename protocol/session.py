@@ -60,6 +60,7 @@ from protocol.tasks import TaskAssignment, TaskProgress, TaskResult
 log = logging.getLogger("orrery.aip")
 
 Now = Callable[[], float]
+MAX_OPEN_TRANSFERS = 16
 
 
 class SessionState(StrEnum):
@@ -209,7 +210,7 @@ class _Session(ABC):
         self._to_send: list[str] = []
         self._events: list[SessionEvent] = []
         self.last_seen = now()
-        self._artifact_open = False
+        self._open_transfers: set[str] = set()  # artifact transfers between offer and done
 
     @property
     def closed(self) -> bool:
@@ -290,7 +291,7 @@ class _Session(ABC):
         return True
 
     def _receive_binary(self, data: bytes) -> None:
-        if not self._artifact_open or self.state is not SessionState.ACTIVE:
+        if not self._open_transfers or self.state is not SessionState.ACTIVE:
             self._error(
                 ErrorCode.BINARY_UNEXPECTED,
                 "binary frame outside an artifact transfer; send `artifact.offer` first",
@@ -309,10 +310,16 @@ class _Session(ABC):
         if self.state is not SessionState.ACTIVE:
             raise ProtocolViolation(ErrorCode.UNEXPECTED, f"{message.type} before the handshake")
         if isinstance(message, ArtifactOffer):
-            self._artifact_open = True
+            if len(self._open_transfers) >= MAX_OPEN_TRANSFERS:
+                raise ProtocolViolation(
+                    ErrorCode.ARTIFACT,
+                    f"{MAX_OPEN_TRANSFERS} artifact transfers are already open; finish one "
+                    "with artifact.done first",
+                )
+            self._open_transfers.add(message.body.transfer)
             self._events.append(ArtifactOffered(offer=message))
         else:
-            self._artifact_open = False
+            self._open_transfers.discard(message.body.transfer)
             self._events.append(ArtifactFinished(done=message))
 
 
