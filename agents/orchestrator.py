@@ -201,7 +201,7 @@ class Orchestrator:
     def cancel_star(self, constellation_id: str, star_id: str, reason: str = "cancelled") -> bool:
         """Cancel one star (running or not yet started). False if it had already finished."""
         run = self._live_run(constellation_id)
-        star = run.constellation.stars.get(star_id)
+        star = run.stars.get(star_id)
         if star is None:
             raise UnknownStar(f"no star {star_id!r} in {constellation_id!r}", item=star_id)
         if star.status.terminal:
@@ -218,7 +218,7 @@ class Orchestrator:
             return
         run.cancelling = True
         run.cancel_reason = reason
-        for star in list(run.constellation.stars.values()):
+        for star in list(run.stars.values()):
             if not star.status.terminal:
                 self._cancel_star(run, star, reason)
         self._check_finished(run)
@@ -247,7 +247,7 @@ class Orchestrator:
             self._ignore_stale(result)
             return
         run = self._runs[result.constellation_id]
-        star = run.constellation.stars[result.star_id]
+        star = run.stars[result.star_id]
         self._release(key)
         attempt = star.attempts[-1]
         attempt.finished_at = self.clock.now()
@@ -292,7 +292,7 @@ class Orchestrator:
         while self._doomed:
             cid, sid, reason = self._doomed.pop()
             run = self._runs[cid]
-            star = run.constellation.stars.get(sid)
+            star = run.stars.get(sid)
             if star is None or star.status.terminal:
                 continue
             star.error = reason
@@ -306,7 +306,7 @@ class Orchestrator:
             if self._queued.get((cid, sid)) != seq:
                 continue  # superseded or withdrawn
             run = self._runs[cid]
-            star = run.constellation.stars.get(sid)
+            star = run.stars.get(sid)
             if star is None or star.status.terminal:
                 del self._queued[(cid, sid)]
                 continue
@@ -320,7 +320,7 @@ class Orchestrator:
             heapq.heappush(ready, entry)
 
     def _enqueue(self, run: RunState, star: Star) -> None:
-        cid = run.constellation.id
+        cid = run.cid
         gap = self._capability_gap(star)
         if gap is not None:
             self._doomed.append((cid, star.id, gap))
@@ -396,8 +396,8 @@ class Orchestrator:
         return f"(needs {', '.join(wanted)}): {considered}"
 
     def _start_attempt(self, run: RunState, star: Star, device: DeviceInfo) -> None:
-        constellation = run.constellation
-        stars = constellation.stars
+        cid = run.cid
+        stars = run.stars
         number = len(star.attempts) + 1
         try:
             args = star.effective_args
@@ -415,7 +415,7 @@ class Orchestrator:
         if star.status is StarStatus.READY:
             star.move_to(StarStatus.RUNNING)
         assignment = TaskAssignment(
-            constellation_id=constellation.id,
+            constellation_id=cid,
             star_id=star.id,
             attempt=number,
             device=device.name,
@@ -423,7 +423,7 @@ class Orchestrator:
             args=args,
             timeout=star.timeout,
         )
-        key = (constellation.id, star.id)
+        key = (cid, star.id)
         timer = None
         if star.timeout is not None:
             timer = self.clock.call_later(
@@ -437,13 +437,13 @@ class Orchestrator:
             del self._free[device.name]
         self._emit(
             StarStarted(
-                constellation_id=constellation.id,
+                constellation_id=cid,
                 star_id=star.id,
                 attempt=number,
                 device=device.name,
             )
         )
-        log.debug("c=%s s=%s a=%d dispatched to %s", constellation.id, star.id, number, device.name)
+        log.debug("c=%s s=%s a=%d dispatched to %s", cid, star.id, number, device.name)
         self.dispatcher.assign(assignment)
 
     def _release(self, key: tuple[str, str]) -> _Running:
@@ -465,7 +465,7 @@ class Orchestrator:
         if running is None or running.assignment.attempt != number:
             return
         run = self._runs[cid]
-        star = run.constellation.stars[sid]
+        star = run.stars[sid]
         self._release((cid, sid))
         reason = f"timed out after {star.timeout:g}s"
         self.dispatcher.cancel(running.assignment, reason)
@@ -484,7 +484,7 @@ class Orchestrator:
         will_retry = len(star.attempts) <= star.retries and not run.cancelling
         self._emit(
             AttemptFailed(
-                constellation_id=run.constellation.id,
+                constellation_id=run.cid,
                 star_id=star.id,
                 attempt=attempt.number,
                 device=attempt.device,
@@ -495,7 +495,7 @@ class Orchestrator:
         )
         log.info(
             "c=%s s=%s a=%d failed on %s: %s%s",
-            run.constellation.id,
+            run.cid,
             star.id,
             attempt.number,
             attempt.device,
@@ -509,7 +509,7 @@ class Orchestrator:
             self._finish_star(run, star, StarStatus.FAILED)
 
     def _cancel_star(self, run: RunState, star: Star, reason: str) -> None:
-        key = (run.constellation.id, star.id)
+        key = (run.cid, star.id)
         self._queued.pop(key, None)
         if key in self._running:
             running = self._release(key)
@@ -525,9 +525,9 @@ class Orchestrator:
         self, run: RunState, star: Star, status: StarStatus, skip_reason: str | None = None
     ) -> None:
         """Move a star to a terminal status and settle everything downstream of it."""
-        cid = run.constellation.id
+        cid = run.cid
         stack: list[tuple[Star, StarStatus, str | None]] = [(star, status, skip_reason)]
-        stars = run.constellation.stars
+        stars = run.stars
         while stack:
             current, target, skip_reason = stack.pop()
             current.move_to(target)
@@ -562,11 +562,11 @@ class Orchestrator:
 
     def _make_ready(self, run: RunState, star: Star) -> None:
         star.move_to(StarStatus.READY)
-        self._emit(StarReady(constellation_id=run.constellation.id, star_id=star.id))
+        self._emit(StarReady(constellation_id=run.cid, star_id=star.id))
         self._enqueue(run, star)
 
     def _decide(self, run: RunState, decided: Sequence[tuple[str, str | None]]) -> None:
-        stars = run.constellation.stars
+        stars = run.stars
         for star_id, reason in decided:
             star = stars[star_id]
             if star.status is not StarStatus.PENDING:
@@ -648,7 +648,7 @@ class Orchestrator:
 
     def _ignore_stale(self, result: TaskResult) -> None:
         run = self._runs.get(result.constellation_id)
-        star = run.constellation.stars.get(result.star_id) if run else None
+        star = run.stars.get(result.star_id) if run else None
         current = star.attempts[-1].number if star and star.attempts else None
         log.info(
             "c=%s s=%s a=%d: stale result ignored (current attempt %s)",

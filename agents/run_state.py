@@ -28,6 +28,8 @@ DEFAULT_ESTIMATE = 1.0
 @dataclass(slots=True)
 class RunState:
     editor: ConstellationEditor
+    cid: str = ""
+    stars: dict[str, Star] = field(default_factory=dict)  # the current version's stars
     outgoing: dict[str, list[Line]] = field(default_factory=dict)
     incoming: dict[str, list[Line]] = field(default_factory=dict)
     waiting: dict[str, int] = field(default_factory=dict)
@@ -54,7 +56,8 @@ class RunState:
         None for ready), for the orchestrator to act on.
         """
         constellation = self.constellation
-        stars = constellation.stars
+        self.cid = constellation.id
+        self.stars = stars = constellation.stars
         outgoing: dict[str, list[Line]] = {star_id: [] for star_id in stars}
         incoming: dict[str, list[Line]] = {star_id: [] for star_id in stars}
         for line in constellation.lines:
@@ -96,7 +99,7 @@ class RunState:
 
     def downstream_decisions(self, star_id: str) -> list[tuple[str, str | None]]:
         """After `star_id` became terminal: each downstream star now decided (skip or ready)."""
-        stars = self.constellation.stars
+        stars = self.stars
         upstream = stars[star_id]
         succeeded = upstream.status is StarStatus.SUCCEEDED
         waiting = self.waiting
