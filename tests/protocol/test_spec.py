@@ -1,0 +1,290 @@
+"""docs/protocol.md keeps up with the code: every message type, error code, body field,
+state and default is documented, and the worked example is a real, verifiable exchange."""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+import typing
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from pydantic import BaseModel
+
+import protocol.session
+from protocol.auth import KDF_ITERATIONS, DeviceKey, derive_key, proof_mac
+from protocol.messages import (
+    DEFAULT_MAX_FRAME,
+    MESSAGE_TYPES,
+    Ack,
+    Challenge,
+    ErrorCode,
+    Proof,
+    TaskAssign,
+    Welcome,
+    parse_message,
+)
+from protocol.session import (
+    DeviceAuthenticated,
+    HeartbeatReceived,
+    ProgressReceived,
+    ResultReceived,
+    ServerConfig,
+    ServerSession,
+    SessionClosed,
+    SessionState,
+    TaskAccepted,
+)
+
+if TYPE_CHECKING:
+    from conftest import Kit
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+HEADING = re.compile(r"^(#{1,6}) (.+)$", re.MULTILINE)
+CODE = re.compile(r"`([^`\n]+)`")
+
+
+@cache
+def doc() -> str:
+    return DOC.read_text(encoding="utf-8")
+
+
+def code_tokens(text: str) -> set[str]:
+    return set(CODE.findall(text))
+
+
+def section(title: str) -> str:
+    """The text under the heading whose title is `title`, up to the next heading as high."""
+    matches = list(HEADING.finditer(doc()))
+    for index, match in enumerate(matches):
+        if match.group(2).strip() == title:
+            level = len(match.group(1))
+            end = len(doc())
+            for later in matches[index + 1 :]:
+                if len(later.group(1)) <= level:
+                    end = later.start()
+                    break
+            return doc()[match.end() : end]
+    raise AssertionError(f"docs/protocol.md has no heading {title!r}")
+
+
+def models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation refers to (through lists, unions, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
+        for argument in typing.get_args(annotation):
+            found += models_in(argument)
+    return found
+
+
+def body_fields(model: type[BaseModel], seen: frozenset[type] = frozenset()) -> set[str]:
+    """Every field name of a body model, nested models included."""
+    names: set[str] = set()
+    for name, info in model.model_fields.items():
+        names.add(name)
+        for nested in models_in(info.annotation):
+            if nested not in seen:
+                names |= body_fields(nested, seen | {model})
+    return names
+
+
+def documented(name: str, tokens: set[str]) -> bool:
+    """`name` appears as a code token on its own or as the last part of a dotted path."""
+    return any(token == name or re.search(rf"[.\]]{re.escape(name)}$", token) for token in tokens)
+
+
+def json_blocks() -> list[str]:
+    return re.findall(r"```json\n(.*?)\n```", doc(), re.DOTALL)
+
+
+# ------------------------------------------------------------------ coverage
+
+
+def test_every_message_type_is_documented() -> None:
+    tokens = code_tokens(doc())
+    missing = [kind for kind in MESSAGE_TYPES if kind not in tokens]
+    assert not missing, f"message types not in docs/protocol.md: {missing}"
+
+
+@pytest.mark.parametrize("kind", MESSAGE_TYPES)
+def test_every_message_type_has_its_own_section(kind: str) -> None:
+    assert section(f"`{kind}`").strip()
+
+
+def test_every_error_code_is_documented() -> None:
+    tokens = code_tokens(doc())
+    missing = [code.value for code in ErrorCode if code.value not in tokens]
+    assert not missing, f"error codes not in docs/protocol.md: {missing}"
+
+
+def test_every_error_code_has_a_row_in_the_error_table() -> None:
+    rows = [line for line in section("Errors").splitlines() if line.startswith("| `")]
+    described = {CODE.match(row[2:]).group(1) for row in rows}  # type: ignore[union-attr]
+    assert described == {code.value for code in ErrorCode}
+
+
+@pytest.mark.parametrize("kind", MESSAGE_TYPES)
+def test_every_body_field_is_documented_in_its_section(aip: Kit, kind: str) -> None:
+    body = aip.MESSAGE_MODELS[kind].model_fields["body"].annotation
+    (model,) = models_in(body)
+    tokens = code_tokens(section(f"`{kind}`"))
+    missing = sorted(name for name in body_fields(model) if not documented(name, tokens))
+    assert not missing, f"fields of {kind} not in its section of docs/protocol.md: {missing}"
+
+
+def test_envelope_fields_are_documented(aip: Kit) -> None:
+    envelope = set(aip.MESSAGE_MODELS["hello"].model_fields)
+    assert envelope == {"v", "type", "id", "ts", "body"}
+    assert envelope <= code_tokens(section("Envelope"))
+
+
+def test_every_session_state_is_documented() -> None:
+    tokens = code_tokens(section("Session states"))
+    assert {state.value for state in SessionState} <= tokens
+
+
+def test_transition_tables_cover_both_sides() -> None:
+    server = code_tokens(section("Orchestrator side"))
+    device = code_tokens(section("Device side"))
+    assert {"await_hello", "await_proof", "active", "closed"} <= server
+    assert {"await_challenge", "await_welcome", "active", "closed"} <= device
+
+
+def test_transport_and_handshake_constants_are_documented() -> None:
+    assert "`ws://HOST:PORT/aip/v1`" in doc()
+    assert "`wss://HOST:PORT/aip/v1`" in doc()
+    handshake = section("Handshake")
+    assert f"iterations = {KDF_ITERATIONS}" in handshake
+    assert "`aip{version}|{device}|{nonce}`" in handshake
+    assert "PBKDF2-HMAC-SHA256" in handshake
+    assert "32 bytes" in handshake
+
+
+def number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["heartbeat_interval", "heartbeat_misses", "max_frame", "max_in_flight", "rate", "burst"],
+)
+def test_limit_defaults_are_documented(name: str) -> None:
+    value = getattr(ServerConfig(), name)
+    limits = section("Limits")
+    assert f"`{name}`" in limits
+    assert re.search(rf"(?<![\d.]){re.escape(number(value))}(?![\d])", limits), (name, value)
+
+
+def test_default_max_frame_is_the_documented_one() -> None:
+    assert ServerConfig().max_frame == DEFAULT_MAX_FRAME == 1_048_576
+
+
+# ------------------------------------------------------------------ the worked example
+
+
+def example() -> list[Any]:
+    messages = [parse_message(block) for block in json_blocks()]
+    assert messages, "the worked example has no ```json blocks"
+    return messages
+
+
+def test_every_json_block_is_a_valid_message() -> None:
+    for block in json_blocks():
+        assert "\n" not in block.strip(), "frames are shown as sent: one line of JSON"
+        parse_message(block)
+
+
+def test_worked_example_is_a_full_round_trip() -> None:
+    kinds = [message.type for message in example()]
+    assert kinds == [
+        "hello",
+        "challenge",
+        "proof",
+        "welcome",
+        "task.assign",
+        "task.accept",
+        "task.progress",
+        "heartbeat",
+        "task.result",
+        "ack",
+        "bye",
+    ]
+
+
+def test_worked_example_proof_verifies() -> None:
+    (token,) = set(re.findall(r"`(orr1_[A-Za-z0-9_-]+)`", section("Worked example")))
+    challenge = next(m for m in example() if isinstance(m, Challenge))
+    proof = next(m for m in example() if isinstance(m, Proof))
+    key = derive_key(token, challenge.body.salt)
+    assert key.hex() in section("Worked example")
+    expected = proof_mac(key, device=proof.body.device, nonce=challenge.body.nonce, version=1)
+    assert proof.body.mac == expected
+    assert f"aip1|{proof.body.device}|{challenge.body.nonce}" in section("Worked example")
+
+
+def test_worked_example_plays_against_the_real_orchestrator_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Feed the example's device frames to a `ServerSession` that draws the example's nonce."""
+    messages = example()
+    frames = json_blocks()
+    challenge = next(m for m in messages if isinstance(m, Challenge))
+    token = re.findall(r"`(orr1_[A-Za-z0-9_-]+)`", section("Worked example"))[0]
+    key = DeviceKey(
+        device="laptop",
+        salt=challenge.body.salt,
+        key=derive_key(token, challenge.body.salt).hex(),
+    )
+    monkeypatch.setattr(protocol.session, "new_nonce", lambda: challenge.body.nonce)
+    server = ServerSession(keys={"laptop": key}.get, now=lambda: 0.0)
+    by_kind = {m.type: (m, f) for m, f in zip(messages, frames, strict=True)}
+
+    server.receive_frame(by_kind["hello"][1])
+    (sent,) = [parse_message(f) for f in server.data_to_send()]
+    assert isinstance(sent, Challenge)
+    assert sent.body == challenge.body
+
+    server.receive_frame(by_kind["proof"][1])
+    assert server.data_to_send() == []
+    assert [type(e) for e in server.events_received()] == [DeviceAuthenticated]
+    server.welcome()
+    (welcome,) = [parse_message(f) for f in server.data_to_send()]
+    assert isinstance(welcome, Welcome)
+    documented_welcome = by_kind["welcome"][0].body
+    assert welcome.body.model_dump(exclude={"session"}) == documented_welcome.model_dump(
+        exclude={"session"}
+    )
+
+    assign = by_kind["task.assign"][0]
+    assert isinstance(assign, TaskAssign)
+    server.assign(assign.body)
+    server.data_to_send()
+    for kind in ("task.accept", "task.progress", "heartbeat", "task.result"):
+        server.receive_frame(by_kind[kind][1])
+    assert server.data_to_send() == []  # nothing refused
+    events = server.events_received()
+    assert [type(e) for e in events] == [
+        TaskAccepted,
+        ProgressReceived,
+        HeartbeatReceived,
+        ResultReceived,
+    ]
+    received = events[-1]
+    assert isinstance(received, ResultReceived)
+    server.ack_result(received.result, received.message_id)
+    (ack,) = [parse_message(f) for f in server.data_to_send()]
+    assert isinstance(ack, Ack)
+    assert ack.body == by_kind["ack"][0].body
+
+    server.receive_frame(by_kind["bye"][1])
+    assert server.events_received() == [SessionClosed(reason="device stopping")]
+
+
+def test_example_frames_are_compact_json_as_the_encoder_writes_it() -> None:
+    for block in json_blocks():
+        assert block == json.dumps(json.loads(block), separators=(",", ":"), ensure_ascii=False)
