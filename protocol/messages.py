@@ -7,8 +7,9 @@ what is wrong. docs/protocol.md is the normative description of each type.
 
 from __future__ import annotations
 
+import itertools
 import json
-import uuid
+import secrets
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -53,8 +54,13 @@ class ProtocolViolation(Exception):
         self.fatal = fatal
 
 
+_ID_PREFIX = secrets.token_hex(6)
+_ID_COUNTER = itertools.count(1)
+
+
 def new_message_id() -> str:
-    return uuid.uuid4().hex
+    """Unique per process and across processes (a random prefix, then a counter)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
 
 
 class _Body(BaseModel):
@@ -185,7 +191,7 @@ class ArtifactDoneBody(_Body):
 class _Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    v: int = PROTOCOL_VERSION
+    v: Annotated[int, Field(strict=True)] = PROTOCOL_VERSION
     id: str = Field(default_factory=new_message_id, min_length=1, max_length=64)
     ts: float = 0.0
 
@@ -318,6 +324,15 @@ def parse_message(frame: str | bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> 
         raise ProtocolViolation(
             ErrorCode.TOO_LARGE, f"frame of {size} bytes exceeds the limit of {max_frame}"
         )
+    # Fast path: parse and validate in one go. Anything it refuses takes the slow path
+    # below, which finds the precise reason to report.
+    try:
+        message = _ADAPTER.validate_json(frame)
+    except (ValidationError, ValueError, RecursionError):
+        pass
+    else:
+        if "v" in message.model_fields_set and message.v in SUPPORTED_VERSIONS:
+            return message
     try:
         data = json.loads(frame)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
