@@ -138,7 +138,23 @@ class AipDispatcher:
         driver = SessionDriver(
             session, connection, lambda events: self._on_events(session, driver, events)
         )
-        await driver.run()
+        # A connection gets as long to finish the handshake as a device to miss heartbeats.
+        patience = self.config.heartbeat_interval * self.config.heartbeat_misses
+        deadline = self.clock.call_later(
+            patience, lambda: self._handshake_overdue(session, driver, patience)
+        )
+        try:
+            await driver.run()
+        finally:
+            deadline.cancel()
+
+    def _handshake_overdue(
+        self, session: ServerSession, driver: SessionDriver, patience: float
+    ) -> None:
+        if session.device is None and not session.closed:
+            log.info("closing a connection that did not finish the handshake in %gs", patience)
+            session.close(f"no handshake within {patience:g}s")
+            driver.flush()
 
     def _flush(self, device: _Device) -> None:
         device.driver.flush()

@@ -22,7 +22,7 @@ from devices.agent import DeviceAgent
 from devices.backoff import Backoff
 from memory import Store
 from protocol.auth import enroll
-from protocol.messages import HelloBody, Load
+from protocol.messages import DEFAULT_MAX_FRAME, HelloBody, Load
 from protocol.session import (
     AssignmentReceived,
     DeviceSession,
@@ -31,7 +31,7 @@ from protocol.session import (
     Welcomed,
 )
 from protocol.tasks import TaskOutcome, TaskResult
-from protocol.transport import AipServer, Connection, connect_aip, serve_aip
+from protocol.transport import AipServer, Connection, TransportClosed, connect_aip, serve_aip
 
 WAIT = 20.0
 
@@ -432,3 +432,28 @@ def _alive(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_connection_that_never_says_hello_is_closed(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    fleet = await make_fleet(
+        tmp_path, ["quiet"], clock=clock, heartbeat_interval=5.0, heartbeat_misses=3
+    )
+    try:
+        connection = await connect_aip(fleet.url)
+        # An oversized frame is answered without closing: proof the session is up and its
+        # handshake deadline set, before the clock moves.
+        await connection.send_all(["x" * (DEFAULT_MAX_FRAME + 1)])
+        refusal = json.loads((await asyncio.wait_for(connection.recv(), WAIT))[0])
+        assert refusal["body"]["code"] == "too_large"
+        clock.advance(14.0)
+        assert fleet.dispatcher.devices() == []
+        clock.advance(2.0)  # past 15 s without a hello
+        frame, _ = await asyncio.wait_for(connection.recv(), WAIT)
+        goodbye = json.loads(frame)
+        assert goodbye["type"] == "bye"
+        assert "handshake" in goodbye["body"]["reason"]
+        with pytest.raises(TransportClosed):
+            await asyncio.wait_for(connection.recv(), WAIT)
+    finally:
+        await shutdown(fleet)
