@@ -150,6 +150,7 @@ class _Link:
     welcomed: bool = False
     refusal: DeviceRefused | None = None
     heartbeats: asyncio.Task[None] | None = None
+    sent_results: dict[str, TaskKey] = field(default_factory=dict)  # message id -> attempt
 
     @property
     def active(self) -> bool:
@@ -380,6 +381,8 @@ class DeviceAgent:
             elif isinstance(event, CancelRequested):
                 self._cancel(event.task, event.reason)
             elif isinstance(event, ResultAcked):
+                for message_id in [m for m, k in link.sent_results.items() if k == event.task.key]:
+                    del link.sent_results[message_id]
                 self._acked(event.task)
             elif isinstance(event, PeerError):
                 self._peer_error(link, event)
@@ -413,7 +416,7 @@ class DeviceAgent:
                 )
                 self._outbox.remove(key)
                 continue
-            link.session.send_result(result)
+            link.sent_results[link.session.send_result(result)] = key
             resent += 1
         interval = link.session.heartbeat_interval
         link.heartbeats = asyncio.create_task(
@@ -474,6 +477,20 @@ class DeviceAgent:
                 event.code,
                 event.message,
             )
+        elif event.code is ErrorCode.NOT_YOUR_TASK and event.ref in link.sent_results:
+            # Final: that attempt was fenced (cancelled, timed out, retried elsewhere).
+            key = link.sent_results.pop(event.ref)
+            log.warning(
+                "device %s: result of %s/%s#%d refused (%s); dropping it from the outbox",
+                self.name,
+                *key,
+                event.message,
+            )
+            if self._outbox is not None:
+                try:
+                    self._outbox.remove(key)
+                except OutboxError as error:
+                    log.error("device %s: %s", self.name, error.message)
         else:
             log.warning(
                 "device %s: orchestrator reports %s: %s", self.name, event.code, event.message
@@ -518,7 +535,7 @@ class DeviceAgent:
             log.error("device %s: result of %s/%s#%d not kept: %s", self.name, *key, error.message)
         link = self._link
         if link is not None and link.welcomed and link.active:
-            link.session.send_result(result)
+            link.sent_results[link.session.send_result(result)] = key
             link.driver.flush()
             log.info("device %s: sent result of %s/%s#%d (%s)", self.name, *key, result.status)
         else:

@@ -108,6 +108,7 @@ class HeartbeatReceived:
 class PeerError:
     code: ErrorCode
     message: str
+    ref: str | None = None  # the id of our message the peer refused, when it says
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,7 +449,11 @@ class ServerSession(_Session):
         elif isinstance(message, ArtifactOffer | ArtifactDone):
             self._artifact(message)
         elif isinstance(message, Error):
-            self._events.append(PeerError(code=message.body.code, message=message.body.message))
+            self._events.append(
+                PeerError(
+                    code=message.body.code, message=message.body.message, ref=message.body.ref
+                )
+            )
         elif isinstance(message, Bye):
             self._close(message.body.reason or "device said goodbye")
         elif isinstance(message, Ack):
@@ -599,7 +604,11 @@ class DeviceSession(_Session):
                 Welcomed(session=welcome.session, known_unacked=welcome.known_unacked)
             )
         elif isinstance(message, Error):
-            self._events.append(PeerError(code=message.body.code, message=message.body.message))
+            self._events.append(
+                PeerError(
+                    code=message.body.code, message=message.body.message, ref=message.body.ref
+                )
+            )
             if state is not SessionState.ACTIVE:
                 self._close(f"refused by the orchestrator: {message.body.message}")
         elif isinstance(message, Bye):
