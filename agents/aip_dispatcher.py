@@ -25,7 +25,6 @@ from protocol.auth import DeviceKey
 from protocol.messages import ProtocolViolation, TaskRef
 from protocol.session import (
     DeviceAuthenticated,
-    HeartbeatReceived,
     PeerError,
     ProgressReceived,
     ResultReceived,
@@ -71,7 +70,6 @@ class _Device:
     connected: bool = True
     liveness: Timer | None = None
     grace: Timer | None = None
-    running_load: int = 0
 
 
 class AipDispatcher:
@@ -175,9 +173,6 @@ class AipDispatcher:
             elif isinstance(event, ProgressReceived):
                 if self._sink is not None:
                     self._sink.on_progress(event.progress)
-            elif isinstance(event, HeartbeatReceived):
-                if device is not None:
-                    device.running_load = event.load.running
             elif isinstance(event, TaskAccepted):
                 log.debug("device %s accepted %s", session.device, event.task.key)
             elif isinstance(event, PeerError):

@@ -342,18 +342,9 @@ class Orchestrator:
         for name, device in self._free.items():
             load = self._load[name]
             if selector is None:
-                if tool not in device.tools:
+                if tool not in device.tools:  # the common case, kept cheap
                     continue
-            elif (
-                device.mismatch(
-                    tool=tool,
-                    name=selector.name,
-                    labels=selector.labels,
-                    platform=selector.platform,
-                    gpu=selector.gpu,
-                )
-                is not None
-            ):
+            elif _mismatch(device, tool, selector) is not None:
                 continue
             if name == avoid:
                 fallback = device
@@ -379,13 +370,7 @@ class Orchestrator:
         selector = star.on
         reasons = []
         for device in self._devices.values():
-            why = device.mismatch(
-                tool=star.effective_tool,
-                name=selector.name if selector else None,
-                labels=selector.labels if selector else (),
-                platform=selector.platform if selector else None,
-                gpu=selector.gpu if selector else None,
-            )
+            why = _mismatch(device, star.effective_tool, selector)
             if why is None:
                 return None
             reasons.append(f"{device.name} {why}")
@@ -670,6 +655,19 @@ class Orchestrator:
     def _emit(self, event: Event) -> None:
         event.ts = self.clock.now()
         self.events.publish(event)
+
+
+def _mismatch(device: DeviceInfo, tool: str, selector: DeviceSelector | None) -> str | None:
+    """Why `device` cannot run `tool` for a star with this selector, or None if it can."""
+    if selector is None:
+        return device.mismatch(tool=tool)
+    return device.mismatch(
+        tool=tool,
+        name=selector.name,
+        labels=selector.labels,
+        platform=selector.platform,
+        gpu=selector.gpu,
+    )
 
 
 def _finished_value(stars: dict[str, Star], star_id: str) -> tuple[object, str | None] | None:

@@ -306,19 +306,29 @@ def _run_one(
     from rich.console import Console
 
     from agents.constellation import ConstellationStatus
+    from agents.events import ConstellationFinished, Event, Listener
     from app.local_run import run_locally
     from app.progress import JsonLines, LiveProgress, summary_table
 
-    if options.json:
-        final = asyncio.run(
+    outcome: list[ConstellationFinished] = []
+
+    def remember_outcome(event: Event) -> None:
+        if isinstance(event, ConstellationFinished):
+            outcome.append(event)
+
+    def run(display: Listener) -> Constellation:
+        return asyncio.run(
             run_locally(
                 constellation,
                 workspace=workspace,
-                listeners=[JsonLines()],
+                listeners=[display, remember_outcome],
                 max_tasks=options.max_tasks,
                 store=store,
             )
         )
+
+    if options.json:
+        final = run(JsonLines())
     else:
         out = Console(highlight=False)
         out.print(
@@ -326,26 +336,17 @@ def _run_one(
             f"workspace {workspace}"
         )
         with LiveProgress(out) as progress:
-            final = asyncio.run(
-                run_locally(
-                    constellation,
-                    workspace=workspace,
-                    listeners=[progress],
-                    max_tasks=options.max_tasks,
-                    store=store,
-                )
-            )
+            final = run(progress)
         out.print(summary_table(final))
     if final.status is ConstellationStatus.SUCCEEDED:
         if not options.json:
             err.print(f"orrery: constellation {final.name!r} succeeded")
         return EXIT_OK
-    failed = [s for s in final.stars.values() if s.status.value in ("failed", "cancelled")]
     if final.status is ConstellationStatus.CANCELLED:
         print(f"orrery: constellation {final.name!r} was cancelled", file=sys.stderr)
         return EXIT_INTERRUPTED
-    first = next((s for s in failed if not s.allow_failure), failed[0] if failed else None)
-    reason = f"star {first.id!r}: {first.error}" if first else "no star succeeded"
+    finished = outcome[-1]  # the orchestrator names the first star that failed, and why
+    reason = f"star {finished.failed_star!r}: {finished.reason}"
     print(f"orrery: constellation {final.name!r} failed: {reason}", file=sys.stderr)
     return EXIT_FAILED
 
