@@ -22,7 +22,7 @@ from agents.clock import Clock, RealClock, Timer
 from agents.dispatch import TaskSink
 from devices.registry import DeviceInfo
 from protocol.auth import DeviceKey
-from protocol.messages import ProtocolViolation, TaskRef
+from protocol.messages import ProtocolViolation
 from protocol.session import (
     DeviceAuthenticated,
     PeerError,
@@ -108,7 +108,7 @@ class AipDispatcher:
                 TaskResult.failure(assignment, f"device {assignment.device!r} is not connected")
             )
             return
-        key = ref_of(assignment).key
+        key = assignment.key
         self._assigned.setdefault(device.name, {})[key] = assignment
         try:
             device.session.assign(assignment)
@@ -119,7 +119,7 @@ class AipDispatcher:
         self._flush(device)
 
     def cancel(self, assignment: TaskAssignment, reason: str) -> None:
-        key = ref_of(assignment).key
+        key = assignment.key
         self._assigned.get(assignment.device, {}).pop(key, None)
         device = self._devices.get(assignment.device)
         if device is not None and device.connected:
@@ -217,20 +217,18 @@ class AipDispatcher:
         result = event.result
         is_new = self.ledger.record(result, device_name)
         session.ack_result(result, event.message_id)
-        self._assigned.get(device_name, {}).pop(ref_of(result).key, None)
+        self._assigned.get(device_name, {}).pop(result.key, None)
         if is_new and self._sink is not None:
             self._sink.on_result(result)
         elif not is_new:
-            log.info(
-                "device %s re-sent stored result %s; acked again", device_name, ref_of(result).key
-            )
+            log.info("device %s re-sent stored result %s; acked again", device_name, result.key)
 
-    def _owns(self, device: str, task: TaskRef) -> bool:
+    def _owns(self, device: str, key: tuple[str, str, int]) -> bool:
         """Assigned to `device` and not yet reported, or reported and stored from it (a
         device re-sends what it was never acked for; that must be acked, not refused)."""
-        if task.key in self._assigned.get(device, {}):
+        if key in self._assigned.get(device, {}):
             return True
-        return self.ledger.reported_by(*task.key) == device
+        return self.ledger.reported_by(*key) == device
 
     # ---------------------------------------------------------------- liveness
 

@@ -5,10 +5,11 @@ default settings as `protocol/transport.py` uses them, so permessage-deflate is 
 
 (a) raw baseline: a websockets echo server; the client sends a 1 KiB JSON text frame and
     waits for the echo. One round trip = client `send` to client `recv` returned.
-(a4) raw, AIP's frame pattern: the same four frames as (b) (1 KiB out; a small and a
-    1 KiB frame back; a small frame out), as opaque text echoed by plain websockets code
-    and timed like (b). (b) minus (a4) is what the sessions add; (a4) minus (a) is what
-    four frames cost instead of two.
+(a3) raw, AIP's frame pattern: the same three frames as (b) (1 KiB out; one frame back
+    carrying a small and a 1 KiB part, as AIP batches `task.accept` with `task.result`; a
+    small frame out), as opaque text answered by plain websockets code and timed like (b).
+    (b) minus (a3) is what the sessions add; (a3) minus (a) is what three frames cost
+    instead of two.
 (b) AIP task round trip: a minimal orchestrator loop drives one `ServerSession` per
     connection, a device loop drives a `DeviceSession` (authenticated once, with a key
     from `enroll()`). One round trip, measured on the orchestrator side, runs from just
@@ -16,8 +17,9 @@ default settings as `protocol/transport.py` uses them, so permessage-deflate is 
     included) until the `ack` frame has been handed to the socket, after the device's
     `task.accept` and `task.result` (1 KiB of `output`) were received and parsed:
         assign → [device: parse, accept, result] → accept, result parsed → ack sent.
-    That is one network round trip with four frames instead of two, and two pydantic
-    parses and two encodes on each side.
+    That is one network round trip with three frames instead of two (the device's
+    `task.accept` and `task.result` travel as one batch frame), four messages, and two
+    pydantic parses and two encodes on each side.
 (b0) the same round trip with the two sessions wired back to back in memory (no
     sockets): the part of (b) that is AIP's own work.
 (c) dispatch throughput: 100 authenticated device connections, each announcing
@@ -152,11 +154,12 @@ async def raw_echo() -> AsyncIterator[Block]:
 
 SMALL_OUT = json.dumps(filler(200, lambda s: {"ack": s}), separators=(",", ":"))
 SMALL_BACK = json.dumps(filler(130, lambda s: {"accept": s}), separators=(",", ":"))
+BATCH_BACK = f"[{SMALL_BACK},{RAW_PAYLOAD}]"  # accept and result in one frame
 
 
 @asynccontextmanager
 async def raw_pattern() -> AsyncIterator[Block]:
-    """(a4): AIP's four frames per round trip, with no AIP code; timed on the server."""
+    """(a3): AIP's three frames per round trip, with no AIP code; timed on the server."""
     requests: asyncio.Queue[tuple[int, asyncio.Future[list[float]]] | None] = asyncio.Queue()
 
     async def orchestrator(ws: ServerConnection) -> None:
@@ -166,8 +169,7 @@ async def raw_pattern() -> AsyncIterator[Block]:
             for _ in range(k):
                 started = time.perf_counter()
                 await ws.send(RAW_PAYLOAD)  # "task.assign"
-                await ws.recv()  # "task.accept"
-                await ws.recv()  # "task.result"
+                await ws.recv()  # "task.accept" and "task.result"
                 await ws.send(SMALL_OUT)  # "ack"
                 samples.append(time.perf_counter() - started)
             result.set_result(samples)
@@ -175,8 +177,7 @@ async def raw_pattern() -> AsyncIterator[Block]:
     async def device(ws: ClientConnection) -> None:
         async for message in ws:
             if len(message) == PAYLOAD_BYTES:
-                await ws.send(SMALL_BACK)
-                await ws.send(RAW_PAYLOAD)
+                await ws.send(BATCH_BACK)
 
     async with serve(orchestrator, HOST, 0, compression=COMPRESSION[0]) as server:
         port = server.sockets[0].getsockname()[1]
@@ -496,8 +497,8 @@ async def bench_dispatch(devices: int, max_tasks: int, total: int, limit: float)
 async def run(options: argparse.Namespace) -> None:
     if options.no_compression:
         COMPRESSION[0] = None
-    async with raw_echo() as a, raw_pattern() as a4, aip_roundtrip() as b, sans_io() as b0:
-        cases = {"a": a, "a4": a4, "b": b, "b0": b0}
+    async with raw_echo() as a, raw_pattern() as a3, aip_roundtrip() as b, sans_io() as b0:
+        cases = {"a": a, "a3": a3, "b": b, "b0": b0}
         stats = await measure_latencies(cases, options.n, options.warmup, options.rounds)
     throughput = await bench_dispatch(options.devices, 4, options.tasks, options.seconds)
 
@@ -510,7 +511,7 @@ async def run(options: argparse.Namespace) -> None:
     print(f"{'case':<52} {'n':>6} {'median us':>10} {'p99 us':>9} {'vs (a)':>7}")
     labels = {
         "a": "(a) raw websockets echo, 1 KiB text frame",
-        "a4": "(a4) raw websockets, AIP's 4-frame pattern",
+        "a3": "(a3) raw websockets, AIP's 3-frame pattern",
         "b": "(b) AIP assign→accept→result→ack, 1 KiB each way",
         "b0": "(b0) the same, sessions only (no sockets)",
     }

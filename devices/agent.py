@@ -45,7 +45,6 @@ from protocol.session import (
     SessionEvent,
     SessionState,
     Welcomed,
-    ref_of,
 )
 from protocol.tasks import TaskAssignment, TaskProgress, TaskResult
 from protocol.transport import ConnectFailed, Connection, SessionDriver, aip_url, connect_aip
@@ -432,7 +431,7 @@ class DeviceAgent:
 
     def _assign(self, assignment: TaskAssignment) -> None:
         assert self._dispatcher is not None
-        key = ref_of(assignment).key
+        key = assignment.key
         log.info(
             "device %s: assigned %s#%d (%s)",
             self.name,
@@ -524,7 +523,7 @@ class DeviceAgent:
 
     def _store_and_forward(self, result: TaskResult) -> None:
         """Make the result durable first, then send it if connected (else after reconnect)."""
-        key = ref_of(result).key
+        key = result.key
         self._running.pop(key, None)
         if self._outbox is None:  # shutting down: nobody will send it
             log.warning("device %s: result of %s/%s#%d after shutdown", self.name, *key)

@@ -148,8 +148,8 @@ class HeartbeatBody(_Body):
     load: Load = Field(default_factory=Load)
 
 
-class TaskAcceptBody(TaskRef):
-    pass
+TaskAcceptBody = TaskRef
+"""`task.accept` names the attempt it accepts, nothing else."""
 
 
 class TaskCancelBody(TaskRef):
@@ -188,7 +188,7 @@ class ArtifactDoneBody(_Body):
 # ------------------------------------------------------------------ envelopes
 
 
-class _Envelope(BaseModel):
+class Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     v: Annotated[int, Field(strict=True)] = PROTOCOL_VERSION
@@ -196,77 +196,77 @@ class _Envelope(BaseModel):
     ts: float = 0.0
 
 
-class Hello(_Envelope):
+class Hello(Envelope):
     type: Literal["hello"] = "hello"
     body: HelloBody
 
 
-class Challenge(_Envelope):
+class Challenge(Envelope):
     type: Literal["challenge"] = "challenge"
     body: ChallengeBody
 
 
-class Proof(_Envelope):
+class Proof(Envelope):
     type: Literal["proof"] = "proof"
     body: ProofBody
 
 
-class Welcome(_Envelope):
+class Welcome(Envelope):
     type: Literal["welcome"] = "welcome"
     body: WelcomeBody
 
 
-class Heartbeat(_Envelope):
+class Heartbeat(Envelope):
     type: Literal["heartbeat"] = "heartbeat"
     body: HeartbeatBody = Field(default_factory=HeartbeatBody)
 
 
-class TaskAssign(_Envelope):
+class TaskAssign(Envelope):
     type: Literal["task.assign"] = "task.assign"
     body: TaskAssignment
 
 
-class TaskAccept(_Envelope):
+class TaskAccept(Envelope):
     type: Literal["task.accept"] = "task.accept"
     body: TaskAcceptBody
 
 
-class TaskProgressMessage(_Envelope):
+class TaskProgressMessage(Envelope):
     type: Literal["task.progress"] = "task.progress"
     body: TaskProgress
 
 
-class TaskResultMessage(_Envelope):
+class TaskResultMessage(Envelope):
     type: Literal["task.result"] = "task.result"
     body: TaskResult
 
 
-class TaskCancel(_Envelope):
+class TaskCancel(Envelope):
     type: Literal["task.cancel"] = "task.cancel"
     body: TaskCancelBody
 
 
-class Ack(_Envelope):
+class Ack(Envelope):
     type: Literal["ack"] = "ack"
     body: AckBody
 
 
-class ArtifactOffer(_Envelope):
+class ArtifactOffer(Envelope):
     type: Literal["artifact.offer"] = "artifact.offer"
     body: ArtifactOfferBody
 
 
-class ArtifactDone(_Envelope):
+class ArtifactDone(Envelope):
     type: Literal["artifact.done"] = "artifact.done"
     body: ArtifactDoneBody
 
 
-class Error(_Envelope):
+class Error(Envelope):
     type: Literal["error"] = "error"
     body: ErrorBody
 
 
-class Bye(_Envelope):
+class Bye(Envelope):
     type: Literal["bye"] = "bye"
     body: ByeBody = Field(default_factory=ByeBody)
 
@@ -311,12 +311,13 @@ MESSAGE_TYPES: tuple[str, ...] = (
 _ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
 
 
-def parse_message(frame: str | bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> Message:
-    """Decode one text frame into its message model.
+MAX_BATCH = 64
+"""The most envelopes one batch frame (a JSON array of envelopes) may carry."""
 
-    Raises `ProtocolViolation` with `TOO_LARGE`, `MALFORMED` or `UNSUPPORTED_VERSION`;
-    the message names the field at fault.
-    """
+_BATCH_ADAPTER: TypeAdapter[list[Message]] = TypeAdapter(list[Message])
+
+
+def _check_size(frame: str | bytes, max_frame: int) -> None:
     size = len(frame)
     if isinstance(frame, str) and size <= max_frame < 4 * size:
         size = len(frame.encode("utf-8", "surrogatepass"))  # the limit is in bytes
@@ -324,8 +325,25 @@ def parse_message(frame: str | bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> 
         raise ProtocolViolation(
             ErrorCode.TOO_LARGE, f"frame of {size} bytes exceeds the limit of {max_frame}"
         )
-    # Fast path: parse and validate in one go. Anything it refuses takes the slow path
-    # below, which finds the precise reason to report.
+
+
+def _supported(message: Message) -> bool:
+    return "v" in message.model_fields_set and message.v in SUPPORTED_VERSIONS
+
+
+def parse_message(frame: str | bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> Message:
+    """Decode one text frame holding a single envelope into its message model.
+
+    Raises `ProtocolViolation` with `TOO_LARGE`, `MALFORMED` or `UNSUPPORTED_VERSION`;
+    the message names the field at fault.
+    """
+    _check_size(frame, max_frame)
+    return _parse_envelope(frame)
+
+
+def _parse_envelope(frame: str | bytes) -> Message:
+    # Fast path: parse and validate in one go. Anything it refuses takes the slow path,
+    # which finds the precise reason to report.
     try:
         message = _ADAPTER.validate_json(frame)
     except (ValidationError, ValueError, RecursionError):
@@ -333,10 +351,63 @@ def parse_message(frame: str | bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> 
     else:
         if "v" in message.model_fields_set and message.v in SUPPORTED_VERSIONS:
             return message
+    return _explain(_load(frame))
+
+
+def parse_frame(
+    frame: str | bytes, *, max_frame: int = DEFAULT_MAX_FRAME
+) -> list[Message | ProtocolViolation]:
+    """Decode one text frame: a single envelope or a batch (a JSON array of 1..MAX_BATCH
+    envelopes). Returns, in order, each message or the `ProtocolViolation` that refuses it.
+
+    Raises `ProtocolViolation` when the frame as a whole is refused (too large, not JSON,
+    neither an envelope nor a batch, a batch of the wrong length).
+    """
+    _check_size(frame, max_frame)
+    head = frame[:1]
+    if head.isspace():  # rare: only then is the whole frame scanned
+        head = frame.lstrip()[:1]
+    if head not in ("[", b"["):
+        return [_parse_envelope(frame)]
     try:
-        data = json.loads(frame)
+        messages = _BATCH_ADAPTER.validate_json(frame)
+    except (ValidationError, ValueError, RecursionError):
+        pass
+    else:
+        if 0 < len(messages) <= MAX_BATCH and all(_supported(m) for m in messages):
+            return list(messages)
+    data = _load(frame)
+    if not isinstance(data, list):
+        return [_explain(data)]
+    if not 0 < len(data) <= MAX_BATCH:
+        raise ProtocolViolation(
+            ErrorCode.MALFORMED,
+            f"batch of {len(data)} envelopes; a batch carries 1 to {MAX_BATCH}",
+        )
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise ProtocolViolation(
+                ErrorCode.MALFORMED,
+                f"batch[{index}] is not a JSON object; a batch is an array of envelopes",
+            )
+    outcomes: list[Message | ProtocolViolation] = []
+    for index, item in enumerate(data):
+        try:
+            outcomes.append(_explain(item, where=f"batch[{index}]: "))
+        except ProtocolViolation as violation:
+            outcomes.append(violation)
+    return outcomes
+
+
+def _load(frame: str | bytes) -> Any:
+    try:
+        return json.loads(frame)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolViolation(ErrorCode.MALFORMED, f"frame is not JSON: {exc}") from None
+
+
+def _explain(data: Any, where: str = "") -> Message:
+    """Validate one decoded envelope, or raise the `ProtocolViolation` naming its fault."""
     if not isinstance(data, dict):
         raise ProtocolViolation(ErrorCode.MALFORMED, "frame is not a JSON object (an envelope)")
     ref = data.get("id") if isinstance(data.get("id"), str) else None
@@ -344,22 +415,61 @@ def parse_message(frame: str | bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> 
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
         raise ProtocolViolation(
             ErrorCode.UNSUPPORTED_VERSION,
-            f"protocol version {version!r} is not supported; this peer speaks "
+            f"{where}protocol version {version!r} is not supported; this peer speaks "
             f"{sorted(SUPPORTED_VERSIONS)}",
             ref=ref,
         )
     kind = data.get("type")
     if kind not in MESSAGE_TYPES:
-        raise ProtocolViolation(ErrorCode.MALFORMED, f"unknown message type {kind!r}", ref=ref)
+        raise ProtocolViolation(
+            ErrorCode.MALFORMED, f"{where}unknown message type {kind!r}", ref=ref
+        )
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"][1:]) or "envelope"
+        loc = ".".join(str(part) for part in error["loc"][1:]) or "envelope"
         raise ProtocolViolation(
-            ErrorCode.MALFORMED, f"{kind}: {where}: {error['msg']}", ref=ref
+            ErrorCode.MALFORMED, f"{where}{kind}: {loc}: {error['msg']}", ref=ref
         ) from None
+
+
+def encode_batch(encoded: list[str]) -> str:
+    """One frame for several encoded envelopes: the envelope itself when there is one."""
+    return encoded[0] if len(encoded) == 1 else "[" + ",".join(encoded) + "]"
 
 
 def encode_message(message: BaseModel) -> str:
     return message.model_dump_json()
+
+
+def _spec(envelope: type[Envelope]) -> tuple[str, type]:
+    spec = _SPECS.get(envelope)
+    if spec is None:
+        fields = envelope.model_fields
+        body_type = fields["body"].annotation
+        assert isinstance(body_type, type)
+        spec = _SPECS[envelope] = (fields["type"].default, body_type)
+    return spec
+
+
+_SPECS: dict[type[Envelope], tuple[str, type]] = {}
+
+
+def envelope_kind(envelope: type[Envelope]) -> str:
+    """The `type` an envelope class carries (`TaskAssign` -> "task.assign")."""
+    return _spec(envelope)[0]
+
+
+def encode_envelope(
+    envelope: type[Envelope], body: BaseModel, *, message_id: str, ts: float
+) -> str:
+    """The frame `envelope(id=message_id, ts=ts, body=body).model_dump_json()` would give,
+    without building the envelope: `body` is already a validated model of the right type."""
+    kind, body_type = _spec(envelope)
+    if type(body) is not body_type and not isinstance(body, body_type):
+        raise TypeError(f"{envelope.__name__} carries {body_type.__name__}, not {body!r}")
+    return (
+        f'{{"v":{PROTOCOL_VERSION},"id":"{message_id}","ts":{float(ts)!r},'
+        f'"type":"{kind}","body":{body.model_dump_json()}}}'
+    )

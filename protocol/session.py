@@ -15,12 +15,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from protocol.auth import DeviceKey, derive_key, new_nonce, proof_mac, verify_proof
 from protocol.messages import (
     DEFAULT_MAX_FRAME,
+    MAX_BATCH,
     PROTOCOL_VERSION,
     Ack,
     AckBody,
@@ -30,6 +32,7 @@ from protocol.messages import (
     ByeBody,
     Challenge,
     ChallengeBody,
+    Envelope,
     Error,
     ErrorBody,
     ErrorCode,
@@ -52,8 +55,10 @@ from protocol.messages import (
     TaskResultMessage,
     Welcome,
     WelcomeBody,
-    encode_message,
-    parse_message,
+    encode_batch,
+    encode_envelope,
+    new_message_id,
+    parse_frame,
 )
 from protocol.tasks import TaskAssignment, TaskProgress, TaskResult
 
@@ -218,9 +223,30 @@ class _Session(ABC):
         return self.state is SessionState.CLOSED
 
     def data_to_send(self) -> list[str | bytes]:
-        """Frames to send, in order (text frames as str). Call after every input."""
-        frames: list[str | bytes] = list(self._to_send)
-        self._to_send.clear()
+        """Frames to send, in order (text frames as str). Call after every input.
+
+        Messages queued since the last call travel together: up to `MAX_BATCH` envelopes
+        per frame, as a batch (a JSON array), within the peer's frame limit.
+        """
+        pending = self._to_send
+        if not pending:
+            return []
+        self._to_send = []
+        if len(pending) == 1:
+            return [pending[0]]
+        frames: list[str | bytes] = []
+        batch: list[str] = []
+        size = 1
+        for encoded in pending:
+            length = len(encoded)
+            if 4 * length > self.max_frame:
+                length = len(encoded.encode("utf-8", "surrogatepass"))
+            if batch and (len(batch) == MAX_BATCH or size + length + 1 > self.max_frame):
+                frames.append(encode_batch(batch))
+                batch, size = [], 1
+            batch.append(encoded)
+            size += length + 1
+        frames.append(encode_batch(batch))
         return frames
 
     def events_received(self) -> list[SessionEvent]:
@@ -228,10 +254,10 @@ class _Session(ABC):
         self._events.clear()
         return events
 
-    def _send(self, message: BaseModel) -> str:
-        message_id: str = getattr(message, "id")  # noqa: B009  (every envelope has one)
-        setattr(message, "ts", self._now())  # noqa: B010
-        self._to_send.append(encode_message(message))
+    def _send(self, envelope: type[Envelope], body: BaseModel) -> str:
+        """Queue one message; returns its id."""
+        message_id = new_message_id()
+        self._to_send.append(encode_envelope(envelope, body, message_id=message_id, ts=self._now()))
         return message_id
 
     def _error(
@@ -239,7 +265,7 @@ class _Session(ABC):
     ) -> None:
         text = text if len(text) <= 4000 else text[:3997] + "..."  # ErrorBody.message's limit
         log.info("aip error %s: %s%s", code, text, " (closing)" if fatal else "")
-        self._send(Error(body=ErrorBody(code=code, message=text, ref=ref)))
+        self._send(Error, ErrorBody(code=code, message=text, ref=ref))
         if fatal:
             self._close(text)
 
@@ -254,7 +280,7 @@ class _Session(ABC):
         """Say goodbye and close; the caller sends the `bye` and closes the socket."""
         if self.state is SessionState.CLOSED:
             return
-        self._send(Bye(body=ByeBody(reason=reason)))
+        self._send(Bye, ByeBody(reason=reason))
         self._close(reason)
 
     def connection_lost(self, reason: str = "connection lost") -> None:
@@ -269,26 +295,41 @@ class _Session(ABC):
         if binary:
             self._receive_binary(bytes(frame) if not isinstance(frame, str) else frame.encode())
             return
-        if not self._admit(len(frame)):
+        if not self._admit():  # before parsing: a flood costs little
             return
         try:
-            message = parse_message(frame, max_frame=self.max_frame)
+            outcomes = parse_frame(frame, max_frame=self.max_frame)
         except ProtocolViolation as violation:
-            fatal = violation.fatal or violation.code is ErrorCode.UNSUPPORTED_VERSION
-            if self.state in (SessionState.AWAIT_HELLO, SessionState.AWAIT_PROOF):
-                fatal = fatal or violation.code is not ErrorCode.TOO_LARGE
-            self._error(violation.code, violation.message, ref=violation.ref, fatal=fatal)
+            self._refuse(violation)
             return
-        try:
-            self._receive(message)
-        except ProtocolViolation as violation:
-            self._error(violation.code, violation.message, ref=message.id, fatal=violation.fatal)
-        except ValidationError as exc:  # task ids a `TaskRef` refuses (empty, over 64 chars)
-            where = ".".join(str(part) for part in exc.errors()[0]["loc"]) or "body"
-            text = f"{message.type}: body.{where}: {exc.errors()[0]['msg']}"
-            self._error(ErrorCode.MALFORMED, text, ref=message.id)
+        for index, outcome in enumerate(outcomes):
+            if self.closed:  # an earlier envelope of the batch closed the session
+                return
+            if index and not self._admit():  # each envelope of a batch counts
+                continue
+            if isinstance(outcome, ProtocolViolation):
+                self._refuse(outcome)
+                continue
+            try:
+                self._receive(outcome)
+            except ProtocolViolation as violation:
+                self._error(
+                    violation.code, violation.message, ref=outcome.id, fatal=violation.fatal
+                )
+            except ValidationError as exc:  # task ids a `TaskRef` refuses (empty, over 64 chars)
+                where = ".".join(str(part) for part in exc.errors()[0]["loc"]) or "body"
+                text = f"{outcome.type}: body.{where}: {exc.errors()[0]['msg']}"
+                self._error(ErrorCode.MALFORMED, text, ref=outcome.id)
 
-    def _admit(self, size: int) -> bool:
+    def _refuse(self, violation: ProtocolViolation) -> None:
+        """Answer a frame or envelope that did not parse."""
+        fatal = violation.fatal or violation.code is ErrorCode.UNSUPPORTED_VERSION
+        if self.state in (SessionState.AWAIT_HELLO, SessionState.AWAIT_PROOF):
+            fatal = fatal or violation.code is not ErrorCode.TOO_LARGE
+        self._error(violation.code, violation.message, ref=violation.ref, fatal=fatal)
+
+    def _admit(self) -> bool:
+        """Whether the rate limit lets one more envelope in (each of a batch counts)."""
         return True
 
     def _receive_binary(self, data: bytes) -> None:
@@ -306,6 +347,10 @@ class _Session(ABC):
     @abstractmethod
     def _receive(self, message: Message) -> None:
         """Handle one parsed message; raise `ProtocolViolation` to refuse it."""
+
+    def _on_error(self, message: Error) -> None:
+        body = message.body
+        self._events.append(PeerError(code=body.code, message=body.message, ref=body.ref))
 
     def _artifact(self, message: ArtifactOffer | ArtifactDone) -> None:
         if self.state is not SessionState.ACTIVE:
@@ -338,7 +383,8 @@ class ServerConfig:
 
 
 KeyLookup = Callable[[str], DeviceKey | None]
-Ownership = Callable[[str, TaskRef], bool]
+Ownership = Callable[[str, tuple[str, str, int]], bool]
+"""Whether a device may report on a task, by (constellation, star, attempt)."""
 
 
 class ServerSession(_Session):
@@ -376,19 +422,19 @@ class ServerSession(_Session):
                 f"device {self.device!r} already runs {len(self.in_flight)} tasks "
                 f"(limit {self.max_in_flight})",
             )
-        self.in_flight[ref_of(assignment).key] = assignment
-        return self._send(TaskAssign(body=assignment))
+        self.in_flight[assignment.key] = assignment
+        return self._send(TaskAssign, assignment)
 
     def cancel(self, task: TaskRef, reason: str) -> None:
         self.in_flight.pop(task.key, None)
         if self.state is SessionState.ACTIVE:
-            self._send(TaskCancel(body=TaskCancelBody(**task.model_dump(), reason=reason)))
+            self._send(TaskCancel, TaskCancelBody(**task.model_dump(), reason=reason))
 
     def ack_result(self, result: TaskResult, message_id: str) -> None:
         """Acknowledge a result once it is durably stored; the device may then forget it."""
-        self.in_flight.pop(ref_of(result).key, None)
+        self.in_flight.pop(result.key, None)
         if self.state is SessionState.ACTIVE:
-            self._send(Ack(body=AckBody(ref=message_id, task=ref_of(result))))
+            self._send(Ack, AckBody(ref=message_id, task=ref_of(result)))
 
     @property
     def max_in_flight(self) -> int:
@@ -411,67 +457,67 @@ class ServerSession(_Session):
 
     # -- frames from the device
 
-    def _admit(self, size: int) -> bool:
+    def _admit(self) -> bool:
         if self._limit.allow(self._now()):
             return True
         self._error(ErrorCode.RATE_LIMITED, "too many frames; slow down (frame dropped)")
         return False
 
     def _receive(self, message: Message) -> None:
-        state = self.state
-        if isinstance(message, Hello):
-            if state is not SessionState.AWAIT_HELLO:
-                raise ProtocolViolation(ErrorCode.UNEXPECTED, "hello after the handshake")
-            self._hello(message)
-        elif isinstance(message, Proof):
-            if state is not SessionState.AWAIT_PROOF:
-                raise ProtocolViolation(
-                    ErrorCode.UNEXPECTED, "proof without a challenge", fatal=True
-                )
-            self._proof(message)
-        elif state is not SessionState.ACTIVE:
+        kind = type(message)
+        if self.state is not SessionState.ACTIVE and kind is not Hello and kind is not Proof:
             raise ProtocolViolation(
                 ErrorCode.UNEXPECTED,
                 f"{message.type} before the handshake finished; send hello first",
                 fatal=True,
             )
-        elif isinstance(message, Heartbeat):
-            self._events.append(HeartbeatReceived(load=message.body.load))
-        elif isinstance(message, TaskAccept):
-            self._check_owner(message.body)
-            self._events.append(TaskAccepted(task=TaskRef(**message.body.model_dump())))
-        elif isinstance(message, TaskProgressMessage):
-            self._check_owner(ref_of(message.body))
-            self._events.append(ProgressReceived(progress=message.body))
-        elif isinstance(message, TaskResultMessage):
-            self._check_owner(ref_of(message.body))
-            self._events.append(ResultReceived(result=message.body, message_id=message.id))
-        elif isinstance(message, ArtifactOffer | ArtifactDone):
-            self._artifact(message)
-        elif isinstance(message, Error):
-            self._events.append(
-                PeerError(
-                    code=message.body.code, message=message.body.message, ref=message.body.ref
-                )
-            )
-        elif isinstance(message, Bye):
-            self._close(message.body.reason or "device said goodbye")
-        elif isinstance(message, Ack):
-            pass  # devices may ack orchestrator messages; nothing waits for them
-        else:
+        handler = _SERVER_HANDLERS.get(kind)
+        if handler is None:
             raise ProtocolViolation(ErrorCode.UNEXPECTED, f"{message.type} is not sent by devices")
+        handler(self, message)
 
-    def _check_owner(self, task: TaskRef) -> None:
+    def _on_hello(self, message: Hello) -> None:
+        if self.state is not SessionState.AWAIT_HELLO:
+            raise ProtocolViolation(ErrorCode.UNEXPECTED, "hello after the handshake")
+        self._hello(message)
+
+    def _on_proof(self, message: Proof) -> None:
+        if self.state is not SessionState.AWAIT_PROOF:
+            raise ProtocolViolation(ErrorCode.UNEXPECTED, "proof without a challenge", fatal=True)
+        self._proof(message)
+
+    def _on_heartbeat(self, message: Heartbeat) -> None:
+        self._events.append(HeartbeatReceived(load=message.body.load))
+
+    def _on_accept(self, message: TaskAccept) -> None:
+        self._check_owner(message.body.key)
+        self._events.append(TaskAccepted(task=message.body))
+
+    def _on_progress(self, message: TaskProgressMessage) -> None:
+        self._check_owner(message.body.key)
+        self._events.append(ProgressReceived(progress=message.body))
+
+    def _on_result(self, message: TaskResultMessage) -> None:
+        self._check_owner(message.body.key)
+        self._events.append(ResultReceived(result=message.body, message_id=message.id))
+
+    def _on_bye(self, message: Bye) -> None:
+        self._close(message.body.reason or "device said goodbye")
+
+    def _on_ack(self, message: Ack) -> None:
+        pass  # devices may ack orchestrator messages; nothing waits for them
+
+    def _check_owner(self, key: tuple[str, str, int]) -> None:
         assert self.device is not None
-        owned = (
-            self._owns(self.device, task) if self._owns is not None else task.key in self.in_flight
+        owned = self._owns(self.device, key) if self._owns is not None else key in self.in_flight
+        if owned:
+            return
+        constellation, star, attempt = key
+        raise ProtocolViolation(
+            ErrorCode.NOT_YOUR_TASK,
+            f"task {constellation}/{star} attempt {attempt} was not assigned to device "
+            f"{self.device!r}",
         )
-        if not owned:
-            raise ProtocolViolation(
-                ErrorCode.NOT_YOUR_TASK,
-                f"task {task.constellation_id}/{task.star_id} attempt {task.attempt} was not "
-                f"assigned to device {self.device!r}",
-            )
 
     def _hello(self, message: Hello) -> None:
         body = message.body
@@ -494,9 +540,8 @@ class ServerSession(_Session):
         self._nonce = new_nonce()
         self.state = SessionState.AWAIT_PROOF
         self._send(
-            Challenge(
-                body=ChallengeBody(nonce=self._nonce, salt=record.salt, version=PROTOCOL_VERSION)
-            )
+            Challenge,
+            ChallengeBody(nonce=self._nonce, salt=record.salt, version=PROTOCOL_VERSION),
         )
 
     def _proof(self, message: Proof) -> None:
@@ -522,8 +567,9 @@ class ServerSession(_Session):
     def welcome(self, known_unacked: list[TaskRef] | None = None) -> None:
         """Finish the handshake (after `DeviceAuthenticated`): tell the device the limits."""
         self._send(
-            Welcome(
-                body=WelcomeBody(
+            Welcome,
+            (
+                WelcomeBody(
                     session=self.session_id,
                     version=PROTOCOL_VERSION,
                     heartbeat_interval=self.config.heartbeat_interval,
@@ -532,7 +578,7 @@ class ServerSession(_Session):
                     max_in_flight=self.max_in_flight,
                     known_unacked=known_unacked or [],
                 )
-            )
+            ),
         )
 
 
@@ -555,14 +601,14 @@ class DeviceSession(_Session):
 
     def start(self) -> None:
         """Queue `hello`; call once the socket is open."""
-        self._send(Hello(body=self.hello))
+        self._send(Hello, self.hello)
 
     def send_result(self, result: TaskResult) -> str:
         """Queue `task.result`; returns its message id (the `ack` will name the task)."""
-        return self._send(TaskResultMessage(body=result))
+        return self._send(TaskResultMessage, result)
 
     def send_progress(self, progress: TaskProgress) -> None:
-        self._send(TaskProgressMessage(body=progress))
+        self._send(TaskProgressMessage, progress)
 
     def heartbeat_due(self) -> bool:
         return (
@@ -572,74 +618,115 @@ class DeviceSession(_Session):
 
     def send_heartbeat(self, load: Load) -> None:
         self._last_heartbeat = self._now()
-        self._send(Heartbeat(body=HeartbeatBody(load=load)))
+        self._send(Heartbeat, HeartbeatBody(load=load))
 
     def _receive(self, message: Message) -> None:
-        state = self.state
-        if isinstance(message, Challenge):
-            if state is not SessionState.AWAIT_CHALLENGE:
-                raise ProtocolViolation(ErrorCode.UNEXPECTED, "second challenge", fatal=True)
-            challenge = message.body
-            key = self._keys.get(challenge.salt)
-            if key is None:
-                key = self._keys[challenge.salt] = derive_key(self._token, challenge.salt)
-            mac = proof_mac(
-                key, device=self.hello.device, nonce=challenge.nonce, version=challenge.version
-            )
-            self.state = SessionState.AWAIT_WELCOME
-            self._send(
-                Proof(body=ProofBody(device=self.hello.device, nonce=challenge.nonce, mac=mac))
-            )
-        elif isinstance(message, Welcome):
-            if state is not SessionState.AWAIT_WELCOME:
-                raise ProtocolViolation(ErrorCode.UNEXPECTED, "welcome without a proof", fatal=True)
-            welcome = message.body
-            self.state = SessionState.ACTIVE
-            self.session_id = welcome.session
-            self.heartbeat_interval = welcome.heartbeat_interval
-            self.max_frame = welcome.max_frame
-            self.max_in_flight = welcome.max_in_flight
-            self._last_heartbeat = self._now()
-            self._events.append(
-                Welcomed(session=welcome.session, known_unacked=welcome.known_unacked)
-            )
-        elif isinstance(message, Error):
-            self._events.append(
-                PeerError(
-                    code=message.body.code, message=message.body.message, ref=message.body.ref
-                )
-            )
-            if state is not SessionState.ACTIVE:
-                self._close(f"refused by the orchestrator: {message.body.message}")
-        elif isinstance(message, Bye):
-            self._close(message.body.reason or "orchestrator said goodbye")
-        elif state is not SessionState.ACTIVE:
+        kind = type(message)
+        handler = _DEVICE_HANDLERS.get(kind)
+        if handler is not None and self.state is SessionState.ACTIVE:
+            handler(self, message)
+        elif kind is Challenge:
+            self._on_challenge(message)  # type: ignore[arg-type]
+        elif kind is Welcome:
+            self._on_welcome(message)  # type: ignore[arg-type]
+        elif kind is Error:
+            self._on_error(message)  # type: ignore[arg-type]
+        elif kind is Bye:
+            self._on_bye(message)  # type: ignore[arg-type]
+        elif self.state is not SessionState.ACTIVE:
             raise ProtocolViolation(
                 ErrorCode.UNEXPECTED, f"{message.type} before the handshake finished", fatal=True
             )
-        elif isinstance(message, TaskAssign):
-            accept = TaskAcceptBody(**ref_of(message.body).model_dump())  # may refuse the ids
-            self._events.append(AssignmentReceived(assignment=message.body))
-            self._send(TaskAccept(body=accept))
-        elif isinstance(message, TaskCancel):
-            cancel = message.body
-            task = TaskRef(
-                constellation_id=cancel.constellation_id,
-                star_id=cancel.star_id,
-                attempt=cancel.attempt,
-            )
-            self._events.append(CancelRequested(task=task, reason=cancel.reason))
-        elif isinstance(message, Ack):
-            if message.body.task is not None:
-                self._events.append(ResultAcked(task=message.body.task))
-        elif isinstance(message, Heartbeat):
-            pass
-        elif isinstance(message, ArtifactOffer | ArtifactDone):
-            self._artifact(message)
         else:
             raise ProtocolViolation(
                 ErrorCode.UNEXPECTED, f"{message.type} is not sent by orchestrators"
             )
+
+    def _on_challenge(self, message: Challenge) -> None:
+        if self.state is not SessionState.AWAIT_CHALLENGE:
+            raise ProtocolViolation(ErrorCode.UNEXPECTED, "second challenge", fatal=True)
+        challenge = message.body
+        key = self._keys.get(challenge.salt)
+        if key is None:
+            key = self._keys[challenge.salt] = derive_key(self._token, challenge.salt)
+        mac = proof_mac(
+            key, device=self.hello.device, nonce=challenge.nonce, version=challenge.version
+        )
+        self.state = SessionState.AWAIT_WELCOME
+        self._send(Proof, ProofBody(device=self.hello.device, nonce=challenge.nonce, mac=mac))
+
+    def _on_welcome(self, message: Welcome) -> None:
+        if self.state is not SessionState.AWAIT_WELCOME:
+            raise ProtocolViolation(ErrorCode.UNEXPECTED, "welcome without a proof", fatal=True)
+        welcome = message.body
+        self.state = SessionState.ACTIVE
+        self.session_id = welcome.session
+        self.heartbeat_interval = welcome.heartbeat_interval
+        self.max_frame = welcome.max_frame
+        self.max_in_flight = welcome.max_in_flight
+        self._last_heartbeat = self._now()
+        self._events.append(Welcomed(session=welcome.session, known_unacked=welcome.known_unacked))
+
+    def _on_error(self, message: Error) -> None:
+        super()._on_error(message)
+        if self.state is not SessionState.ACTIVE:
+            self._close(f"refused by the orchestrator: {message.body.message}")
+
+    def _on_bye(self, message: Bye) -> None:
+        self._close(message.body.reason or "orchestrator said goodbye")
+
+    def _on_assign(self, message: TaskAssign) -> None:
+        assignment = message.body
+        accept = TaskAcceptBody(  # may refuse the ids
+            constellation_id=assignment.constellation_id,
+            star_id=assignment.star_id,
+            attempt=assignment.attempt,
+        )
+        self._events.append(AssignmentReceived(assignment=assignment))
+        self._send(TaskAccept, accept)
+
+    def _on_cancel(self, message: TaskCancel) -> None:
+        cancel = message.body
+        task = TaskRef(
+            constellation_id=cancel.constellation_id, star_id=cancel.star_id, attempt=cancel.attempt
+        )
+        self._events.append(CancelRequested(task=task, reason=cancel.reason))
+
+    def _on_ack(self, message: Ack) -> None:
+        if message.body.task is not None:
+            self._events.append(ResultAcked(task=message.body.task))
+
+    def _on_heartbeat(self, message: Heartbeat) -> None:
+        pass
+
+
+Handler = Callable[[Any, Any], None]
+
+_SERVER_HANDLERS: dict[type, Handler] = {
+    Hello: ServerSession._on_hello,
+    Proof: ServerSession._on_proof,
+    Heartbeat: ServerSession._on_heartbeat,
+    TaskAccept: ServerSession._on_accept,
+    TaskProgressMessage: ServerSession._on_progress,
+    TaskResultMessage: ServerSession._on_result,
+    ArtifactOffer: ServerSession._artifact,
+    ArtifactDone: ServerSession._artifact,
+    Error: ServerSession._on_error,
+    Bye: ServerSession._on_bye,
+    Ack: ServerSession._on_ack,
+}
+"""What the orchestrator does with each message a device may send."""
+
+_DEVICE_HANDLERS: dict[type, Handler] = {
+    TaskAssign: DeviceSession._on_assign,
+    TaskCancel: DeviceSession._on_cancel,
+    Ack: DeviceSession._on_ack,
+    Heartbeat: DeviceSession._on_heartbeat,
+    ArtifactOffer: DeviceSession._artifact,
+    ArtifactDone: DeviceSession._artifact,
+}
+"""What a device does with each message of an active session (the handshake's and
+`error`/`bye` are handled in any state)."""
 
 
 __all__ = [

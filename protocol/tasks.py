@@ -7,9 +7,12 @@ messages; the in-process dispatcher uses the very same types.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+TaskIdPart = Annotated[str, Field(min_length=1, max_length=64)]
+"""A constellation or star id as tasks carry it (the limits `TaskRef` has on the wire)."""
 
 
 class TaskOutcome(StrEnum):
@@ -22,8 +25,8 @@ class TaskAssignment(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    constellation_id: str
-    star_id: str
+    constellation_id: TaskIdPart
+    star_id: TaskIdPart
     attempt: int = Field(ge=1)
     device: str
     tool: str
@@ -34,15 +37,25 @@ class TaskAssignment(BaseModel):
     def task_id(self) -> str:
         return f"{self.constellation_id}/{self.star_id}"
 
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """(constellation, star, attempt): what identifies one attempt of a star."""
+        return (self.constellation_id, self.star_id, self.attempt)
+
 
 class TaskProgress(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    constellation_id: str
-    star_id: str
+    constellation_id: TaskIdPart
+    star_id: TaskIdPart
     attempt: int = Field(ge=1)
     message: str = Field(max_length=16_384)
     stream: str | None = None  # "stdout", "stderr" or None for a step note
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """(constellation, star, attempt): what identifies one attempt of a star."""
+        return (self.constellation_id, self.star_id, self.attempt)
 
 
 class TaskResult(BaseModel):
@@ -50,12 +63,17 @@ class TaskResult(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    constellation_id: str
-    star_id: str
+    constellation_id: TaskIdPart
+    star_id: TaskIdPart
     attempt: int = Field(ge=1)
     status: TaskOutcome
     output: Any = None
     error: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """(constellation, star, attempt): what identifies one attempt of a star."""
+        return (self.constellation_id, self.star_id, self.attempt)
 
     @classmethod
     def failure(cls, assignment: TaskAssignment, error: str, output: Any = None) -> TaskResult:

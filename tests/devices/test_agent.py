@@ -140,7 +140,7 @@ class Orchestrator:
             keys=self.keys.get,
             now=time.monotonic,
             config=self.config,
-            owns=lambda device, task: task.key in self.assigned,
+            owns=lambda device, key: key in self.assigned,
         )
         driver = SessionDriver(
             session, connection, functools.partial(self._on_events, number, session, connection)

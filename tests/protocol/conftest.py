@@ -61,7 +61,7 @@ from protocol.messages import (
     ToolDescription,
     Welcome,
     WelcomeBody,
-    parse_message,
+    parse_frame,
 )
 from protocol.session import (
     DeviceSession,
@@ -375,7 +375,8 @@ def _parsed(frames: list[str | bytes]) -> list[Message]:
     for item in frames:
         if isinstance(item, str):
             with contextlib.suppress(ProtocolViolation):
-                messages.append(parse_message(item, max_frame=len(item.encode()) + 1))
+                outcomes = parse_frame(item, max_frame=len(item.encode()) + 1)
+                messages += [m for m in outcomes if not isinstance(m, ProtocolViolation)]
     return messages
 
 
@@ -411,7 +412,7 @@ class Kit:
         *,
         enrolled_devices: tuple[str, ...] = DEVICES,
         config: ServerConfig | None = None,
-        owns: Callable[[str, TaskRef], bool] | None = None,
+        owns: Callable[[str, tuple[str, str, int]], bool] | None = None,
     ) -> ServerSession:
         return ServerSession(
             keys=key_lookup(*enrolled_devices),
@@ -436,7 +437,7 @@ class Kit:
         token: str | None = None,
         enrolled_devices: tuple[str, ...] = DEVICES,
         config: ServerConfig | None = None,
-        owns: Callable[[str, TaskRef], bool] | None = None,
+        owns: Callable[[str, tuple[str, str, int]], bool] | None = None,
         handshake: bool = False,
         **hello: Any,
     ) -> Link:

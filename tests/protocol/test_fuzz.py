@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from protocol.messages import (
+    MAX_BATCH,
     MESSAGE_TYPES,
     ErrorCode,
     Heartbeat,
@@ -33,6 +34,7 @@ from protocol.messages import (
     TaskProgressMessage,
     TaskResultMessage,
     encode_message,
+    parse_frame,
     parse_message,
 )
 from protocol.session import (
@@ -189,6 +191,42 @@ def test_parse_truncated_envelopes(aip: Kit, kind: str, cut: int) -> None:
     parses_or_refuses(frame.encode()[:cut])
 
 
+def frame_parses_or_refuses(frame: str | bytes) -> None:
+    """`parse_frame` returns messages and per-envelope refusals, or refuses the frame."""
+    outcomes: list[Any]
+    try:
+        outcomes = parse_frame(frame)
+    except ProtocolViolation as violation:
+        outcomes = [violation]
+    assert 1 <= len(outcomes) <= MAX_BATCH
+    for outcome in outcomes:
+        if isinstance(outcome, ProtocolViolation):
+            assert outcome.code in PARSE_CODES
+            assert outcome.message
+        else:
+            assert outcome.type in MESSAGE_TYPES
+
+
+@FUZZ
+@given(st.lists(json_values, max_size=MAX_BATCH + 2))
+def test_parse_arbitrary_batches(values: list[Any]) -> None:
+    frame_parses_or_refuses(json.dumps(values))
+
+
+@FUZZ
+@given(kinds=st.lists(st.sampled_from(MESSAGE_TYPES), min_size=1, max_size=6), data=st.data())
+def test_parse_batches_of_mutated_envelopes(
+    aip: Kit, kinds: list[str], data: st.DataObject
+) -> None:
+    documents = []
+    for kind in kinds:
+        document = json.loads(encode_message(aip.sample_messages()[kind]))
+        documents.append(mutate(data.draw, document) if data.draw(st.booleans()) else document)
+    frame = json.dumps(documents)
+    frame_parses_or_refuses(frame)
+    frame_parses_or_refuses(frame[: data.draw(st.integers(0, len(frame)))])
+
+
 # ------------------------------------------------------------------ (b) sessions
 
 
@@ -271,7 +309,8 @@ class World:
 def assert_valid_frame(item: str | bytes) -> None:
     """Every text frame a session sends is a valid message (it may be over max_frame)."""
     if isinstance(item, str):
-        parse_message(item, max_frame=len(item.encode()) + 1)
+        for outcome in parse_frame(item, max_frame=len(item.encode()) + 1):
+            assert not isinstance(outcome, ProtocolViolation), outcome.message
 
 
 def snapshot(link: Link) -> tuple[Any, ...]:

@@ -29,7 +29,6 @@ from protocol.messages import (
     TaskAccept,
     TaskAssign,
     TaskProgressMessage,
-    TaskRef,
     TaskResultMessage,
     Welcome,
 )
@@ -468,12 +467,12 @@ def test_result_for_another_devices_task_is_refused(aip: Kit) -> None:
 
 
 def test_owns_callback_decides_ownership(aip: Kit) -> None:
-    calls: list[tuple[str, TaskRef]] = []
+    calls: list[tuple[str, tuple[str, str, int]]] = []
     owned = {("c1", "resumed", 1)}
 
-    def owns(device: str, task: TaskRef) -> bool:
-        calls.append((device, task))
-        return task.key in owned
+    def owns(device: str, key: tuple[str, str, int]) -> bool:
+        calls.append((device, key))
+        return key in owned
 
     link = aip.link("dev-a", owns=owns, handshake=True)
     # Nothing was assigned on this connection, but the orchestrator says dev-a owns it
@@ -482,7 +481,7 @@ def test_owns_callback_decides_ownership(aip: Kit) -> None:
     link.pump()
     (received,) = aip.of(link.server_events, ResultReceived)
     assert received.message_id == message_id
-    assert calls == [("dev-a", aip.ref("resumed"))]
+    assert calls == [("dev-a", aip.ref("resumed").key)]
     # Assigned on this connection, but the orchestrator no longer counts it as dev-a's
     # (cancelled and reassigned elsewhere, say): the callback wins over `in_flight`.
     link.server.assign(aip.assignment("s1"))
@@ -497,7 +496,8 @@ def test_owns_callback_decides_ownership(aip: Kit) -> None:
 def test_result_with_ids_no_task_ref_takes_is_malformed_not_a_crash(aip: Kit) -> None:
     link = aip.link("dev-a", handshake=True)
     for star in ["", "x" * 65]:
-        link.to_server_raw(aip.frame(TaskResultMessage(body=aip.result(star))))
+        body = aip.result("s1").model_dump(mode="json") | {"star_id": star}
+        link.to_server_raw(aip.raw("task.result", body))
     assert codes(link.errors_from_server()) == [ErrorCode.MALFORMED] * 2
     assert "star_id" in link.errors_from_server()[0].message
     assert link.server.state is SessionState.ACTIVE
@@ -506,7 +506,8 @@ def test_result_with_ids_no_task_ref_takes_is_malformed_not_a_crash(aip: Kit) ->
 
 def test_assignment_with_ids_no_task_ref_takes_is_refused_by_the_device(aip: Kit) -> None:
     link = aip.link("dev-a", handshake=True)
-    link.to_device_raw(aip.frame(TaskAssign(body=aip.assignment("x" * 65))))
+    body = aip.assignment("s1").model_dump(mode="json") | {"star_id": "x" * 65}
+    link.to_device_raw(aip.raw("task.assign", body))
     assert codes(link.errors_from_device()) == [ErrorCode.MALFORMED]
     assert link.take()[1] == []  # no AssignmentReceived for a task it cannot accept
     assert link.device.state is SessionState.ACTIVE
