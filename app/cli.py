@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.add_argument("--limit", type=int, default=20, metavar="N", help="at most N rows")
     history.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    from app.models_cli import add_models_parser
+
+    add_models_parser(commands)
     return parser
 
 
@@ -134,6 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve_command(options)
     if options.command == "device":
         return _device_command(options)
+    if options.command == "models":
+        from app.config import data_dir
+        from app.models_cli import models_command
+
+        return models_command(options, data_dir(options.data_dir))
     if options.max_tasks < 1:
         parser.error("--max-tasks must be at least 1")
     if options.command == "run":

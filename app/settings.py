@@ -1,0 +1,77 @@
+"""The configuration file, `<data_dir>/orrery.toml` (optional).
+
+[models]
+paths = ["~/models", "/opt/llm/qwen2.5-7b-instruct-q4_k_m.gguf"]
+default = "smollm2-135m-instruct"      # for roles not named below
+n_ctx = 4096
+use_gpu = true
+prefix_cache_mb = 256
+
+[models.roles]
+planner = "qwen2.5-7b-instruct-q4_k_m"
+device = "smollm2-135m-instruct"
+
+[models.chat_formats]                  # for GGUF files without a chat template
+"gemma-3-270m-q4_k_m" = "gemma"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agents.models.manager import ModelConfig
+
+CONFIG_FILE = "orrery.toml"
+
+
+class ConfigError(Exception):
+    """The configuration file cannot be used; the message names the file and the key."""
+
+
+class _ModelsSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    paths: list[str] = Field(default_factory=list)
+    default: str | None = None
+    roles: dict[str, str] = Field(default_factory=dict)
+    chat_formats: dict[str, str] = Field(default_factory=dict)
+    n_ctx: int = Field(default=4096, ge=256, le=1_048_576)
+    use_gpu: bool = True
+    prefix_cache_mb: int = Field(default=256, ge=0)
+
+
+class _ConfigFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: _ModelsSection = Field(default_factory=_ModelsSection)
+
+
+def load_model_config(data: Path, *, extra_paths: list[Path] | None = None) -> ModelConfig:
+    """The `[models]` settings of `<data>/orrery.toml` (defaults when there is no file)."""
+    path = data / CONFIG_FILE
+    parsed = _ConfigFile()
+    if path.is_file():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot be read: {exc}") from exc
+        try:
+            parsed = _ConfigFile.model_validate(raw)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise ConfigError(f"{path}: {where}: {error['msg']}") from None
+    section = parsed.models
+    paths = tuple(Path(p).expanduser() for p in section.paths) + tuple(extra_paths or [])
+    return ModelConfig(
+        paths=paths,
+        default=section.default,
+        roles=dict(section.roles),
+        chat_formats=dict(section.chat_formats),
+        n_ctx=section.n_ctx,
+        use_gpu=section.use_gpu,
+        prefix_cache_mb=section.prefix_cache_mb,
+    )
