@@ -331,6 +331,10 @@ class ArtifactReceiver:
         """The transfers offered and not yet finished or aborted."""
         return tuple(self._incoming)
 
+    def offer_of(self, transfer: str) -> ArtifactOfferBody:
+        """The offer of an active transfer (raises `ArtifactError` for an unknown one)."""
+        return self._get(transfer).offer
+
     def progress(self, transfer: str) -> tuple[int, int]:
         """(bytes received, bytes offered) of an active transfer."""
         incoming = self._get(transfer)

@@ -185,6 +185,28 @@ class ArtifactDoneBody(_Body):
     message: str = ""
 
 
+class ApprovalRequestBody(TaskRef):
+    """A device asks a person, through the orchestrator, to allow one risky tool call."""
+
+    request: str = Field(min_length=1, max_length=64, description="the device's id for it")
+    tool: str = Field(min_length=1, max_length=64)
+    summary: str = Field(max_length=2000, description="what would run, for the person")
+
+
+class ApprovalDecisionBody(_Body):
+    request: str = Field(min_length=1, max_length=64)
+    approved: bool
+    by: str = Field(default="", max_length=200)
+    reason: str = Field(default="", max_length=2000)
+
+
+class ArtifactFetchBody(_Body):
+    """A device asks the orchestrator for a stored artifact, by content hash."""
+
+    artifact: str = Field(pattern=r"^[0-9a-f]{64}$", description="its sha256")
+    transfer: str = Field(min_length=1, max_length=64, description="id for the offer back")
+
+
 # ------------------------------------------------------------------ envelopes
 
 
@@ -261,6 +283,21 @@ class ArtifactDone(Envelope):
     body: ArtifactDoneBody
 
 
+class ApprovalRequest(Envelope):
+    type: Literal["approval.request"] = "approval.request"
+    body: ApprovalRequestBody
+
+
+class ApprovalDecision(Envelope):
+    type: Literal["approval.decision"] = "approval.decision"
+    body: ApprovalDecisionBody
+
+
+class ArtifactFetch(Envelope):
+    type: Literal["artifact.fetch"] = "artifact.fetch"
+    body: ArtifactFetchBody
+
+
 class Error(Envelope):
     type: Literal["error"] = "error"
     body: ErrorBody
@@ -285,6 +322,9 @@ Message = Annotated[
     | Ack
     | ArtifactOffer
     | ArtifactDone
+    | ArtifactFetch
+    | ApprovalRequest
+    | ApprovalDecision
     | Error
     | Bye,
     Field(discriminator="type"),
@@ -304,6 +344,9 @@ MESSAGE_TYPES: tuple[str, ...] = (
     "ack",
     "artifact.offer",
     "artifact.done",
+    "artifact.fetch",
+    "approval.request",
+    "approval.decision",
     "error",
     "bye",
 )

@@ -26,8 +26,16 @@ from protocol.messages import (
     PROTOCOL_VERSION,
     Ack,
     AckBody,
+    ApprovalDecision,
+    ApprovalDecisionBody,
+    ApprovalRequest,
+    ApprovalRequestBody,
     ArtifactDone,
+    ArtifactDoneBody,
+    ArtifactFetch,
+    ArtifactFetchBody,
     ArtifactOffer,
+    ArtifactOfferBody,
     Bye,
     ByeBody,
     Challenge,
@@ -160,6 +168,41 @@ class ArtifactFinished:
     done: ArtifactDone
 
 
+@dataclass(frozen=True, slots=True)
+class ArtifactRequested:
+    """A device asked for a stored artifact (`artifact.fetch`); answer with `send_artifact_*`
+    using `transfer`, or refuse with `refuse(ErrorCode.ARTIFACT, ..., ref=message_id)`."""
+
+    artifact: str
+    transfer: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequested:
+    """A device waits for a person's decision on one tool call; answer with `decide`."""
+
+    task: TaskRef
+    request: str
+    tool: str
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDecided:
+    request: str
+    approved: bool
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageAcked:
+    """The peer acknowledged one of our messages that is not a task result (`ref`)."""
+
+    ref: str
+
+
 SessionEvent = (
     DeviceAuthenticated
     | TaskAccepted
@@ -175,6 +218,10 @@ SessionEvent = (
     | ArtifactOffered
     | ArtifactChunk
     | ArtifactFinished
+    | ArtifactRequested
+    | ApprovalRequested
+    | ApprovalDecided
+    | MessageAcked
 )
 
 
@@ -213,7 +260,7 @@ class _Session(ABC):
         self.max_frame = max_frame
         self.state = SessionState.AWAIT_HELLO
         self.close_reason: str | None = None
-        self._to_send: list[str] = []
+        self._to_send: list[str | bytes] = []
         self._events: list[SessionEvent] = []
         self.last_seen = now()
         self._open_transfers: set[str] = set()  # artifact transfers between offer and done
@@ -238,6 +285,12 @@ class _Session(ABC):
         batch: list[str] = []
         size = 1
         for encoded in pending:
+            if isinstance(encoded, bytes):  # a binary chunk: never batched, order kept
+                if batch:
+                    frames.append(encode_batch(batch))
+                    batch, size = [], 1
+                frames.append(encoded)
+                continue
             length = len(encoded)
             if 4 * length > self.max_frame:
                 length = len(encoded.encode("utf-8", "surrogatepass"))
@@ -246,7 +299,8 @@ class _Session(ABC):
                 batch, size = [], 1
             batch.append(encoded)
             size += length + 1
-        frames.append(encode_batch(batch))
+        if batch:
+            frames.append(encode_batch(batch))
         return frames
 
     def events_received(self) -> list[SessionEvent]:
@@ -259,6 +313,31 @@ class _Session(ABC):
         message_id = new_message_id()
         self._to_send.append(encode_envelope(envelope, body, message_id=message_id, ts=self._now()))
         return message_id
+
+    # -- artifacts we send (either side)
+
+    def send_artifact_offer(self, body: ArtifactOfferBody) -> str:
+        """Queue `artifact.offer`; then every chunk frame, then `send_artifact_done`."""
+        self._require_active("artifact.offer")
+        return self._send(ArtifactOffer, body)
+
+    def send_artifact_chunk(self, frame: bytes) -> None:
+        """Queue one binary chunk frame (from `protocol.artifacts.encode_chunk`)."""
+        self._require_active("artifact chunk")
+        self._to_send.append(bytes(frame))
+
+    def send_artifact_done(self, body: ArtifactDoneBody) -> str:
+        self._require_active("artifact.done")
+        return self._send(ArtifactDone, body)
+
+    def refuse(self, code: ErrorCode, text: str, *, ref: str | None = None) -> None:
+        """Send a non-fatal `error` about one of the peer's messages (`ref`)."""
+        if not self.closed:
+            self._error(code, text, ref=ref)
+
+    def _require_active(self, what: str) -> None:
+        if self.state is not SessionState.ACTIVE:
+            raise ProtocolViolation(ErrorCode.UNEXPECTED, f"cannot send {what}: not connected")
 
     def _error(
         self, code: ErrorCode, text: str, *, ref: str | None = None, fatal: bool = False
@@ -436,6 +515,17 @@ class ServerSession(_Session):
         if self.state is SessionState.ACTIVE:
             self._send(Ack, AckBody(ref=message_id, task=ref_of(result)))
 
+    def decide(self, request: str, approved: bool, *, by: str = "", reason: str = "") -> None:
+        """Answer a device's `approval.request`."""
+        if self.state is SessionState.ACTIVE:
+            body = ApprovalDecisionBody(request=request, approved=approved, by=by, reason=reason)
+            self._send(ApprovalDecision, body)
+
+    def ack(self, message_id: str) -> None:
+        """Acknowledge a device message that is not a result (an `artifact.done` stored)."""
+        if self.state is SessionState.ACTIVE:
+            self._send(Ack, AckBody(ref=message_id))
+
     @property
     def max_in_flight(self) -> int:
         limit = self.config.max_in_flight
@@ -506,6 +596,18 @@ class ServerSession(_Session):
 
     def _on_ack(self, message: Ack) -> None:
         pass  # devices may ack orchestrator messages; nothing waits for them
+
+    def _on_approval_request(self, message: ApprovalRequest) -> None:
+        body = message.body
+        self._check_owner(body.key)
+        task = TaskRef(
+            constellation_id=body.constellation_id, star_id=body.star_id, attempt=body.attempt
+        )
+        self._events.append(ApprovalRequested(task, body.request, body.tool, body.summary))
+
+    def _on_fetch(self, message: ArtifactFetch) -> None:
+        body = message.body
+        self._events.append(ArtifactRequested(body.artifact, body.transfer, message.id))
 
     def _check_owner(self, key: tuple[str, str, int]) -> None:
         assert self.device is not None
@@ -692,9 +794,29 @@ class DeviceSession(_Session):
         )
         self._events.append(CancelRequested(task=task, reason=cancel.reason))
 
+    def request_approval(self, task: TaskRef, request: str, tool: str, summary: str) -> str:
+        """Queue `approval.request` for a tool call of `task`; the answer arrives as
+        `ApprovalDecided` with the same `request` id."""
+        self._require_active("approval.request")
+        summary = summary if len(summary) <= 2000 else summary[:1997] + "..."
+        body = ApprovalRequestBody(**task.model_dump(), request=request, tool=tool, summary=summary)
+        return self._send(ApprovalRequest, body)
+
+    def _on_decision(self, message: ApprovalDecision) -> None:
+        body = message.body
+        self._events.append(ApprovalDecided(body.request, body.approved, body.by, body.reason))
+
+    def fetch_artifact(self, artifact: str, transfer: str) -> str:
+        """Queue `artifact.fetch`: ask for a stored artifact by sha256; it arrives as an
+        offer with `transfer`, chunks and a done (or an `error` naming this message)."""
+        self._require_active("artifact.fetch")
+        return self._send(ArtifactFetch, ArtifactFetchBody(artifact=artifact, transfer=transfer))
+
     def _on_ack(self, message: Ack) -> None:
         if message.body.task is not None:
             self._events.append(ResultAcked(task=message.body.task))
+        else:
+            self._events.append(MessageAcked(ref=message.body.ref))
 
     def _on_heartbeat(self, message: Heartbeat) -> None:
         pass
@@ -711,6 +833,8 @@ _SERVER_HANDLERS: dict[type, Handler] = {
     TaskResultMessage: ServerSession._on_result,
     ArtifactOffer: ServerSession._artifact,
     ArtifactDone: ServerSession._artifact,
+    ArtifactFetch: ServerSession._on_fetch,
+    ApprovalRequest: ServerSession._on_approval_request,
     Error: ServerSession._on_error,
     Bye: ServerSession._on_bye,
     Ack: ServerSession._on_ack,
@@ -720,6 +844,7 @@ _SERVER_HANDLERS: dict[type, Handler] = {
 _DEVICE_HANDLERS: dict[type, Handler] = {
     TaskAssign: DeviceSession._on_assign,
     TaskCancel: DeviceSession._on_cancel,
+    ApprovalDecision: DeviceSession._on_decision,
     Ack: DeviceSession._on_ack,
     Heartbeat: DeviceSession._on_heartbeat,
     ArtifactOffer: DeviceSession._artifact,
@@ -730,14 +855,18 @@ _DEVICE_HANDLERS: dict[type, Handler] = {
 
 
 __all__ = [
+    "ApprovalDecided",
+    "ApprovalRequested",
     "ArtifactChunk",
     "ArtifactFinished",
     "ArtifactOffered",
+    "ArtifactRequested",
     "AssignmentReceived",
     "CancelRequested",
     "DeviceAuthenticated",
     "DeviceSession",
     "HeartbeatReceived",
+    "MessageAcked",
     "PeerError",
     "ProgressReceived",
     "ResultAcked",

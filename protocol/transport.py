@@ -317,6 +317,7 @@ class SessionDriver:
         self._outgoing: asyncio.Queue[str | bytes | _CloseMarker] = asyncio.Queue()
         self._flushing = False
         self._closing = False
+        self._closed = asyncio.Event()  # the writer stopped: nothing more goes out
 
     def flush(self) -> None:
         """Queue the session's frames for sending and hand its events to `on_events`."""
@@ -363,16 +364,34 @@ class SessionDriver:
             await asyncio.gather(writer, return_exceptions=True)
             await self.connection.close(self.session.close_reason or "")
 
+    async def drained(self) -> None:
+        """Wait until every frame queued so far was handed to the socket (or it closed)."""
+        if self._closing or self._closed.is_set() or self._outgoing.empty():
+            return
+        waiter = asyncio.ensure_future(self._outgoing.join())
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            closed.cancel()
+
     async def _write(self) -> None:
-        while True:
-            item = await self._outgoing.get()
-            if isinstance(item, _CloseMarker):
-                await self.connection.close(self.session.close_reason or "")
-                return
-            try:
-                await self.connection.send_all([item])
-            except TransportClosed:
-                return  # the reader sees the same closure and ends the run
+        try:
+            while True:
+                item = await self._outgoing.get()
+                try:
+                    if isinstance(item, _CloseMarker):
+                        await self.connection.close(self.session.close_reason or "")
+                        return
+                    try:
+                        await self.connection.send_all([item])
+                    except TransportClosed:
+                        return  # the reader sees the same closure and ends the run
+                finally:
+                    self._outgoing.task_done()
+        finally:
+            self._closed.set()
 
 
 async def drive(session: FrameSession, connection: Connection, on_events: EventHandler) -> None:

@@ -28,8 +28,14 @@ from protocol.auth import DeviceKey, derive_key, enroll
 from protocol.messages import (
     Ack,
     AckBody,
+    ApprovalDecision,
+    ApprovalDecisionBody,
+    ApprovalRequest,
+    ApprovalRequestBody,
     ArtifactDone,
     ArtifactDoneBody,
+    ArtifactFetch,
+    ArtifactFetchBody,
     ArtifactOffer,
     ArtifactOfferBody,
     Bye,
@@ -293,6 +299,23 @@ def sample_messages() -> dict[str, BaseModel]:
             id="m-done",
             ts=7.5,
             body=ArtifactDoneBody(transfer="t-1", ok=False, message="disk full"),
+        ),
+        "artifact.fetch": ArtifactFetch(
+            id="m-fetch",
+            ts=7.75,
+            body=ArtifactFetchBody(artifact="ab" * 32, transfer="t-2"),
+        ),
+        "approval.request": ApprovalRequest(
+            id="m-approve?",
+            ts=7.8,
+            body=ApprovalRequestBody(
+                **task.model_dump(), request="r-1", tool="shell.run", summary="run 'rm x'"
+            ),
+        ),
+        "approval.decision": ApprovalDecision(
+            id="m-approved",
+            ts=7.9,
+            body=ApprovalDecisionBody(request="r-1", approved=False, by="alice", reason="no"),
         ),
         "error": Error(
             id="m-error",

@@ -41,6 +41,7 @@ from protocol.session import (
     CancelRequested,
     DeviceAuthenticated,
     HeartbeatReceived,
+    MessageAcked,
     PeerError,
     ProgressReceived,
     ResultAcked,
@@ -712,10 +713,10 @@ def test_cancel_of_an_unknown_task_still_reaches_the_device(aip: Kit) -> None:
     ]
 
 
-def test_ack_without_a_task_is_ignored_by_the_device(aip: Kit) -> None:
+def test_ack_without_a_task_confirms_the_message_it_names(aip: Kit) -> None:
     link = aip.link("dev-a", handshake=True)
     link.to_device_raw(aip.raw("ack", {"ref": "m-1"}))
-    assert link.take() == ([], [])
+    assert link.take() == ([], [MessageAcked(ref="m-1")])  # no result is forgotten
     assert not link.errors_from_device()
 
 
