@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -18,6 +18,9 @@ from devices.tools.errors import (
     ToolTimedOut,
     UnknownToolName,
 )
+
+if TYPE_CHECKING:  # devices.policy imports this module: the default is imported when needed
+    from devices.policy import DevicePolicy
 
 __all__ = [
     "InvalidToolArgs",
@@ -43,12 +46,23 @@ def _no_progress(message: str, stream: str | None) -> None:
     del message, stream
 
 
+def _default_policy() -> DevicePolicy:
+    from devices.policy import default_policy
+
+    return default_policy()
+
+
 @dataclass(frozen=True)
 class ToolContext:
     """Where a tool runs: the workspace all file access is confined to, and a progress sink."""
 
     workspace: Path
     progress: ProgressCallback = field(default=_no_progress)
+    artifacts: Any = None
+    """The device's `devices.artifact_channel.ArtifactChannel` when it has an orchestrator."""
+    policy: DevicePolicy = field(default_factory=_default_policy)
+    """What the tools may touch: `[fs] roots`, the shell and HTTP allow-lists. The default
+    confines files to the workspace, allows any command and no URL."""
 
 
 class Tool(ABC, Generic[ArgsT, ResultT]):

@@ -4,13 +4,16 @@ ToolError                  base: the tool could not do what was asked
 ├── PathOutsideWorkspace   a path is absolute, escapes with '..' or links outside
 ├── InvalidToolArgs        the arguments do not match the tool's args model
 ├── UnknownToolName        no tool of that name is offered
+├── ToolDisabled           the device's policy turned the tool off
+├── CommandNotAllowed      a shell command the policy's allow-list does not permit
+├── UrlNotAllowed          a URL (or a redirect) the policy's HTTP allow-list does not permit
 └── ToolFailed             the tool ran but failed; `output` holds what it produced
     └── ToolTimedOut       the tool ran past its timeout and was stopped
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -27,13 +30,24 @@ class ToolError(Exception):
 class PathOutsideWorkspace(ToolError):
     """A path would reach outside the workspace every file access is confined to."""
 
-    def __init__(self, path: str, workspace: Path, why: str) -> None:
-        super().__init__(
-            f"path {path!r} is outside the workspace {str(workspace)!r} ({why}); "
-            "use a path relative to the workspace that stays inside it"
-        )
+    def __init__(self, path: str, workspace: Path, why: str, *, roots: Sequence[Path] = ()) -> None:
+        if roots:
+            listed = ", ".join(repr(str(root)) for root in roots)
+            message = (
+                f"path {path!r} is outside the workspace {str(workspace)!r} and the policy's "
+                f"[fs] roots {listed} ({why}); use a path inside one of them, or add its "
+                "folder to [fs] roots in the device's policy file"
+            )
+        else:
+            message = (
+                f"path {path!r} is outside the workspace {str(workspace)!r} ({why}); "
+                "use a path relative to the workspace that stays inside it, or list its "
+                "folder under [fs] roots in the device's policy file"
+            )
+        super().__init__(message)
         self.path = path
         self.workspace = workspace
+        self.roots = tuple(roots)
 
 
 class InvalidToolArgs(ToolError):
@@ -69,6 +83,44 @@ class UnknownToolName(ToolError):
         super().__init__(f"{where} no tool {name!r}; it offers: {offered}")
         self.name = name
         self.device = device
+
+
+class ToolDisabled(ToolError):
+    """The device's policy turned this tool off; `source` is the policy file, if any."""
+
+    def __init__(self, name: str, source: Path | None) -> None:
+        where = str(source) if source is not None else "set by the program running it"
+        super().__init__(
+            f"tool {name!r} is disabled on this device by its policy ({where}); "
+            "enable it under [tools]"
+        )
+        self.name = name
+        self.source = source
+
+
+class CommandNotAllowed(ToolError):
+    """A shell command the policy's `[shell] allowed_commands` does not permit."""
+
+    def __init__(self, command: str, why: str) -> None:
+        shown = command if len(command) <= 200 else command[:200] + "…"
+        super().__init__(
+            f"command {shown!r} is not allowed on this device: {why}; "
+            "run a single allowed program, or change [shell] allowed_commands in its policy"
+        )
+        self.command = command
+
+
+class UrlNotAllowed(ToolError):
+    """A URL (or a redirect to one) that the policy's `[http] allow` does not permit."""
+
+    def __init__(self, url: str, why: str) -> None:
+        shown = url if len(url) <= 300 else url[:300] + "…"
+        super().__init__(
+            f"URL {shown!r} is not allowed on this device: {why}; "
+            'add a prefix for it under [http] allow in its policy (e.g. "https://host/path/")'
+        )
+        self.url = url
+        self.why = why
 
 
 class ToolFailed(ToolError):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from devices.tools.base import Tool, ToolContext
 from devices.tools.errors import ToolError
-from devices.tools.paths import confine, relative
+from devices.tools.paths import confine_in, shown
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,11 @@ class FsListArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(default=".", min_length=1, description="folder relative to the workspace")
+    path: str = Field(
+        default=".",
+        min_length=1,
+        description="folder relative to the workspace (or absolute, in a policy's [fs] roots)",
+    )
     pattern: str = Field(
         default="*",
         min_length=1,
@@ -109,7 +113,7 @@ class FsListTool(Tool[FsListArgs, FsListResult]):
     result_model = FsListResult
 
     async def run(self, args: FsListArgs, context: ToolContext) -> FsListResult:
-        top = confine(context.workspace, args.path)
-        shown = relative(context.workspace, top)
-        entries, truncated = await asyncio.to_thread(_list, top, shown, args)
-        return FsListResult(path=shown, entries=entries, truncated=truncated)
+        top = confine_in(context, args.path)
+        name = shown(context.workspace, top)
+        entries, truncated = await asyncio.to_thread(_list, top, name, args)
+        return FsListResult(path=name, entries=entries, truncated=truncated)

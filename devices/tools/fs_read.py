@@ -12,9 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from devices.tools.base import Tool, ToolContext
 from devices.tools.errors import ToolError
-from devices.tools.paths import confine, relative
+from devices.tools.paths import confine_in, shown
 
 MAX_READ_BYTES = 64 * 1024 * 1024
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 class FsReadArgs(BaseModel):
@@ -22,7 +24,10 @@ class FsReadArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(min_length=1, description="file path relative to the workspace")
+    path: str = Field(
+        min_length=1,
+        description="file path relative to the workspace (or absolute, in a policy's [fs] roots)",
+    )
     max_bytes: int = Field(default=1_048_576, ge=1, le=MAX_READ_BYTES)
     encoding: str = Field(default="utf-8", description="text encoding, e.g. utf-8 or latin-1")
 
@@ -49,13 +54,18 @@ class FsReadResult(BaseModel):
 
 def _read(target: Path, shown: str, max_bytes: int, encoding: str) -> tuple[bytes, int]:
     try:
-        info = target.stat()
-        if stat.S_ISDIR(info.st_mode):
-            raise ToolError(f"{shown!r} is a folder; list it with fs.list")
-        if not stat.S_ISREG(info.st_mode):
-            raise ToolError(f"{shown!r} is not a regular file; only files can be read")
-        with target.open("rb") as file:
-            return file.read(max_bytes + 1), os.fstat(file.fileno()).st_size
+        # the path was resolved: a link here now was swapped in since, so do not follow it
+        handle = os.open(target, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
+        try:
+            info = os.fstat(handle)
+            if stat.S_ISDIR(info.st_mode):
+                raise ToolError(f"{shown!r} is a folder; list it with fs.list")
+            if not stat.S_ISREG(info.st_mode):
+                raise ToolError(f"{shown!r} is not a regular file; only files can be read")
+            with os.fdopen(handle, "rb", closefd=False) as file:
+                return file.read(max_bytes + 1), info.st_size
+        finally:
+            os.close(handle)
     except FileNotFoundError:
         raise ToolError(
             f"there is no file {shown!r} in the workspace; use fs.list to see what is there"
@@ -70,16 +80,16 @@ class FsReadTool(Tool[FsReadArgs, FsReadResult]):
     result_model = FsReadResult
 
     async def run(self, args: FsReadArgs, context: ToolContext) -> FsReadResult:
-        target = confine(context.workspace, args.path)
-        shown = relative(context.workspace, target)
-        data, size = await asyncio.to_thread(_read, target, shown, args.max_bytes, args.encoding)
+        target = confine_in(context, args.path)
+        name = shown(context.workspace, target)
+        data, size = await asyncio.to_thread(_read, target, name, args.max_bytes, args.encoding)
         truncated = len(data) > args.max_bytes
         decoder = codecs.getincrementaldecoder(args.encoding)("strict")
         try:  # a cut in the middle of a character is not an error: the decoder keeps it back
             content = decoder.decode(data[: args.max_bytes], final=not truncated)
         except UnicodeDecodeError as error:
             raise ToolError(
-                f"{shown!r} is not {args.encoding} text (byte {error.start} does not decode); "
+                f"{name!r} is not {args.encoding} text (byte {error.start} does not decode); "
                 "read it with another encoding such as 'latin-1'"
             ) from None
-        return FsReadResult(path=shown, content=content, size=size, truncated=truncated)
+        return FsReadResult(path=name, content=content, size=size, truncated=truncated)

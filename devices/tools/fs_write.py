@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.tools.base import Tool, ToolContext
 from devices.tools.errors import ToolError
-from devices.tools.paths import confine, relative
+from devices.tools.paths import confine_in, shown
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class FsWriteArgs(BaseModel):
@@ -17,7 +20,10 @@ class FsWriteArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(min_length=1, description="file path relative to the workspace")
+    path: str = Field(
+        min_length=1,
+        description="file path relative to the workspace (or absolute, in a policy's [fs] roots)",
+    )
     content: str
     append: bool = Field(default=False, description="add to the end instead of replacing")
     make_dirs: bool = Field(default=True, description="create missing parent folders")
@@ -40,7 +46,9 @@ def _write(target: Path, shown: str, data: bytes, append: bool, make_dirs: bool)
                     f"the folder of {shown!r} does not exist; create it or pass make_dirs=true"
                 )
             target.parent.mkdir(parents=True, exist_ok=True)
-        with target.open("ab" if append else "wb") as file:
+        # the path was resolved: a link here now was swapped in since, so do not follow it
+        mode = os.O_WRONLY | os.O_CREAT | _NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+        with os.fdopen(os.open(target, mode, 0o666), "ab" if append else "wb") as file:
             file.write(data)
     except OSError as error:
         raise ToolError(f"cannot write {shown!r}: {error.strerror or error}") from None
@@ -52,8 +60,8 @@ class FsWriteTool(Tool[FsWriteArgs, FsWriteResult]):
     result_model = FsWriteResult
 
     async def run(self, args: FsWriteArgs, context: ToolContext) -> FsWriteResult:
-        target = confine(context.workspace, args.path)
-        shown = relative(context.workspace, target)
+        target = confine_in(context, args.path)
+        name = shown(context.workspace, target)
         data = args.content.encode("utf-8")
-        await asyncio.to_thread(_write, target, shown, data, args.append, args.make_dirs)
-        return FsWriteResult(path=shown, bytes_written=len(data))
+        await asyncio.to_thread(_write, target, name, data, args.append, args.make_dirs)
+        return FsWriteResult(path=name, bytes_written=len(data))

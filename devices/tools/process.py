@@ -15,8 +15,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from devices.tools.base import ProgressCallback
+from devices.tools.base import ProgressCallback, ToolContext
 from devices.tools.errors import ToolError, ToolFailed, ToolTimedOut
+from devices.tools.paths import confine_in, workspace_root
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,19 @@ class ProcessResult(BaseModel):
     stderr: str
     truncated: bool
     duration: float
+
+
+def working_folder(context: ToolContext, cwd: str | None) -> Path:
+    """The folder a process runs in: the workspace, or `cwd` confined like a file path."""
+    if cwd is None:
+        return workspace_root(context.workspace)
+    folder = confine_in(context, cwd)
+    if not folder.is_dir():
+        raise ToolError(
+            f"cwd {cwd!r} is not a folder in the workspace; "
+            "create it first or leave cwd out to run in the workspace root"
+        )
+    return folder
 
 
 def truncation_marker(dropped: int) -> str:

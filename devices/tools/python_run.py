@@ -7,14 +7,16 @@ import sys
 from pydantic import Field
 
 from devices.tools.base import Tool, ToolContext
-from devices.tools.paths import workspace_root
-from devices.tools.process import ProcessLimits, ProcessResult, run_process
+from devices.tools.process import ProcessLimits, ProcessResult, run_process, working_folder
 
 
 class PythonArgs(ProcessLimits):
     """Run Python code with `python -I` (isolated: no user site, no PYTHON* variables)."""
 
     code: str = Field(min_length=1, description="the program text, run as `python -I -c code`")
+    cwd: str | None = Field(
+        default=None, description="working folder relative to the workspace; default its root"
+    )
 
 
 class PythonTool(Tool[PythonArgs, ProcessResult]):
@@ -36,7 +38,7 @@ class PythonTool(Tool[PythonArgs, ProcessResult]):
     async def run(self, args: PythonArgs, context: ToolContext) -> ProcessResult:
         return await run_process(
             [self._interpreter, "-I", "-u", "-c", args.code],  # -u: progress as it is printed
-            cwd=workspace_root(context.workspace),
+            cwd=working_folder(context, args.cwd),
             progress=context.progress,
             timeout=args.timeout,
             max_output=args.max_output,

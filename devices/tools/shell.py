@@ -5,13 +5,15 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from devices.tools.base import Tool, ToolContext
-from devices.tools.errors import ToolError
-from devices.tools.paths import confine, workspace_root
-from devices.tools.process import ProcessLimits, ProcessResult, run_process
+from devices.tools.process import ProcessLimits, ProcessResult, run_process, working_folder
 
 
 class ShellArgs(ProcessLimits):
-    """Run a command with `/bin/sh -c` in the workspace (or a folder inside it)."""
+    """Run a command with `/bin/sh -c` in the workspace (or a folder inside it).
+
+    When the device's policy lists `[shell] allowed_commands`, only a single command
+    whose program is listed may run (no `;`, `&&`, `|`, substitutions or redirections).
+    """
 
     cmd: str = Field(min_length=1, description="the shell command line")
     cwd: str | None = Field(
@@ -43,15 +45,8 @@ class ShellTool(Tool[ShellArgs, ProcessResult]):
         self._drain_grace = drain_grace
 
     async def run(self, args: ShellArgs, context: ToolContext) -> ProcessResult:
-        if args.cwd is None:
-            cwd = workspace_root(context.workspace)
-        else:
-            cwd = confine(context.workspace, args.cwd)
-            if not cwd.is_dir():
-                raise ToolError(
-                    f"cwd {args.cwd!r} is not a folder in the workspace; "
-                    "create it first or leave cwd out to run in the workspace root"
-                )
+        context.policy.shell.check(args.cmd, args.env)
+        cwd = working_folder(context, args.cwd)
         return await run_process(
             [self._shell, "-c", args.cmd],
             cwd=cwd,

@@ -44,7 +44,8 @@ async def test_describes_one_device(tmp_path: Path) -> None:
     assert device.name == "box"
     assert device.platform == platform_name()
     assert device.labels == {"gpu-less", platform_name()}
-    assert device.tools == {"fs.list", "fs.read", "fs.write", "python.run", "shell.run"}
+    assert {"fs.list", "fs.read", "fs.write", "python.run", "shell.run"} <= device.tools
+    assert {"artifact.put", "artifact.get"} <= device.tools
     assert device.max_tasks == 2
     assert device.mismatch(tool="shell.run", labels=["gpu-less"]) is None
 
@@ -96,12 +97,12 @@ async def test_invalid_arguments_fail_naming_the_field(
 async def test_unknown_tool_fails_listing_the_offer(
     dispatcher: LocalDispatcher, sink: FakeSink
 ) -> None:
-    dispatcher.assign(assignment("what", tool="http.get", url="http://x"))
+    dispatcher.assign(assignment("what", tool="mail.send", to="x"))
     result = await sink.result("what")
     assert result.status is TaskOutcome.FAILED
     assert result.error == (
-        "device 'local' has no tool 'http.get'; "
-        "it offers: fs.list, fs.read, fs.write, python.run, shell.run"
+        "device 'local' has no tool 'mail.send'; it offers: artifact.get, artifact.put, "
+        "fs.list, fs.read, fs.write, http.get, python.run, shell.run, sys.info"
     )
 
 

@@ -13,7 +13,17 @@ from devices.tools import (
     default_tools,
 )
 
-BUILT_INS = ["fs.list", "fs.read", "fs.write", "python.run", "shell.run"]
+BUILT_INS = [
+    "artifact.get",
+    "artifact.put",
+    "fs.list",
+    "fs.read",
+    "fs.write",
+    "http.get",
+    "python.run",
+    "shell.run",
+    "sys.info",
+]
 
 
 def test_default_tools_are_the_built_ins() -> None:

@@ -1,0 +1,161 @@
+"""The `sys.info` tool: what this machine is and how loaded it is (CPU, memory, disk, GPU)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import shutil
+import socket
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from devices.tools.base import Tool, ToolContext
+from devices.tools.errors import ToolError
+from devices.tools.paths import confine_in, shown, workspace_root
+
+_MB = 1024 * 1024
+
+
+class SysInfoArgs(BaseModel):
+    """Describe this device; `paths` adds the disk usage of folders it may use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    paths: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="folders (relative to the workspace, or in a policy's [fs] roots) "
+        "whose disk usage to report besides the workspace's",
+    )
+
+
+class DiskUsage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    total_mb: int
+    free_mb: int = Field(description="MiB available to this device's user")
+
+
+class SysInfoResult(BaseModel):
+    """Sizes are in MiB; a field is null where this platform cannot tell."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hostname: str
+    platform: str = Field(description="linux, macos or windows (else sys.platform)")
+    os_release: str
+    machine: str = Field(description="e.g. x86_64 or arm64")
+    python_version: str
+    cpus: int | None
+    memory_total_mb: int | None
+    memory_available_mb: int | None
+    load_average: list[float] | None = Field(description="1, 5 and 15 minutes")
+    uptime_seconds: float | None
+    disk_total_mb: int = Field(description="the workspace's file system")
+    disk_free_mb: int
+    disks: list[DiskUsage] = Field(description="the requested paths, in order")
+    gpu_free_vram_mb: int | None = Field(description="most free VRAM on one NVIDIA GPU")
+
+
+def _meminfo() -> dict[str, int]:
+    """/proc/meminfo in bytes by field name (Linux); empty elsewhere."""
+    fields: dict[str, int] = {}
+    with contextlib.suppress(OSError), open("/proc/meminfo", encoding="ascii") as file:
+        for line in file:
+            name, _, value = line.partition(":")
+            number, *unit = value.split()
+            if number.isdigit():
+                fields[name] = int(number) * (1024 if unit == ["kB"] else 1)
+    return fields
+
+
+def _memory() -> tuple[int | None, int | None]:
+    info = _meminfo()
+    total = info.get("MemTotal")
+    if total is None:
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    available = info.get("MemAvailable")
+    return (
+        total // _MB if total is not None else None,
+        available // _MB if available is not None else None,
+    )
+
+
+def _uptime() -> float | None:
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/uptime") as file:
+        return round(float(file.read().split()[0]), 1)
+    return None
+
+
+def _load_average() -> list[float] | None:
+    with contextlib.suppress(OSError, AttributeError):
+        return [round(load, 2) for load in os.getloadavg()]
+    return None
+
+
+def _gpu_free_vram() -> int | None:
+    try:
+        from agents.models.vram import read_free_vram
+    except ImportError:
+        return None
+    free = read_free_vram()
+    return free // _MB if free is not None else None
+
+
+def _platform() -> str:
+    from devices.local import platform_name  # the name the device registers with
+
+    return platform_name()
+
+
+def _disk(path: Path, name: str) -> DiskUsage:
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError as error:
+        raise ToolError(
+            f"cannot read the disk usage of {name!r}: {error.strerror or error}"
+        ) from None
+    return DiskUsage(path=name, total_mb=usage.total // _MB, free_mb=usage.free // _MB)
+
+
+def _gather(workspace: Path, folders: list[tuple[Path, str]]) -> SysInfoResult:
+    total, available = _memory()
+    own = _disk(workspace, ".")
+    return SysInfoResult(
+        hostname=socket.gethostname(),
+        platform=_platform(),
+        os_release=platform.release(),
+        machine=platform.machine(),
+        python_version=platform.python_version(),
+        cpus=os.cpu_count(),
+        memory_total_mb=total,
+        memory_available_mb=available,
+        load_average=_load_average(),
+        uptime_seconds=_uptime(),
+        disk_total_mb=own.total_mb,
+        disk_free_mb=own.free_mb,
+        disks=[_disk(path, name) for path, name in folders],
+        gpu_free_vram_mb=_gpu_free_vram(),
+    )
+
+
+class SysInfoTool(Tool[SysInfoArgs, SysInfoResult]):
+    name = "sys.info"
+    args_model = SysInfoArgs
+    result_model = SysInfoResult
+
+    async def run(self, args: SysInfoArgs, context: ToolContext) -> SysInfoResult:
+        workspace = workspace_root(context.workspace)
+        folders: list[tuple[Path, str]] = []
+        for path in args.paths:
+            target = confine_in(context, path)
+            name = shown(context.workspace, target)
+            if not target.exists():
+                raise ToolError(f"there is no {name!r} to report the disk usage of")
+            folders.append((target, name))
+        return await asyncio.to_thread(_gather, workspace, folders)
