@@ -13,17 +13,26 @@ retries them on another device within their retry budget.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from agents.artifact_store import ArtifactStore
 from agents.clock import Clock, RealClock, Timer
 from agents.dispatch import TaskSink
 from devices.registry import DeviceInfo
+from protocol.artifact_stream import send_artifact
+from protocol.artifacts import ArtifactError, ArtifactReceiver
 from protocol.auth import DeviceKey
-from protocol.messages import ProtocolViolation
+from protocol.messages import ErrorCode, ProtocolViolation
 from protocol.session import (
+    ApprovalRequested,
+    ArtifactChunk,
+    ArtifactFinished,
+    ArtifactOffered,
+    ArtifactRequested,
     DeviceAuthenticated,
     PeerError,
     ProgressReceived,
@@ -70,6 +79,22 @@ class _Device:
     connected: bool = True
     liveness: Timer | None = None
     grace: Timer | None = None
+    state: str = "online"  # "online" or "busy" (every slot taken) while connected
+
+
+@dataclass(frozen=True)
+class PendingApproval:
+    """A tool call that waits for a person: which device asked, about what."""
+
+    device: str
+    request: ApprovalRequested
+
+
+class UnknownApproval(LookupError):
+    def __init__(self, request: str, pending: list[str]) -> None:
+        listing = ", ".join(pending) or "none"
+        super().__init__(f"no pending approval {request!r}; pending: {listing}")
+        self.request = request
 
 
 class AipDispatcher:
@@ -83,8 +108,14 @@ class AipDispatcher:
         clock: Clock | None = None,
         config: ServerConfig | None = None,
         observe: DeviceStateObserver | None = None,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
         self.keys = keys
+        self.artifacts = artifacts
+        self._receivers: dict[ServerSession, ArtifactReceiver] = {}
+        self.approvals: dict[str, PendingApproval] = {}  # request id -> what waits
+        self.on_approval: Callable[[PendingApproval], None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
         self.observe = observe
         self.ledger = ledger
         self.clock: Clock = clock or RealClock()
@@ -110,6 +141,7 @@ class AipDispatcher:
             return
         key = assignment.key
         self._assigned.setdefault(device.name, {})[key] = assignment
+        self._update_state(device.name)
         try:
             device.session.assign(assignment)
         except ProtocolViolation as exc:
@@ -121,6 +153,7 @@ class AipDispatcher:
     def cancel(self, assignment: TaskAssignment, reason: str) -> None:
         key = assignment.key
         self._assigned.get(assignment.device, {}).pop(key, None)
+        self._update_state(assignment.device)
         device = self._devices.get(assignment.device)
         if device is not None and device.connected:
             device.session.cancel(ref_of(assignment), reason)
@@ -145,6 +178,9 @@ class AipDispatcher:
             await driver.run()
         finally:
             deadline.cancel()
+            receiver = self._receivers.pop(session, None)
+            if receiver is not None and self.artifacts is not None:
+                self.artifacts.discard(receiver)
 
     def _handshake_overdue(
         self, session: ServerSession, driver: SessionDriver, patience: float
@@ -179,6 +215,16 @@ class AipDispatcher:
                 log.info("device %s reported %s: %s", session.device, event.code, event.message)
             elif isinstance(event, SessionClosed) and device is not None:
                 self._disconnected(device, event)
+            elif isinstance(event, ArtifactOffered | ArtifactChunk | ArtifactFinished):
+                self._upload(session, event)
+            elif isinstance(event, ArtifactRequested):
+                self._fetch(session, driver, event)
+            elif isinstance(event, ApprovalRequested) and session.device is not None:
+                pending = PendingApproval(session.device, event)
+                self.approvals[event.request] = pending
+                log.info("device %s asks approval for %s", session.device, event.summary)
+                if self.on_approval is not None:
+                    self.on_approval(pending)
 
     def _authenticated(
         self, session: ServerSession, driver: SessionDriver, event: DeviceAuthenticated
@@ -196,6 +242,7 @@ class AipDispatcher:
             labels=frozenset(hello.labels),
             tools=frozenset(tool.name for tool in hello.tools),
             gpu=hello.resources.gpu,
+            vram_free_mb=hello.resources.vram_free_mb,
             max_tasks=min(hello.max_tasks, self.config.max_in_flight),
         )
         device = _Device(name=hello.device, session=session, driver=driver, info=info)
@@ -218,6 +265,7 @@ class AipDispatcher:
         is_new = self.ledger.record(result, device_name)
         session.ack_result(result, event.message_id)
         self._assigned.get(device_name, {}).pop(result.key, None)
+        self._update_state(device_name)
         if is_new and self._sink is not None:
             self._sink.on_result(result)
         elif not is_new:
@@ -244,6 +292,80 @@ class AipDispatcher:
             self._schedule_liveness(device)
             return
         self._flush(device)  # delivers SessionClosed(lost=True) and closes the socket
+
+    # ---------------------------------------------------------------- approvals
+
+    def decide(self, request: str, approved: bool, *, by: str = "", reason: str = "") -> None:
+        """Answer a pending approval; `UnknownApproval` if there is none with that id."""
+        pending = self.approvals.pop(request, None)
+        if pending is None:
+            raise UnknownApproval(request, list(self.approvals))
+        device = self._devices.get(pending.device)
+        if device is None or not device.connected:
+            log.info("approval %s decided, but device %s is gone", request, pending.device)
+            return
+        device.session.decide(request, approved, by=by, reason=reason)
+        self._flush(device)
+
+    # ---------------------------------------------------------------- artifacts
+
+    def _upload(
+        self, session: ServerSession, event: ArtifactOffered | ArtifactChunk | ArtifactFinished
+    ) -> None:
+        """A device's `artifact.put`: receive, verify, keep by hash, ack the done."""
+        if self.artifacts is None:
+            if isinstance(event, ArtifactOffered):
+                session.refuse(
+                    ErrorCode.ARTIFACT,
+                    "this orchestrator keeps no artifacts (start it with a data dir)",
+                    ref=event.offer.id,
+                )
+            return
+        receiver = self._receivers.get(session)
+        if receiver is None:
+            receiver = self._receivers[session] = self.artifacts.receiver()
+        ref: str | None = None
+        try:
+            if isinstance(event, ArtifactOffered):
+                ref = event.offer.id
+                receiver.on_offer(event.offer)
+            elif isinstance(event, ArtifactChunk):
+                receiver.on_chunk(event.data)
+            else:
+                ref = event.done.id
+                body = event.done.body
+                offer = receiver.offer_of(body.transfer) if body.ok else None
+                path = receiver.on_done(event.done)
+                if offer is not None:
+                    self.artifacts.keep(path, offer.sha256, offer.name)
+                    session.ack(event.done.id)
+        except ArtifactError as exc:
+            log.info("device %s: artifact refused: %s", session.device, exc.message)
+            session.refuse(ErrorCode.ARTIFACT, exc.message, ref=ref)
+
+    def _fetch(
+        self, session: ServerSession, driver: SessionDriver, event: ArtifactRequested
+    ) -> None:
+        """A device's `artifact.get`: stream the stored file back, or say it is unknown."""
+        found = self.artifacts.find(event.artifact) if self.artifacts is not None else None
+        if found is None:
+            session.refuse(
+                ErrorCode.ARTIFACT,
+                f"no artifact {event.artifact} is stored here; upload it with artifact.put",
+                ref=event.message_id,
+            )
+            return
+        path, name = found
+
+        async def stream() -> None:
+            try:
+                await send_artifact(session, driver, path, name, transfer=event.transfer)
+            except (ArtifactError, ProtocolViolation) as exc:
+                log.info("sending artifact %s to %s failed: %s", name, session.device, exc)
+
+        task = asyncio.get_running_loop().create_task(stream(), name=f"artifact {name}")
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     def _disconnected(self, device: _Device, event: SessionClosed) -> None:
         if self._devices.get(device.name) is not device:
@@ -278,6 +400,17 @@ class AipDispatcher:
         for timer in (device.liveness, device.grace):
             if timer is not None:
                 timer.cancel()
+
+    def _update_state(self, name: str) -> None:
+        """Record "busy" when a device's slots are all taken, "online" when one frees."""
+        device = self._devices.get(name)
+        if device is None or not device.connected:
+            return
+        taken = len(self._assigned.get(name, {}))
+        state = "busy" if taken >= device.info.max_tasks else "online"
+        if state != device.state:
+            device.state = state
+            self._observe(name, state, sorted(device.info.labels))
 
     def _observe(self, device: str, state: str, labels: list[str]) -> None:
         if self.observe is not None:

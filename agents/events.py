@@ -102,6 +102,29 @@ class ConstellationFinished(Event):
     failed_star: str | None = None
 
 
+@dataclass(slots=True, kw_only=True)
+class ApprovalNeeded(Event):
+    """A device waits for a person to allow one tool call of a star."""
+
+    type: Literal["approval.needed"] = "approval.needed"
+    star_id: str
+    attempt: int
+    device: str
+    request: str
+    tool: str
+    summary: str
+
+
+@dataclass(slots=True, kw_only=True)
+class ApprovalGiven(Event):
+    type: Literal["approval.given"] = "approval.given"
+    star_id: str
+    request: str
+    approved: bool
+    by: str = ""
+    reason: str = ""
+
+
 AnyEvent = (
     ConstellationSubmitted
     | StarReady
@@ -112,6 +135,8 @@ AnyEvent = (
     | StaleResultIgnored
     | EditApplied
     | ConstellationFinished
+    | ApprovalNeeded
+    | ApprovalGiven
 )
 
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)

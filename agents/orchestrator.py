@@ -667,6 +667,7 @@ def _mismatch(device: DeviceInfo, tool: str, selector: DeviceSelector | None) ->
         labels=selector.labels,
         platform=selector.platform,
         gpu=selector.gpu,
+        min_vram_mb=selector.min_vram_mb,
     )
 
 

@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
 
     from agents.constellation import Constellation
+    from agents.events import Listener
     from memory import Store
 
 EXIT_OK = 0
@@ -52,12 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="run the bundled sample plans",
-        description="Start an embedded orchestrator with this machine as the device and run "
-        "the sample plans that are meant to succeed. The desktop window is not built yet, so "
-        "the demo always runs headless.",
+        help="run the fleet sample plans on three local device processes",
+        description="Start an orchestrator and three `orrery device` processes on this machine "
+        "(atlas: reports, borealis: build, cygnus: storage; data under "
+        "DATA_DIR/fleet-devices), run resources/plans/fleet/*.yaml on them, stop them. The "
+        "desktop window is not built yet, so the demo always runs headless.",
     )
     demo.add_argument("--headless", action="store_true", help="no window (currently always)")
+    demo.add_argument("--wait", type=float, default=60.0, metavar="S", help="device start limit")
     _add_run_options(demo)
 
     serve = commands.add_parser(
@@ -70,6 +75,32 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
     serve.add_argument("--tls-cert", metavar="PEM", help="certificate chain, for wss://")
     serve.add_argument("--tls-key", metavar="PEM", help="private key, for wss://")
+    serve.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="PLAN",
+        help="run this plan file on the connected devices, then exit (repeatable)",
+    )
+    serve.add_argument(
+        "--devices", type=int, default=1, metavar="N", help="with --run: wait for N devices"
+    )
+    serve.add_argument(
+        "--wait", type=float, default=60.0, metavar="S", help="with --run: wait at most S s"
+    )
+    serve.add_argument(
+        "--heartbeat",
+        type=float,
+        metavar="S",
+        help="seconds between device heartbeats (3 missed = lost; default 5)",
+    )
+    serve.add_argument("--json", action="store_true", help="with --run: JSON events per line")
+    serve.add_argument(
+        "--approve-all",
+        action="store_true",
+        help="with --run: allow every tool call a device's policy wants approved "
+        "(otherwise such calls are refused)",
+    )
 
     device = commands.add_parser(
         "device",
@@ -84,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--max-tasks", type=int, default=4, metavar="K", help="stars at once")
     device.add_argument("--workspace", metavar="DIR", help="folder its tools work in")
     device.add_argument("--tls-ca", metavar="PEM", help="CA certificate to trust for wss://")
+    device.add_argument(
+        "--policy",
+        metavar="TOML",
+        help="what this device allows (default: DATA_DIR/device.toml; without one, tools "
+        "stay inside the workspace and http.get fetches nothing); see docs/devices.md",
+    )
 
     devices = commands.add_parser("devices", help="enrol and list devices")
     devices_commands = devices.add_subparsers(dest="devices_command", required=True)
@@ -148,15 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.command == "run":
         return _run_command(options, [Path(options.plan)])
     if options.command == "demo":
-        from app.resources import sample_plans
-
-        plans = [p for p in sample_plans() if p.stem in DEMO_PLANS]
-        return _run_command(options, plans)
+        return _demo_command(options)
     parser.error(f"unknown command {options.command!r}")
     return EXIT_BAD_INPUT  # pragma: no cover  (parser.error exits)
 
 
-DEMO_PLANS = ("parallel-report", "conditional-alert")
 STORE_FILE = "orrery.db"
 
 
@@ -200,20 +233,30 @@ def _devices_command(options: argparse.Namespace) -> int:
 
 
 def _serve_command(options: argparse.Namespace) -> int:
+    from app.config import data_dir
+    from app.fleet_cli import load_plans, run_on_fleet, server_config
     from app.serve import serve
 
     if bool(options.tls_cert) != bool(options.tls_key):
         print("orrery: error: --tls-cert and --tls-key go together", file=sys.stderr)
         return EXIT_BAD_INPUT
+    plans = load_plans([Path(p) for p in options.run])
+    if plans is None:
+        return EXIT_BAD_INPUT
     store = _open_store(options)
     if store is None:
         return EXIT_BAD_INPUT
+    data = data_dir(options.data_dir)
     with store:
+        if plans:
+            return run_on_fleet(options, store, data, plans, devices=options.devices)
         asyncio.run(
             serve(
                 store,
+                data,
                 host=options.host,
                 port=options.port,
+                config=server_config(options),
                 tls_cert=Path(options.tls_cert) if options.tls_cert else None,
                 tls_key=Path(options.tls_key) if options.tls_key else None,
             )
@@ -221,11 +264,39 @@ def _serve_command(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _demo_command(options: argparse.Namespace) -> int:
+    from app.config import data_dir
+    from app.fleet_cli import DEMO_DEVICES, demo_plans, load_plans, run_on_fleet
+
+    plans = load_plans(demo_plans())
+    if plans is None:
+        return EXIT_BAD_INPUT
+    store = _open_store(options)
+    if store is None:
+        return EXIT_BAD_INPUT
+    with store:
+        return run_on_fleet(
+            options,
+            store,
+            data_dir(options.data_dir),
+            plans,
+            devices=len(DEMO_DEVICES),
+            spawn=DEMO_DEVICES,
+        )
+
+
 def _device_command(options: argparse.Namespace) -> int:
     from app.config import data_dir
-    from app.device_run import run_device
+    from app.device_run import load_policy, run_device
     from devices.agent import DeviceRefused
+    from devices.policy import PolicyError
 
+    data = data_dir(options.data_dir)
+    try:
+        policy = load_policy(data, Path(options.policy) if options.policy else None)
+    except PolicyError as exc:
+        print(f"orrery: error: {exc.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         asyncio.run(
             run_device(
@@ -237,8 +308,12 @@ def _device_command(options: argparse.Namespace) -> int:
                 max_tasks=options.max_tasks,
                 workspace=Path(options.workspace) if options.workspace else None,
                 tls_ca=Path(options.tls_ca) if options.tls_ca else None,
+                policy=policy,
             )
         )
+    except PolicyError as exc:  # the file names a tool this device does not have
+        print(f"orrery: error: {exc.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except DeviceRefused as exc:
         print(f"orrery: device refused: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -312,11 +387,35 @@ def _run_one(
     err: Console,
     store: Store,
 ) -> int:
+    from app.local_run import run_locally
+
+    def execute(listeners: list[Listener]) -> Constellation:
+        return asyncio.run(
+            run_locally(
+                constellation,
+                workspace=workspace,
+                listeners=listeners,
+                max_tasks=options.max_tasks,
+                store=store,
+            )
+        )
+
+    return run_and_report(constellation, options, err, execute, where=f"workspace {workspace}")
+
+
+def run_and_report(
+    constellation: Constellation,
+    options: argparse.Namespace,
+    err: Console,
+    execute: Callable[[list[Listener]], Constellation],
+    *,
+    where: str,
+) -> int:
+    """Run with a live display (or JSON lines), print the summary; the exit code."""
     from rich.console import Console
 
     from agents.constellation import ConstellationStatus
-    from agents.events import ConstellationFinished, Event, Listener
-    from app.local_run import run_locally
+    from agents.events import ConstellationFinished, Event
     from app.progress import JsonLines, LiveProgress, summary_table
 
     outcome: list[ConstellationFinished] = []
@@ -325,27 +424,13 @@ def _run_one(
         if isinstance(event, ConstellationFinished):
             outcome.append(event)
 
-    def run(display: Listener) -> Constellation:
-        return asyncio.run(
-            run_locally(
-                constellation,
-                workspace=workspace,
-                listeners=[display, remember_outcome],
-                max_tasks=options.max_tasks,
-                store=store,
-            )
-        )
-
     if options.json:
-        final = run(JsonLines())
+        final = execute([JsonLines(), remember_outcome])
     else:
         out = Console(highlight=False)
-        out.print(
-            f"[bold]{constellation.name}[/]: {len(constellation.stars)} stars, "
-            f"workspace {workspace}"
-        )
+        out.print(f"[bold]{constellation.name}[/]: {len(constellation.stars)} stars, {where}")
         with LiveProgress(out) as progress:
-            final = run(progress)
+            final = execute([progress, remember_outcome])
         out.print(summary_table(final))
     if final.status is ConstellationStatus.SUCCEEDED:
         if not options.json:

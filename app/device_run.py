@@ -7,8 +7,38 @@ import contextlib
 import signal
 from pathlib import Path
 
+from agents.models.manager import LazyModelManager, ModelManager
 from devices.agent import DeviceAgent
+from devices.policy import DevicePolicy
+from devices.tools import device_tools
 from protocol.transport import client_ssl_context
+
+POLICY_FILE = "device.toml"
+
+
+def load_policy(data_dir: Path, explicit: Path | None) -> DevicePolicy:
+    """`--policy FILE`, else `DATA_DIR/device.toml` if there is one, else the safe default.
+    Raises `PolicyError` naming the file and the key at fault."""
+    if explicit is not None:
+        return DevicePolicy.load(explicit)
+    default = data_dir / POLICY_FILE
+    return DevicePolicy.load(default) if default.is_file() else DevicePolicy()
+
+
+def device_models(data_dir: Path) -> LazyModelManager:
+    """The models agent.do uses, found on first use (`[models]` in DATA_DIR/orrery.toml)."""
+
+    def make() -> ModelManager:
+        from agents.models.registry import ModelRegistry
+        from app.settings import load_model_config
+
+        config = load_model_config(data_dir)
+        registry = ModelRegistry.discover(
+            data_dir=data_dir, paths=config.paths, default_name=config.default
+        )
+        return ModelManager(registry, config)
+
+    return LazyModelManager(make)
 
 
 async def run_device(
@@ -21,9 +51,12 @@ async def run_device(
     max_tasks: int,
     workspace: Path | None = None,
     tls_ca: Path | None = None,
+    policy: DevicePolicy | None = None,
 ) -> None:
     """Connect (and reconnect) until SIGINT/SIGTERM; raises `DeviceRefused` if refused."""
+    policy = policy or DevicePolicy()
     ssl = client_ssl_context(tls_ca) if server.startswith("wss") else None
+    models = device_models(data_dir)
     agent = DeviceAgent(
         server,
         name,
@@ -33,10 +66,15 @@ async def run_device(
         labels=labels,
         max_tasks=max_tasks,
         ssl=ssl,
+        tools=device_tools(policy, models),
+        needs_approval=policy.approval_rule if policy.approval.required else None,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    await agent.run(stop)
+    try:
+        await agent.run(stop)
+    finally:
+        await models.close()

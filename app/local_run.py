@@ -11,11 +11,26 @@ from pathlib import Path
 
 from agents.constellation import Constellation
 from agents.events import EventStream, Listener
-from agents.orchestrator import Orchestrator
+from agents.orchestrator import Orchestrator, RunHandle
 from devices.local import LocalDispatcher
 from memory import Store
 
 log = logging.getLogger("orrery.run")
+
+
+async def wait_cancelling_on_signals(handle: RunHandle) -> Constellation:
+    """Wait for a submitted constellation; SIGINT/SIGTERM meanwhile cancel it cleanly."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, handle.cancel, f"interrupted by signal {signum}")
+            installed.append(signum)
+    try:
+        return await handle.wait()
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
 
 
 def local_dispatcher(workspace: Path, *, max_tasks: int = 4) -> LocalDispatcher:
@@ -52,18 +67,9 @@ async def run_locally(
 
         recorder = RunRecorder(store, orchestrator.constellation)
         events.listen(recorder)
-    loop = asyncio.get_running_loop()
-    handle = orchestrator.submit(constellation)
-    installed = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, handle.cancel, f"interrupted by signal {signum}")
-            installed.append(signum)
     try:
-        return await handle.wait()
+        return await wait_cancelling_on_signals(orchestrator.submit(constellation))
     finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
         await dispatcher.aclose()
         if recorder is not None:
             recorder.flush()

@@ -22,6 +22,8 @@ from rich.table import Table
 
 from agents.constellation import Constellation, StarStatus
 from agents.events import (
+    ApprovalGiven,
+    ApprovalNeeded,
     AttemptFailed,
     ConstellationSubmitted,
     EditApplied,
@@ -98,6 +100,15 @@ class LiveProgress:
                 self._progress.advance(self._task)
         elif isinstance(event, EditApplied):
             self.console.print(f"  [magenta]edit[/]   version {event.version}: {event.rationale}")
+        elif isinstance(event, ApprovalNeeded):
+            self.console.print(
+                f"  [yellow]approve?[/] {event.star_id} on {event.device}: {event.summary} "
+                f"(request {event.request})",
+                highlight=False,
+            )
+        elif isinstance(event, ApprovalGiven):
+            verdict = "[green]approved[/]" if event.approved else "[red]refused[/]"
+            self.console.print(f"  {verdict} {event.star_id}: {event.reason}", highlight=False)
 
 
 def summary_table(constellation: Constellation) -> Table:

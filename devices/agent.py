@@ -14,13 +14,15 @@ import logging
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from ssl import SSLContext
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from devices.artifact_channel import ArtifactChannel
 from devices.backoff import Backoff
 from devices.local import LocalDispatcher, platform_name
 from devices.outbox import Outbox, OutboxError
@@ -36,6 +38,7 @@ from protocol.messages import (
     ToolDescription,
 )
 from protocol.session import (
+    ApprovalDecided,
     AssignmentReceived,
     CancelRequested,
     DeviceSession,
@@ -52,6 +55,8 @@ from protocol.transport import ConnectFailed, Connection, SessionDriver, aip_url
 log = logging.getLogger("orrery.device")
 
 TaskKey = tuple[str, str, int]
+ApprovalRule = Callable[[str, BaseModel], str | None]
+"""(tool name, parsed args) -> a summary when the call needs a person's approval."""
 
 REFUSALS = frozenset({ErrorCode.BAD_PROOF, ErrorCode.UNKNOWN_DEVICE, ErrorCode.UNSUPPORTED_VERSION})
 """Handshake errors that retrying cannot fix: the agent stops and raises `DeviceRefused`."""
@@ -124,6 +129,19 @@ def cpu_percent(cpus: int) -> float:
     return max(0.0, 100.0 * load / max(1, cpus))
 
 
+def _resources(cpus: int) -> Resources:
+    """CPUs, memory and, with an NVIDIA GPU (NVML), its free memory."""
+    from agents.models.vram import read_free_vram
+
+    free = read_free_vram()
+    return Resources(
+        cpus=cpus,
+        memory_mb=memory_mb(),
+        gpu=free is not None,
+        vram_free_mb=(free or 0) // (1024 * 1024),
+    )
+
+
 def describe_tools(tools: ToolRegistry) -> list[ToolDescription]:
     """The `hello` description of every tool: name, a one-line summary and the JSON schema."""
     described = []
@@ -169,6 +187,58 @@ class _ResultSink:
         self._agent._store_and_forward(result)
 
 
+async def _poll_until(condition: Callable[[], bool], deadline: float) -> None:
+    """Wait until `condition()` holds or the loop clock passes `deadline` (state changed by
+    session callbacks and tool tasks, which signal nothing, so it is polled)."""
+    loop = asyncio.get_running_loop()
+    while not condition() and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+
+
+class _RemoteApprovals:
+    """The device's `ApprovalGate`: asks the orchestrator (and through it a person)."""
+
+    def __init__(self, agent: DeviceAgent, needs: ApprovalRule) -> None:
+        self._agent = agent
+        self._needs = needs
+        self.pending: dict[str, asyncio.Future[tuple[bool, str]]] = {}
+
+    def needed(self, tool: str, args: BaseModel) -> str | None:
+        return self._needs(tool, args)
+
+    async def ask(self, assignment: TaskAssignment, tool: str, summary: str) -> tuple[bool, str]:
+        live = self._agent._live()
+        if live is None:
+            return False, "the device is not connected to an orchestrator to ask"
+        session, driver = live
+        request = uuid.uuid4().hex
+        waiter: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
+        self.pending[request] = waiter
+        try:
+            task = TaskRef(
+                constellation_id=assignment.constellation_id,
+                star_id=assignment.star_id,
+                attempt=assignment.attempt,
+            )
+            session.request_approval(task, request, tool, summary)
+            driver.flush()
+            log.info("device %s: %s waits for approval: %s", self._agent.name, tool, summary)
+            return await waiter
+        finally:
+            self.pending.pop(request, None)
+
+    def on_event(self, event: SessionEvent) -> None:
+        if isinstance(event, ApprovalDecided):
+            waiter = self.pending.get(event.request)
+            if waiter is not None and not waiter.done():
+                who = f" by {event.by}" if event.by else ""
+                waiter.set_result((event.approved, f"{event.reason}{who}".strip()))
+        elif isinstance(event, SessionClosed):
+            for waiter in self.pending.values():
+                if not waiter.done():
+                    waiter.set_result((False, "the connection was lost while waiting"))
+
+
 # ------------------------------------------------------------------ the agent
 
 
@@ -199,7 +269,10 @@ class DeviceAgent:
         tools: ToolRegistry | None = None,
         open_timeout: float = 10.0,
         on_event: Callable[[SessionEvent], None] | None = None,
+        needs_approval: ApprovalRule | None = None,
+        shutdown_grace: float = 10.0,
     ) -> None:
+        self.shutdown_grace = shutdown_grace
         self.url = aip_url(server_url)  # a bad URL fails here, not in the retry loop
         self.name = name
         self._token = token
@@ -218,6 +291,8 @@ class DeviceAgent:
         self._link: _Link | None = None
         self._outbox: Outbox | None = None
         self._dispatcher: LocalDispatcher | None = None
+        self.artifacts = ArtifactChannel(self._live, self.data_dir / "incoming-artifacts")
+        self._approvals = _RemoteApprovals(self, needs_approval) if needs_approval else None
         self._hello_body(ResumeState())  # validates name, labels and max_tasks now
 
     @property
@@ -257,6 +332,8 @@ class DeviceAgent:
             max_tasks=self.max_tasks,
             labels=self.labels,
             tools=self._tools,
+            artifacts=self.artifacts,
+            approvals=self._approvals,
         )
         self._dispatcher.attach(_ResultSink(self))
         log.info("device %s: serving %s (workspace %s)", self.name, self.url, self.workspace)
@@ -292,6 +369,7 @@ class DeviceAgent:
         try:
             await asyncio.wait({driving, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not driving.done():
+                await self._hand_back(link, driving)
                 link.session.close("device stopping")
                 link.driver.flush()
             await driving
@@ -308,6 +386,32 @@ class DeviceAgent:
         if link.refusal is not None:
             raise link.refusal
         return link.welcomed
+
+    async def _hand_back(self, link: _Link, driving: asyncio.Task[None]) -> None:
+        """Before saying goodbye: let running stars finish for up to `shutdown_grace` s,
+        report the rest as failed (so the orchestrator runs them elsewhere), and wait a
+        moment for the acknowledgements, so nothing is left behind."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.shutdown_grace
+        if self._running:
+            log.info(
+                "device %s: stopping; %d star(s) get up to %gs to finish",
+                self.name,
+                len(self._running),
+                self.shutdown_grace,
+            )
+        await _poll_until(lambda: not self._running or driving.done(), deadline)
+        for assignment in list(self._running.values()):
+            assert self._dispatcher is not None
+            self._dispatcher.cancel(assignment, "device shutting down")
+            self._store_and_forward(
+                TaskResult.failure(
+                    assignment,
+                    f"device {self.name!r} shut down before the star finished; "
+                    "it can run on another device",
+                )
+            )
+        await _poll_until(lambda: not link.sent_results or driving.done(), loop.time() + 2.0)
 
     async def _dial(self, stop: asyncio.Event) -> Connection | None:
         """A new connection, or None if it failed (logged) or `stop` was set first."""
@@ -364,15 +468,24 @@ class DeviceAgent:
             platform=platform_name(),
             labels=self.labels,
             tools=describe_tools(self._tools),
-            resources=Resources(cpus=self._cpus, memory_mb=memory_mb()),
+            resources=_resources(self._cpus),
             max_tasks=self.max_tasks,
             resume=resume,
         )
 
     # -- session events
 
+    def _live(self) -> tuple[DeviceSession, SessionDriver] | None:
+        link = self._link
+        if link is None or not link.welcomed or not link.active:
+            return None
+        return link.session, link.driver
+
     def _handle(self, link: _Link, events: list[SessionEvent]) -> None:
         for event in events:
+            self.artifacts.on_event(event)
+            if self._approvals is not None:
+                self._approvals.on_event(event)
             if isinstance(event, Welcomed):
                 self._welcomed(link, event)
             elif isinstance(event, AssignmentReceived):

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from pydantic import BaseModel
+
 from devices.registry import DeviceInfo
 from devices.tools import ToolContext, ToolError, ToolFailed, ToolRegistry, default_tools
 from devices.tools.errors import UnknownToolName
@@ -20,6 +22,18 @@ log = logging.getLogger(__name__)
 _PROGRESS_CHARS = 16_384  # TaskProgress.message's limit
 
 AttemptKey = tuple[str, str, int]
+
+
+class ApprovalGate(Protocol):
+    """Asks a person before risky tool calls (a device's policy says which)."""
+
+    def needed(self, tool: str, args: BaseModel) -> str | None:
+        """A one-line summary of the call when it needs approval, else None."""
+        ...
+
+    async def ask(self, assignment: TaskAssignment, tool: str, summary: str) -> tuple[bool, str]:
+        """(approved, why): waits for the decision."""
+        ...
 
 
 class _Sink(Protocol):
@@ -70,8 +84,12 @@ class LocalDispatcher:
         max_tasks: int = 4,
         labels: Iterable[str] = (),
         tools: ToolRegistry | None = None,
+        artifacts: object = None,
+        approvals: ApprovalGate | None = None,
     ) -> None:
+        self._approvals = approvals
         self._workspace = Path(workspace)
+        self._artifacts = artifacts  # an ArtifactChannel on a device with an orchestrator
         self._workspace.mkdir(parents=True, exist_ok=True)
         self._tools = tools if tools is not None else default_tools()
         platform = platform_name()
@@ -178,11 +196,19 @@ class LocalDispatcher:
         context = ToolContext(
             workspace=self._workspace,
             progress=lambda message, stream: self._progress(assignment, message, stream),
+            artifacts=self._artifacts,
         )
         deadline = asyncio.timeout(assignment.timeout)
         try:
             args = tool.parse_args(assignment.args)
             async with deadline:
+                summary = self._approvals.needed(tool.name, args) if self._approvals else None
+                if summary is not None and self._approvals is not None:
+                    context.progress(f"waiting for approval: {summary}", None)
+                    approved, why = await self._approvals.ask(assignment, tool.name, summary)
+                    if not approved:
+                        raise ToolFailed(f"{tool.name} was not approved: {why or 'refused'}")
+                    context.progress(f"approved: {why}" if why else "approved", None)
                 output = await tool.run(args, context)
         except ToolFailed as error:
             log.info("%s failed: %s", _attempt(assignment), error.message)

@@ -17,6 +17,7 @@ class DeviceInfo(BaseModel):
     labels: frozenset[str] = frozenset()
     tools: frozenset[str] = frozenset()
     gpu: bool = False
+    vram_free_mb: int = Field(default=0, ge=0)
     max_tasks: int = Field(default=4, ge=1, le=1024)
 
     def mismatch(
@@ -27,6 +28,7 @@ class DeviceInfo(BaseModel):
         labels: Iterable[str] = (),
         platform: str | None = None,
         gpu: bool | None = None,
+        min_vram_mb: int | None = None,
     ) -> str | None:
         """Why this device cannot run such a star, or None when it can."""
         if name is not None and name != self.name:
@@ -40,4 +42,6 @@ class DeviceInfo(BaseModel):
             return f"runs {self.platform}, not {platform}"
         if gpu and not self.gpu:
             return "has no GPU"
+        if min_vram_mb and self.vram_free_mb < min_vram_mb:
+            return f"has {self.vram_free_mb} MB of free VRAM, not {min_vram_mb}"
         return None

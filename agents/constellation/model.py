@@ -121,6 +121,7 @@ class DeviceSelector(BaseModel):
     labels: tuple[str, ...] = ()
     platform: str | None = None
     gpu: bool | None = None
+    min_vram_mb: int | None = Field(default=None, ge=1, description="free GPU memory needed")
 
     @model_validator(mode="before")
     @classmethod
@@ -132,7 +133,13 @@ class DeviceSelector(BaseModel):
 
     @property
     def is_any(self) -> bool:
-        return self.name is None and not self.labels and self.platform is None and not self.gpu
+        return (
+            self.name is None
+            and not self.labels
+            and self.platform is None
+            and not self.gpu
+            and not self.min_vram_mb
+        )
 
 
 class StarSpec(BaseModel):

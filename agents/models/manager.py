@@ -173,3 +173,23 @@ def _llama_supports_gpu() -> bool:
     except ImportError:
         return False
     return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+class LazyModelManager:
+    """A `ModelManager` made on first use: finding models reads GGUF files (seconds), which
+    a device agent should not pay at start when it may never run agent.do."""
+
+    def __init__(self, make: Callable[[], ModelManager]) -> None:
+        self._make = make
+        self._manager: ModelManager | None = None
+        self._lock = asyncio.Lock()
+
+    async def backend(self, role: str) -> LlamaBackend:
+        async with self._lock:
+            if self._manager is None:
+                self._manager = await asyncio.to_thread(self._make)
+        return await self._manager.backend(role)
+
+    async def close(self) -> None:
+        if self._manager is not None:
+            await self._manager.close()

@@ -2,42 +2,94 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from devices.tools.base import Tool, ToolContext, ToolRegistry
 from devices.tools.errors import (
+    CommandNotAllowed,
     InvalidToolArgs,
     PathOutsideWorkspace,
+    ToolDisabled,
     ToolError,
     ToolFailed,
     ToolTimedOut,
     UnknownToolName,
+    UrlNotAllowed,
 )
 from devices.tools.fs_list import FsListTool
 from devices.tools.fs_read import FsReadTool
 from devices.tools.fs_write import FsWriteTool
+from devices.tools.http_get import HttpGetTool
 from devices.tools.process import ProcessResult
 from devices.tools.python_run import PythonTool
 from devices.tools.shell import ShellTool
+from devices.tools.sys_info import SysInfoTool
+
+if TYPE_CHECKING:
+    from agents.models.manager import LazyModelManager, ModelManager
+    from devices.policy import DevicePolicy
 
 __all__ = [
+    "CommandNotAllowed",
     "FsListTool",
     "FsReadTool",
     "FsWriteTool",
+    "HttpGetTool",
     "InvalidToolArgs",
     "PathOutsideWorkspace",
     "ProcessResult",
     "PythonTool",
     "ShellTool",
+    "SysInfoTool",
     "Tool",
     "ToolContext",
+    "ToolDisabled",
     "ToolError",
     "ToolFailed",
     "ToolRegistry",
     "ToolTimedOut",
     "UnknownToolName",
+    "UrlNotAllowed",
     "default_tools",
+    "device_tools",
 ]
 
 
 def default_tools() -> ToolRegistry:
-    """A fresh registry of the built-ins: shell.run, python.run, fs.read, fs.write, fs.list."""
-    return ToolRegistry([ShellTool(), PythonTool(), FsReadTool(), FsWriteTool(), FsListTool()])
+    """A fresh registry of the built-ins: shell.run, python.run, fs.read, fs.write, fs.list,
+    artifact.put, artifact.get, http.get, sys.info (`device_tools` adds agent.do)."""
+    from devices.tools.artifacts import ArtifactGetTool, ArtifactPutTool
+
+    registry = ToolRegistry(
+        [
+            ShellTool(),
+            PythonTool(),
+            FsReadTool(),
+            FsWriteTool(),
+            FsListTool(),
+            ArtifactPutTool(),
+            ArtifactGetTool(),
+            HttpGetTool(),
+            SysInfoTool(),
+        ]
+    )
+    return registry
+
+
+def device_tools(
+    policy: DevicePolicy, models: ModelManager | LazyModelManager | None = None
+) -> ToolRegistry:
+    """What `orrery device` offers: the built-ins under `policy`, and, given a model
+    manager, `agent.do` (its "device" model loads on first use). agent.do acts only with
+    enabled tools that need no approval: its calls do not pass through the approval gate."""
+    tools = policy.apply(default_tools())
+    if models is not None:
+        from devices.tools.agent_do import AgentDoTool
+
+        def unattended() -> ToolRegistry:
+            return ToolRegistry(
+                [tools.get(name) for name in tools.names() if not policy.needs_approval(name, {})]
+            )
+
+        tools.register(AgentDoTool(unattended, lambda: models.backend("device")))
+    return tools

@@ -430,7 +430,7 @@ def _alive(pid: int) -> bool:
     try:  # a zombie waiting to be reaped counts as gone
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().split()[2] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # it vanished while we looked
         return False
 
 

@@ -1,0 +1,108 @@
+"""`artifact.put` and `artifact.get`: move files between devices through the orchestrator.
+
+`artifact.put` uploads a workspace file; the orchestrator verifies and keeps it by its
+sha256, which the star's output carries (`artifact`). A later star on another device runs
+`artifact.get` with that hash (usually `${put.output.artifact}`) and a destination path;
+the file arrives chunked, and is checked against the hash before it appears.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from devices.tools.base import Tool, ToolContext
+from devices.tools.errors import ToolError, ToolFailed
+from devices.tools.paths import confine, relative
+
+
+class ArtifactChannelLike(Protocol):
+    """What the tools need of `devices.artifact_channel.ArtifactChannel`."""
+
+    async def upload(self, path: Any, name: str) -> Any: ...
+
+    async def download(self, sha256: str, dest: Any) -> Any: ...
+
+
+class ArtifactPutArgs(BaseModel):
+    """Upload a file from the workspace to the orchestrator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, description="file to upload, relative to the workspace")
+    name: str | None = Field(
+        default=None, min_length=1, max_length=255, description="stored name (default: its own)"
+    )
+
+
+class ArtifactPutResult(BaseModel):
+    artifact: str = Field(description="sha256 of the content: what artifact.get takes")
+    name: str
+    size: int
+
+
+class ArtifactGetArgs(BaseModel):
+    """Download an artifact the orchestrator keeps into the workspace."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    artifact: str = Field(pattern=r"^[0-9a-f]{64}$", description="its sha256 (artifact.put's)")
+    path: str = Field(min_length=1, description="where to write it, relative to the workspace")
+
+
+class ArtifactGetResult(BaseModel):
+    artifact: str
+    path: str
+    size: int
+
+
+def _channel(context: ToolContext) -> ArtifactChannelLike:
+    channel: ArtifactChannelLike | None = getattr(context, "artifacts", None)
+    if channel is None:
+        raise ToolError(
+            "artifacts need a connection to an orchestrator; this device runs without one "
+            "(run it with `orrery device --server URL`)"
+        )
+    return channel
+
+
+async def _transfer(call: Any) -> Any:
+    from devices.artifact_channel import ArtifactTransferFailed
+
+    try:
+        return await call
+    except ArtifactTransferFailed as exc:
+        raise ToolFailed(str(exc)) from exc
+
+
+class ArtifactPutTool(Tool[ArtifactPutArgs, ArtifactPutResult]):
+    name: ClassVar[str] = "artifact.put"
+    args_model = ArtifactPutArgs
+    result_model = ArtifactPutResult
+
+    async def run(self, args: ArtifactPutArgs, context: ToolContext) -> ArtifactPutResult:
+        path = confine(context.workspace, args.path)
+        if not path.is_file():
+            raise ToolError(f"{args.path!r} is not a file in the workspace")
+        channel = _channel(context)
+        context.progress(f"uploading {relative(context.workspace, path)}", None)
+        info = await _transfer(channel.upload(path, args.name or path.name))
+        return ArtifactPutResult(artifact=info.sha256, name=info.name, size=info.size)
+
+
+class ArtifactGetTool(Tool[ArtifactGetArgs, ArtifactGetResult]):
+    name: ClassVar[str] = "artifact.get"
+    args_model = ArtifactGetArgs
+    result_model = ArtifactGetResult
+
+    async def run(self, args: ArtifactGetArgs, context: ToolContext) -> ArtifactGetResult:
+        dest = confine(context.workspace, args.path)
+        if dest.is_dir():
+            raise ToolError(f"{args.path!r} is a directory; name the file to write")
+        channel = _channel(context)
+        context.progress(f"downloading {args.artifact[:12]} to {args.path}", None)
+        info = await _transfer(channel.download(args.artifact, dest))
+        return ArtifactGetResult(
+            artifact=args.artifact, path=relative(context.workspace, dest), size=info.size
+        )
