@@ -116,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--workspace", metavar="DIR", help="folder its tools work in")
     device.add_argument("--tls-ca", metavar="PEM", help="CA certificate to trust for wss://")
     device.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="on SIGINT/SIGTERM, give running stars S seconds to finish, then hand them back",
+    )
+    device.add_argument(
         "--policy",
         metavar="TOML",
         help="what this device allows (default: DATA_DIR/device.toml; without one, tools "
@@ -309,6 +316,7 @@ def _device_command(options: argparse.Namespace) -> int:
                 workspace=Path(options.workspace) if options.workspace else None,
                 tls_ca=Path(options.tls_ca) if options.tls_ca else None,
                 policy=policy,
+                shutdown_grace=options.shutdown_grace,
             )
         )
     except PolicyError as exc:  # the file names a tool this device does not have

@@ -52,6 +52,7 @@ async def run_device(
     workspace: Path | None = None,
     tls_ca: Path | None = None,
     policy: DevicePolicy | None = None,
+    shutdown_grace: float = 10.0,
 ) -> None:
     """Connect (and reconnect) until SIGINT/SIGTERM; raises `DeviceRefused` if refused."""
     policy = policy or DevicePolicy()
@@ -68,6 +69,7 @@ async def run_device(
         ssl=ssl,
         tools=device_tools(policy, models),
         needs_approval=policy.approval_rule if policy.approval.required else None,
+        shutdown_grace=shutdown_grace,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -255,3 +255,50 @@ def test_orrery_demo_headless_runs_the_fleet_plans_on_three_processes(tmp_path: 
             "borealis": "offline",
             "cygnus": "offline",
         }
+
+
+async def test_a_device_stopped_with_sigterm_hands_its_star_back(
+    orchestra: Orchestra, fleet: DeviceProcesses, store: Store
+) -> None:
+    import signal
+
+    fleet.add("leaving", ["worker"])
+    fleet.add("staying", ["worker"])
+    fleet.start("leaving", orchestra.url, extra=["--shutdown-grace", "1", "--max-tasks", "1"])
+    await orchestra.wait_for_devices(1, within=60)
+    events: list[Event] = []
+    orchestra.events.listen(events.append)
+    long = plan(
+        {
+            "name": "handed-back",
+            "stars": [
+                {
+                    "id": "long",
+                    "tool": "shell.run",
+                    "on": {"labels": ["worker"]},
+                    "retries": 1,
+                    # long on the leaving device (its workspace path names it), quick elsewhere
+                    "args": {
+                        "cmd": 'case "$PWD" in *leaving*) sleep 60;; esac; echo finished',
+                        "timeout": 90,
+                    },
+                }
+            ],
+        }
+    )
+    running = asyncio.create_task(orchestra.run(long))
+    await wait_for(lambda: any(isinstance(e, StarStarted) for e in events))
+    await wait_for(lambda: {d.name: d.state for d in store.devices()}["leaving"] == "busy")
+    fleet.start("staying", orchestra.url)
+    await orchestra.wait_for_devices(2, within=60)
+    leaving = fleet.devices["leaving"].process
+    assert leaving is not None
+    leaving.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(leaving.wait, 30) == 0  # a clean exit
+
+    final = await asyncio.wait_for(running, 60)
+
+    assert final.status is ConstellationStatus.SUCCEEDED, final.reason
+    first, second = final.stars["long"].attempts
+    assert "shut down before the star finished" in (first.error or "")
+    assert (first.device, second.device) == ("leaving", "staying")
