@@ -8,11 +8,11 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agents.models.errors import ModelError
-from agents.models.manager import ROLES, ModelConfig, ModelManager
-from agents.models.registry import ModelEntry, ModelRegistry, verify
-from app.settings import ConfigError, load_model_config
+if TYPE_CHECKING:  # the model layer (gguf, numpy) loads only when a models command runs
+    from agents.models.manager import ModelConfig, ModelManager
+    from agents.models.registry import ModelEntry, ModelRegistry
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -42,6 +42,9 @@ def add_models_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def models_command(options: argparse.Namespace, data: Path) -> int:
+    from agents.models.errors import ModelError
+    from app.settings import ConfigError
+
     try:
         if options.models_command == "list":
             return _list(options, data)
@@ -52,6 +55,8 @@ def models_command(options: argparse.Namespace, data: Path) -> int:
 
 
 def _registry(data: Path, config: ModelConfig) -> ModelRegistry:
+    from agents.models.registry import ModelRegistry
+
     registry = ModelRegistry.discover(
         data_dir=data, paths=config.paths, default_name=config.default
     )
@@ -61,6 +66,11 @@ def _registry(data: Path, config: ModelConfig) -> ModelRegistry:
 
 
 def _list(options: argparse.Namespace, data: Path) -> int:
+    from agents.models.errors import ModelError
+    from agents.models.manager import ROLES, ModelManager
+    from agents.models.registry import verify
+    from app.settings import load_model_config
+
     config = load_model_config(data, extra_paths=[Path(p) for p in options.model])
     registry = _registry(data, config)
     manager = ModelManager(registry, config)
@@ -126,6 +136,8 @@ def _list(options: argparse.Namespace, data: Path) -> int:
 
 
 def _plannable(manager: ModelManager, entry: ModelEntry) -> bool:
+    from agents.models.errors import ModelError
+
     try:
         manager.plan(entry)
     except ModelError as exc:
@@ -135,6 +147,9 @@ def _plannable(manager: ModelManager, entry: ModelEntry) -> bool:
 
 
 async def _bench(options: argparse.Namespace, data: Path) -> int:
+    from agents.models.manager import ModelConfig, ModelManager
+    from app.settings import load_model_config
+
     if options.tokens < 1:
         print("orrery: error: --tokens must be at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
