@@ -34,8 +34,14 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
-async def orchestra(store: Store, tmp_path: Path) -> AsyncIterator[Orchestra]:
-    config = ServerConfig(heartbeat_interval=1.0, heartbeat_misses=3)
+async def orchestra(
+    store: Store, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Orchestra]:
+    # Short heartbeats make a lost device count as lost within seconds (3 missed); a test
+    # that restarts a device on purpose asks for more time (`@pytest.mark.heartbeat(s)`).
+    marker = request.node.get_closest_marker("heartbeat")
+    interval = float(marker.args[0]) if marker else 1.0
+    config = ServerConfig(heartbeat_interval=interval, heartbeat_misses=3)
     async with Orchestra(store, tmp_path, config=config) as running:
         yield running
 
@@ -185,6 +191,7 @@ class FreezableProxy:
             await self._server.wait_closed()
 
 
+@pytest.mark.heartbeat(4.0)  # the restart must come within the 12 s grace, even when slow
 async def test_a_result_unacked_at_a_restart_is_delivered_once(
     orchestra: Orchestra, fleet: DeviceProcesses, store: Store
 ) -> None:
