@@ -48,6 +48,7 @@ from protocol.session import (
     SessionEvent,
     SessionState,
     Welcomed,
+    ref_of,
 )
 from protocol.tasks import TaskAssignment, TaskProgress, TaskResult
 from protocol.transport import ConnectFailed, Connection, SessionDriver, aip_url, connect_aip
@@ -215,12 +216,7 @@ class _RemoteApprovals:
         waiter: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
         self.pending[request] = waiter
         try:
-            task = TaskRef(
-                constellation_id=assignment.constellation_id,
-                star_id=assignment.star_id,
-                attempt=assignment.attempt,
-            )
-            session.request_approval(task, request, tool, summary)
+            session.request_approval(ref_of(assignment), request, tool, summary)
             driver.flush()
             log.info("device %s: %s waits for approval: %s", self._agent.name, tool, summary)
             return await waiter

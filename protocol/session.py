@@ -225,7 +225,8 @@ SessionEvent = (
 )
 
 
-def ref_of(item: TaskAssignment | TaskResult | TaskProgress) -> TaskRef:
+def ref_of(item: TaskAssignment | TaskResult | TaskProgress | TaskRef) -> TaskRef:
+    """The plain reference to the attempt `item` is about (a body with more fields too)."""
     return TaskRef(
         constellation_id=item.constellation_id, star_id=item.star_id, attempt=item.attempt
     )
@@ -600,10 +601,7 @@ class ServerSession(_Session):
     def _on_approval_request(self, message: ApprovalRequest) -> None:
         body = message.body
         self._check_owner(body.key)
-        task = TaskRef(
-            constellation_id=body.constellation_id, star_id=body.star_id, attempt=body.attempt
-        )
-        self._events.append(ApprovalRequested(task, body.request, body.tool, body.summary))
+        self._events.append(ApprovalRequested(ref_of(body), body.request, body.tool, body.summary))
 
     def _on_fetch(self, message: ArtifactFetch) -> None:
         body = message.body
@@ -789,10 +787,7 @@ class DeviceSession(_Session):
 
     def _on_cancel(self, message: TaskCancel) -> None:
         cancel = message.body
-        task = TaskRef(
-            constellation_id=cancel.constellation_id, star_id=cancel.star_id, attempt=cancel.attempt
-        )
-        self._events.append(CancelRequested(task=task, reason=cancel.reason))
+        self._events.append(CancelRequested(task=ref_of(cancel), reason=cancel.reason))
 
     def request_approval(self, task: TaskRef, request: str, tool: str, summary: str) -> str:
         """Queue `approval.request` for a tool call of `task`; the answer arrives as
