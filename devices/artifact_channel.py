@@ -69,30 +69,41 @@ class ArtifactChannel:
         self._connection = connection
         self.timeout = timeout
         self._receiver = ArtifactReceiver(incoming, max_size=max_size)
-        self._uploads: dict[str, asyncio.Future[None]] = {}  # offer or done id -> waiter
+        self._uploads: dict[str, asyncio.Future[None]] = {}  # offer and done ids -> waiter
         self._fetches: dict[str, asyncio.Future[Path]] = {}  # fetch id -> waiter
         self._transfers: dict[str, str] = {}  # transfer -> fetch id
 
     async def upload(self, path: Path, name: str) -> ArtifactInfo:
-        """Send `path` to the orchestrator as `name`; returns once it is stored there."""
+        """Send `path` to the orchestrator as `name`; returns once it is stored there.
+
+        A refusal of the offer or of the done (too large, no store) fails it at once."""
         session, driver = self._live()
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        refs: list[str] = []
+
+        def sent(message_id: str) -> None:
+            refs.append(message_id)
+            self._uploads[message_id] = waiter
+
         try:
-            offer, done_id = await send_artifact(session, driver, path, name)
-        except ArtifactError as exc:
-            raise ArtifactTransferFailed(f"cannot upload {path.name}: {exc.message}") from exc
-        except ProtocolViolation as exc:
-            raise ArtifactTransferFailed(f"cannot upload {path.name}: {exc.message}") from exc
-        self._uploads[done_id] = waiter
-        try:
-            await asyncio.wait_for(waiter, self.timeout)
-        except TimeoutError:
-            raise ArtifactTransferFailed(
-                f"the orchestrator did not confirm {name} within {self.timeout:g}s"
-            ) from None
+            try:
+                offer, _ = await send_artifact(
+                    session, driver, path, name, on_sent=sent, refused=waiter.done
+                )
+            except (ArtifactError, ProtocolViolation) as exc:
+                refusal = waiter.exception() if waiter.done() else None
+                if refusal is not None:  # the orchestrator said why: that is the reason
+                    raise refusal from None
+                raise ArtifactTransferFailed(f"cannot upload {path.name}: {exc.message}") from exc
+            try:
+                await asyncio.wait_for(waiter, self.timeout)
+            except TimeoutError:
+                raise ArtifactTransferFailed(
+                    f"the orchestrator did not confirm {name} within {self.timeout:g}s"
+                ) from None
         finally:
-            self._uploads.pop(done_id, None)
+            for ref in refs:
+                self._uploads.pop(ref, None)
         return ArtifactInfo(sha256=offer.sha256, name=offer.name, size=offer.size)
 
     async def download(self, sha256: str, dest: Path) -> ArtifactInfo:

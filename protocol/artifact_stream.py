@@ -9,6 +9,7 @@ orchestrator (answering `artifact.fetch`) and a device (`artifact.put`) use it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -36,19 +37,33 @@ class _Driver(Protocol):
 
 
 async def send_artifact(
-    session: _Session, driver: _Driver, path: Path, name: str, *, transfer: str | None = None
+    session: _Session,
+    driver: _Driver,
+    path: Path,
+    name: str,
+    *,
+    transfer: str | None = None,
+    on_sent: Callable[[str], None] | None = None,
+    refused: Callable[[], bool] | None = None,
 ) -> tuple[ArtifactOfferBody, str]:
     """Stream `path` as artifact `name`; returns its offer and the `artifact.done` message id.
 
+    `on_sent` hears the id of the offer and of the done as each is queued (so a refusal
+    naming either can be matched while chunks still go out); once `refused()` is true the
+    transfer is abandoned with an aborting done instead of sending the rest.
     Raises `ArtifactError` if the file cannot be read (or changes while it is sent: the
     receiver is then told to discard it), `ProtocolViolation` if the session is not active.
     """
     sender = ArtifactSender(path, name, transfer=transfer, max_frame=session.max_frame)
     offer = (await asyncio.to_thread(sender.offer)).body  # hashes the file off the loop
-    session.send_artifact_offer(offer)
+    offer_id = session.send_artifact_offer(offer)
+    if on_sent is not None:
+        on_sent(offer_id)
     driver.flush()
     try:
         for index, frame in enumerate(sender.frames()):
+            if refused is not None and refused():
+                raise ArtifactError("the receiver refused the transfer", transfer=offer.transfer)
             session.send_artifact_chunk(frame)
             driver.flush()
             if index % DRAIN_EVERY == DRAIN_EVERY - 1:
@@ -58,5 +73,7 @@ async def send_artifact(
         driver.flush()
         raise
     done_id = session.send_artifact_done(sender.done().body)
+    if on_sent is not None:
+        on_sent(done_id)
     driver.flush()
     return offer, done_id

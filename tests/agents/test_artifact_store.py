@@ -36,7 +36,7 @@ def test_the_store_keeps_content_once_under_its_hash(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def agent(tmp_path: Path) -> AsyncIterator[DeviceAgent]:
+async def fleet(tmp_path: Path) -> AsyncIterator[tuple[Orchestra, DeviceAgent]]:
     with Store.open_path(tmp_path / "orrery.db") as store:
         async with Orchestra(store, tmp_path) as orchestra:
             processes = DeviceProcesses(store, tmp_path / "devices")
@@ -48,11 +48,16 @@ async def agent(tmp_path: Path) -> AsyncIterator[DeviceAgent]:
             running = asyncio.create_task(device.run(stop))
             try:
                 await orchestra.wait_for_devices(1, within=20)
-                yield device
+                yield orchestra, device
             finally:
                 stop.set()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(running, 20)
+
+
+@pytest.fixture
+def agent(fleet: tuple[Orchestra, DeviceAgent]) -> DeviceAgent:
+    return fleet[1]
 
 
 async def test_a_round_trip_through_the_orchestrator_is_byte_exact(
@@ -78,3 +83,18 @@ async def test_artifact_tools_without_an_orchestrator_say_so(tmp_path: Path) -> 
     args = ArtifactGetArgs(artifact="a" * 64, path="x.bin")
     with pytest.raises(ToolError, match="need a connection to an orchestrator"):
         await ArtifactGetTool().run(args, ToolContext(workspace=tmp_path))
+
+
+async def test_an_upload_the_orchestrator_refuses_fails_at_once_with_its_reason(
+    fleet: tuple[Orchestra, DeviceAgent], tmp_path: Path
+) -> None:
+    orchestra, agent = fleet
+    assert orchestra.dispatcher.artifacts is not None
+    orchestra.dispatcher.artifacts.max_size = 1 << 20  # the orchestrator's limit: 1 MiB
+    source = tmp_path / "big.bin"
+    source.write_bytes(b"x" * (3 << 20))  # several chunks
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ArtifactTransferFailed, match="exceeds the limit"):
+        await agent.artifacts.upload(source, "big.bin")
+    assert loop.time() - started < 10  # refused, not waited out (the timeout is 600 s)
