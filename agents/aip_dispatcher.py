@@ -295,17 +295,20 @@ class AipDispatcher:
 
     # ---------------------------------------------------------------- approvals
 
-    def decide(self, request: str, approved: bool, *, by: str = "", reason: str = "") -> None:
-        """Answer a pending approval; `UnknownApproval` if there is none with that id."""
+    def decide(
+        self, request: str, approved: bool, *, by: str = "", reason: str = ""
+    ) -> PendingApproval:
+        """Answer a pending approval (returned); `UnknownApproval` if none has that id."""
         pending = self.approvals.pop(request, None)
         if pending is None:
             raise UnknownApproval(request, list(self.approvals))
         device = self._devices.get(pending.device)
         if device is None or not device.connected:
             log.info("approval %s decided, but device %s is gone", request, pending.device)
-            return
+            return pending
         device.session.decide(request, approved, by=by, reason=reason)
         self._flush(device)
+        return pending
 
     # ---------------------------------------------------------------- artifacts
 

@@ -108,9 +108,7 @@ class Orchestra:
 
     def approve(self, request: str, approved: bool, *, by: str = "", reason: str = "") -> None:
         """Allow (or refuse) a tool call a device waits on; `UnknownApproval` if none."""
-        pending = self.dispatcher.approvals.get(request)
-        self.dispatcher.decide(request, approved, by=by, reason=reason)
-        assert pending is not None  # decide raised otherwise
+        pending = self.dispatcher.decide(request, approved, by=by, reason=reason)
         self.events.publish(
             ApprovalGiven(
                 constellation_id=pending.request.task.constellation_id,
