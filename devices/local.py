@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from devices.registry import DeviceInfo
 from devices.tools import ToolContext, ToolError, ToolFailed, ToolRegistry, default_tools
+from devices.tools.base import ArtifactChannelLike
 from devices.tools.errors import UnknownToolName
 from protocol.tasks import TaskAssignment, TaskProgress, TaskResult
 
@@ -84,7 +85,7 @@ class LocalDispatcher:
         max_tasks: int = 4,
         labels: Iterable[str] = (),
         tools: ToolRegistry | None = None,
-        artifacts: object = None,
+        artifacts: ArtifactChannelLike | None = None,
         approvals: ApprovalGate | None = None,
     ) -> None:
         self._approvals = approvals

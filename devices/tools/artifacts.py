@@ -8,21 +8,15 @@ the file arrives chunked, and is checked against the hash before it appears.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol
+from collections.abc import Awaitable
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from devices.tools.base import Tool, ToolContext
+from devices.artifact_channel import ArtifactTransferFailed
+from devices.tools.base import ArtifactChannelLike, ArtifactInfoLike, Tool, ToolContext
 from devices.tools.errors import ToolError, ToolFailed
 from devices.tools.paths import confine, relative
-
-
-class ArtifactChannelLike(Protocol):
-    """What the tools need of `devices.artifact_channel.ArtifactChannel`."""
-
-    async def upload(self, path: Any, name: str) -> Any: ...
-
-    async def download(self, sha256: str, dest: Any) -> Any: ...
 
 
 class ArtifactPutArgs(BaseModel):
@@ -58,7 +52,7 @@ class ArtifactGetResult(BaseModel):
 
 
 def _channel(context: ToolContext) -> ArtifactChannelLike:
-    channel: ArtifactChannelLike | None = getattr(context, "artifacts", None)
+    channel = context.artifacts
     if channel is None:
         raise ToolError(
             "artifacts need a connection to an orchestrator; this device runs without one "
@@ -67,9 +61,7 @@ def _channel(context: ToolContext) -> ArtifactChannelLike:
     return channel
 
 
-async def _transfer(call: Any) -> Any:
-    from devices.artifact_channel import ArtifactTransferFailed
-
+async def _transfer(call: Awaitable[ArtifactInfoLike]) -> ArtifactInfoLike:
     try:
         return await call
     except ArtifactTransferFailed as exc:

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -52,13 +52,32 @@ def _default_policy() -> DevicePolicy:
     return default_policy()
 
 
+class ArtifactChannelLike(Protocol):
+    """What the artifact tools need of `devices.artifact_channel.ArtifactChannel`."""
+
+    async def upload(self, path: Path, name: str) -> ArtifactInfoLike: ...
+
+    async def download(self, sha256: str, dest: Path) -> ArtifactInfoLike: ...
+
+
+class ArtifactInfoLike(Protocol):
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class ToolContext:
     """Where a tool runs: the workspace all file access is confined to, and a progress sink."""
 
     workspace: Path
     progress: ProgressCallback = field(default=_no_progress)
-    artifacts: Any = None
+    artifacts: ArtifactChannelLike | None = None
     """The device's `devices.artifact_channel.ArtifactChannel` when it has an orchestrator."""
     policy: DevicePolicy = field(default_factory=_default_policy)
     """What the tools may touch: `[fs] roots`, the shell and HTTP allow-lists. The default
