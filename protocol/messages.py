@@ -392,7 +392,7 @@ def _parse_envelope(frame: str | bytes) -> Message:
     except (ValidationError, ValueError, RecursionError):
         pass
     else:
-        if "v" in message.model_fields_set and message.v in SUPPORTED_VERSIONS:
+        if _supported(message):
             return message
     return _explain(_load(frame))
 
