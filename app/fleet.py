@@ -184,13 +184,17 @@ class DeviceProcesses:
         self.devices[name] = device
         return device
 
+    def token(self, name: str) -> str:
+        """The enrolment token `add` made for device `name` (to run it some other way)."""
+        return self._tokens[name]
+
     def start(self, name: str, url: str, *, extra: Sequence[str] = ()) -> DeviceProcess:
         """Start (or restart) device `name`, logging to its data dir's device.log."""
         device = self.devices[name]
         device.data_dir.mkdir(parents=True, exist_ok=True)
         command = [
             sys.executable, "-m", "app.cli", "--data-dir", str(device.data_dir), "device",
-            "--server", url, "--name", name, "--token", self._tokens[name],
+            "--server", url, "--name", name, "--token", self.token(name),
             "--labels", ",".join(device.labels), *extra,
         ]  # fmt: skip
         with device.log_path.open("ab") as log_file:

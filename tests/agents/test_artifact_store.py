@@ -42,7 +42,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[tuple[Orchestra, DeviceAgent]]:
             processes = DeviceProcesses(store, tmp_path / "devices")
             processes.add("dev", [])
             device = DeviceAgent(
-                orchestra.url, "dev", processes._tokens["dev"], data_dir=tmp_path / "dev"
+                orchestra.url, "dev", processes.token("dev"), data_dir=tmp_path / "dev"
             )
             stop = asyncio.Event()
             running = asyncio.create_task(device.run(stop))

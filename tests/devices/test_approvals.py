@@ -29,7 +29,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[Orchestra, list[Event], P
         async with Orchestra(store, tmp_path) as orchestra:
             processes = DeviceProcesses(store, tmp_path / "devices")
             processes.add("careful", ["worker"])
-            token = processes._tokens["careful"]
+            token = processes.token("careful")
             agent = DeviceAgent(
                 orchestra.url,
                 "careful",
