@@ -96,10 +96,15 @@ class EditApplied(Event):
 
 @dataclass(slots=True, kw_only=True)
 class ConstellationFinished(Event):
+    """The end of a constellation. `failed_star` is the first star whose failure failed
+    it; `no_capable_device` is True when that star failed because no connected device
+    could run it (a capability gap, not a run-time error)."""
+
     type: Literal["constellation.finished"] = "constellation.finished"
     status: str
     reason: str | None = None
     failed_star: str | None = None
+    no_capable_device: bool = False
 
 
 @dataclass(slots=True, kw_only=True)

@@ -16,7 +16,7 @@ import heapq
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from agents.clock import Clock, RealClock, Timer
@@ -137,6 +137,7 @@ class Orchestrator:
         self._pump_again = False
         self._doomed: list[tuple[str, str, str]] = []  # (cid, sid, why no device can run it)
         self._capability_gaps: dict[tuple[str, DeviceSelector | None], str | None] = {}
+        self._unrunnable: dict[str, set[str]] = {}  # cid -> stars failed for want of a device
         dispatcher.attach(self)
         self._read_devices()
 
@@ -197,6 +198,27 @@ class Orchestrator:
         _, inverse = run.editor.undo()
         self._after_edit(run, inverse, undo=True)
         return run.constellation.version
+
+    def hold(self, constellation_id: str) -> Callable[[], None]:
+        """Keep a running constellation from finishing until the returned release is called.
+
+        A planner reviewing the plan holds it, so a failure of the last star leaves room
+        for an edit that adds stars. Cancelling ignores holds. Release is idempotent.
+        """
+        run = self._live_run(constellation_id)
+        run.holds += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            run.holds -= 1
+            self._check_finished(run)
+            self._pump()
+
+        return release
 
     def cancel_star(self, constellation_id: str, star_id: str, reason: str = "cancelled") -> bool:
         """Cancel one star (running or not yet started). False if it had already finished."""
@@ -296,6 +318,7 @@ class Orchestrator:
             if star is None or star.status.terminal:
                 continue
             star.error = reason
+            self._unrunnable.setdefault(cid, set()).add(sid)
             self._finish_star(run, star, StarStatus.FAILED)
             self._check_finished(run)
         blocked: list[tuple[int, float, int, str, str]] = []
@@ -588,17 +611,19 @@ class Orchestrator:
         self._pump()
 
     def _check_finished(self, run: RunState) -> None:
-        if run.unfinished > 0 or run.finished:
+        if run.unfinished > 0 or run.finished or (run.holds and not run.cancelling):
             return
         constellation = run.constellation
         status, reason, failed_star = run.final_status()
         constellation.status = status
+        unrunnable = self._unrunnable.pop(constellation.id, set())
         self._emit(
             ConstellationFinished(
                 constellation_id=constellation.id,
                 status=status.value,
                 reason=reason,
                 failed_star=failed_star,
+                no_capable_device=failed_star in unrunnable,
             )
         )
         log.info("constellation %s finished: %s %s", constellation.id, status, reason or "")

@@ -39,6 +39,7 @@ class RunState:
     cancelling: bool = False
     cancel_reason: str | None = None
     first_failure: tuple[str, str] | None = None
+    holds: int = 0  # while > 0 (a planner reviews the plan) the run does not finish
     waiters: list[asyncio.Future[Constellation]] = field(default_factory=list)
 
     @property

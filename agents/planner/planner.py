@@ -1,0 +1,224 @@
+"""The planner: a request becomes a constellation; a running plan gets edits or a verdict.
+
+Both calls generate under a schema (`agents.planner.schema`) that makes the output
+well-formed by construction, validate what the grammar cannot promise
+(`agents.planner.validate`), and on a problem ask again with the problem stated, at most
+`max_repairs` times. Then they return a usable result or raise `PlanRejected`; nothing
+is ever half-applied, because edits are returned as one `EditBatch` for the orchestrator
+to apply atomically, and checked against a copy first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from agents.constellation import (
+    AddStar,
+    Constellation,
+    ConstellationError,
+    EditBatch,
+    PlanSpec,
+    RemoveStar,
+    apply_batch,
+)
+from agents.models.backend import Completion
+from agents.planner.context import PlanningContext
+from agents.planner.errors import NoCapableDevice, PlanRejected
+from agents.planner.prompt import ChatMessage, edit_messages, plan_messages, repair_messages
+from agents.planner.schema import MAX_STARS, edit_schema, plan_schema
+from agents.planner.validate import InvalidOutput, parse_json, plan_from_output, star_spec
+
+log = logging.getLogger("orrery.planner")
+
+MAX_REPAIRS = 2
+PLAN_TOKENS = 1536
+EDIT_TOKENS = 1024
+NAME_CHARS = 80
+
+
+class ChatBackend(Protocol):
+    """What the planner needs of a model: `LlamaBackend` or a scripted stand-in."""
+
+    async def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int = ...,
+        temperature: float = ...,
+        schema: dict[str, Any] | None = ...,
+    ) -> Completion: ...
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    """A valid plan, how many generations it took, and what the rejected ones got wrong."""
+
+    spec: PlanSpec
+    constellation: Constellation
+    attempts: int
+    seconds: float
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def rationale(self) -> str:
+        return self.spec.rationale
+
+
+Action = Literal["continue", "fail", "edit"]
+
+
+@dataclass(frozen=True)
+class EditDecision:
+    """The planner's verdict on a running plan; `batch` is set when `action` is "edit"."""
+
+    action: Action
+    rationale: str
+    batch: EditBatch | None
+    attempts: int
+    seconds: float
+    problems: list[str] = field(default_factory=list)
+
+
+class Planner:
+    """Creates and edits plans with one model; see the module docstring."""
+
+    def __init__(
+        self,
+        backend: ChatBackend,
+        *,
+        max_repairs: int = MAX_REPAIRS,
+        max_stars: int = MAX_STARS,
+        examples: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        if max_repairs < 0 or max_stars < 1:
+            raise ValueError("max_repairs must be >= 0 and max_stars >= 1")
+        self.backend = backend
+        self.max_repairs = max_repairs
+        self.max_stars = max_stars
+        self.examples = examples
+
+    async def create(
+        self, request: str, context: PlanningContext, *, name: str | None = None
+    ) -> PlanOutcome:
+        """A validated plan for `request`, or `PlanRejected` with each attempt's problem."""
+        request = request.strip()
+        if not request:
+            raise PlanRejected("plan", ["the request is empty; say what should be done"])
+        if not context.tools:
+            raise NoCapableDevice(context.device_names)
+        base = plan_messages(request, context, self.examples)
+        messages = base
+        max_stars = self.max_stars
+        problems: list[str] = []
+        started = time.perf_counter()
+        for attempt in range(1, self.max_repairs + 2):
+            completion = await self.backend.chat(
+                messages,
+                max_tokens=PLAN_TOKENS,
+                temperature=0.0,
+                schema=plan_schema(context, max_stars=max_stars),
+            )
+            try:
+                data = parse_json(completion.text, finish_reason=completion.finish_reason)
+                spec, constellation = plan_from_output(
+                    data, context, name=name or _plan_name(request)
+                )
+            except InvalidOutput as problem:
+                log.info("plan attempt %d rejected: %s", attempt, problem)
+                problems.append(str(problem))
+                if completion.finish_reason == "length":
+                    max_stars = max(1, max_stars // 2)
+                messages = repair_messages(base, completion.text, str(problem))
+                continue
+            seconds = time.perf_counter() - started
+            log.info(
+                "plan %s: %d stars after %d attempt(s) in %.1fs",
+                constellation.id,
+                len(spec.stars),
+                attempt,
+                seconds,
+            )
+            return PlanOutcome(spec, constellation, attempt, seconds, problems)
+        raise PlanRejected("plan", problems)
+
+    async def edit(
+        self,
+        request: str,
+        constellation: Constellation,
+        context: PlanningContext,
+        *,
+        reasons: Sequence[str],
+    ) -> EditDecision:
+        """Continue, fail, or an edit batch that applies cleanly to `constellation`.
+
+        The batch is tried on `constellation` (which is not changed) before it is returned.
+        """
+        prefix = f"v{constellation.version + 1}s"
+        removable = [s.id for s in constellation.stars.values() if not s.status.started]
+        schema = edit_schema(
+            context, existing=list(constellation.stars), removable=removable, id_prefix=prefix
+        )
+        base = edit_messages(request, constellation, context, reasons=reasons, new_prefix=prefix)
+        messages = base
+        problems: list[str] = []
+        started = time.perf_counter()
+        for attempt in range(1, self.max_repairs + 2):
+            completion = await self.backend.chat(
+                messages, max_tokens=EDIT_TOKENS, temperature=0.0, schema=schema
+            )
+            try:
+                data = parse_json(completion.text, finish_reason=completion.finish_reason)
+                decision = _decision(data, constellation, context, removable)
+            except InvalidOutput as problem:
+                log.info("c=%s edit attempt %d rejected: %s", constellation.id, attempt, problem)
+                problems.append(str(problem))
+                messages = repair_messages(base, completion.text, str(problem))
+                continue
+            action, rationale, batch = decision
+            seconds = time.perf_counter() - started
+            return EditDecision(action, rationale, batch, attempt, seconds, problems)
+        raise PlanRejected("edit", problems)
+
+
+def _decision(
+    data: Mapping[str, Any],
+    constellation: Constellation,
+    context: PlanningContext,
+    removable: Sequence[str],
+) -> tuple[Action, str, EditBatch | None]:
+    action = data.get("action")
+    rationale = str(data.get("rationale") or "")
+    if action in ("continue", "fail"):
+        return action, rationale, None
+    if action != "edit":
+        raise InvalidOutput(f"'action' must be continue, fail or edit, not {action!r}")
+    added = data.get("add") or []
+    removed = data.get("remove") or []
+    if not isinstance(added, list) or not isinstance(removed, list):
+        raise InvalidOutput("'add' and 'remove' must be lists")
+    edits: list[AddStar | RemoveStar] = []
+    for star_id in removed:
+        if star_id not in removable:
+            raise InvalidOutput(
+                f"star {star_id!r} cannot be removed: only stars that have not started can "
+                f"({', '.join(removable) or 'none now'})"
+            )
+        edits.append(RemoveStar(id=star_id))
+    edits += [AddStar(star=star_spec(raw, context)) for raw in added]
+    if not edits:
+        return "continue", rationale, None
+    batch = EditBatch(edits=edits, rationale=rationale)
+    try:
+        apply_batch(constellation, batch, known_tools=context.tools)
+    except ConstellationError as exc:
+        raise InvalidOutput(str(exc)) from None
+    return "edit", rationale, batch
+
+
+def _plan_name(request: str) -> str:
+    first = " ".join(request.split())
+    return first if len(first) <= NAME_CHARS else first[: NAME_CHARS - 1] + "…"
