@@ -103,7 +103,21 @@ def schema_to_grammar(schema: dict[str, Any]) -> str:
         raise SchemaNotConvertible("#", f"conversion failed: {type(exc).__name__}: {exc}") from exc
     if not grammar.strip():
         raise SchemaNotConvertible("#", "conversion produced an empty grammar")
-    return grammar
+    return _strict_json_chars(grammar)
+
+
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+def _strict_json_chars(grammar: str) -> str:
+    """The converter's string character admits raw control characters (a newline, a tab),
+    which JSON forbids inside strings; allow them only escaped, as JSON does."""
+    lines = grammar.splitlines()
+    return "\n".join(
+        _STRICT_CHAR + line[len(_LOOSE_CHAR) :] if line.startswith(_LOOSE_CHAR) else line
+        for line in lines
+    )
 
 
 _SCHEMA_MAPS = ("properties", "$defs", "definitions")

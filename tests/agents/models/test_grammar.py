@@ -124,3 +124,19 @@ def test_system_messages_are_folded_into_the_first_user_turn_for_gemma() -> None
     ]
     assert fold_system_messages(chat, None) == chat  # templates with a system role keep it
     assert fold_system_messages(chat[:1], "gemma") == [{"role": "user", "content": "Tools: a, b."}]
+
+
+def test_strings_admit_control_characters_only_escaped() -> None:
+    # JSON forbids a raw newline inside a string; the converter's own rule allowed one,
+    # so a model could emit output that parses only with json.loads(strict=False).
+    from llama_cpp import LlamaGrammar
+
+    grammar = schema_to_grammar(
+        {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    )
+    char_rules = [line for line in grammar.splitlines() if line.startswith("char ::=")]
+    assert char_rules == [
+        'char ::= [^"\\\\\\x7F\\x00-\\x1F] | "\\\\" (["\\\\/bfnrt] | "u" [0-9a-fA-F] '
+        "[0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])"
+    ]
+    assert LlamaGrammar.from_string(grammar, verbose=False) is not None  # llama.cpp parses it
