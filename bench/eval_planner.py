@@ -1,0 +1,179 @@
+"""How well the planner turns requests into constellations, TaskBench style, in one run.
+
+Every case of the evaluation set (resources/eval/requests.yaml, on the fleets of
+resources/eval/fleets.yaml) goes through `Planner.create` with a planning context made of
+the case's fleet and the built-in tools' schemas. A plan counts as valid when the planner
+returns one (after its own bounded repair); it is scored by node F1 (tools, as a multiset),
+edge F1 ((upstream tool, downstream tool) pairs, as a multiset) and whether the expected
+parallel groups can still run at once. An invalid plan scores 0 for both F1s.
+
+The per-case lines come as they finish, then a per-category table, and the last line is
+`valid_rate=<x.xx> node_f1=<x.xxx> edge_f1=<x.xxx> median_plan_s=<x.xx> model=<name>`.
+
+Usage: python bench/eval_planner.py [--model PATH_OR_NAME] [--limit N] [--category C]
+                                     [--json FILE] [--data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from agents.models.backend import LlamaBackend
+from agents.models.manager import ModelManager
+from agents.models.registry import ModelEntry, ModelRegistry
+from agents.planner.context import PlanningContext
+from agents.planner.errors import PlanRejected
+from agents.planner.evaluation import (
+    CATEGORIES,
+    CaseScore,
+    EvalCase,
+    EvalDevice,
+    case_score,
+    default_eval_dir,
+    failed_case_score,
+    fleet_devices,
+    fleet_tools,
+    load_cases,
+    load_fleets,
+    summarise,
+)
+from agents.planner.planner import Planner
+from devices.tools import default_tools
+
+
+def data_dir(explicit: str | None) -> Path:
+    """`--data-dir`, else `$ORRERY_HOME`, else a temporary folder shared with bench_models."""
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    home = os.environ.get("ORRERY_HOME")
+    if home:
+        return Path(home).expanduser().resolve()
+    return Path(tempfile.gettempdir()) / "orrery-bench-models"
+
+
+def chosen_model(model: str | None, data: Path) -> tuple[ModelEntry, ModelRegistry]:
+    """The registry entry for `--model` (a GGUF path or a registry name; default: default)."""
+    path = Path(model).expanduser() if model else None
+    is_file = path is not None and path.is_file()
+    registry = ModelRegistry.discover(data_dir=data, paths=[path] if is_file and path else [])
+    if model is None:
+        return registry.default(), registry
+    if is_file and path is not None:
+        wanted = path.resolve()
+        for entry in registry.entries():
+            if entry.path.resolve() == wanted:
+                return entry, registry
+        problems = "; ".join(str(problem) for problem in registry.problems)
+        raise SystemExit(f"cannot use {path} as a model: {problems or 'not found'}")
+    return registry.get(model), registry
+
+
+def contexts(
+    cases: list[EvalCase], fleets: dict[str, list[EvalDevice]]
+) -> dict[str, PlanningContext]:
+    """One planning context per fleet the cases use: its devices and their tools' schemas."""
+    schemas = default_tools().schemas()
+    made: dict[str, PlanningContext] = {}
+    for name in sorted({case.fleet for case in cases}):
+        tools = fleet_tools(fleets[name])
+        made[name] = PlanningContext.from_devices(
+            fleet_devices(fleets[name]),
+            {tool: schema for tool, schema in schemas.items() if tool in tools},
+        )
+    return made
+
+
+async def evaluate(planner: Planner, case: EvalCase, context: PlanningContext) -> CaseScore:
+    started = time.perf_counter()
+    try:
+        outcome = await planner.create(case.request, context)
+    except PlanRejected as exc:
+        # `reasons` holds one line per attempt: the last says why the plan was given up.
+        error = exc.reasons[-1] if exc.reasons else str(exc)
+        return failed_case_score(
+            case, error, seconds=time.perf_counter() - started, attempts=len(exc.reasons)
+        )
+    return case_score(case, outcome.spec, seconds=outcome.seconds, attempts=outcome.attempts)
+
+
+def case_line(index: int, total: int, score: CaseScore) -> str:
+    width = len(str(total))
+    head = f"[{index:>{width}}/{total}] {score.case_id:<28} {score.category:<10}"
+    timing = f"{score.seconds:6.2f}s x{score.attempts}"
+    if not score.valid:
+        return f"{head} INVALID {timing}  {score.error}"
+    par = {None: "-", True: "yes", False: "no"}[score.parallel_ok]
+    return (
+        f"{head} valid   {timing}  node_f1={score.node_f1:.3f} "
+        f"edge_f1={score.edge_f1:.3f} parallel={par}"
+    )
+
+
+async def run(options: argparse.Namespace) -> int:
+    eval_dir = default_eval_dir()
+    fleets = load_fleets(eval_dir / "fleets.yaml")
+    cases = load_cases(eval_dir / "requests.yaml", fleets)
+    if options.category:
+        cases = [case for case in cases if case.category == options.category]
+    if options.limit is not None:
+        cases = cases[: options.limit]
+    if not cases:
+        print("no cases to run", file=sys.stderr)
+        return 2
+
+    entry, registry = chosen_model(options.model, data_dir(options.data_dir))
+    plan = ModelManager(registry).plan(entry)
+    by_fleet = contexts(cases, fleets)
+    print(
+        f"model {entry.name} ({entry.path.name}), {plan.placement.reason}; "
+        f"{len(cases)} cases on {len(by_fleet)} fleets"
+    )
+
+    scores: list[CaseScore] = []
+    async with LlamaBackend(plan.settings) as backend:
+        planner = Planner(backend)
+        for index, case in enumerate(cases, start=1):
+            score = await evaluate(planner, case, by_fleet[case.fleet])
+            scores.append(score)
+            print(case_line(index, len(cases), score), flush=True)
+
+    summary = summarise(scores)
+    if options.json:
+        report: dict[str, Any] = {
+            "model": entry.name,
+            "cases": [dataclasses.asdict(score) for score in scores],
+            "summary": dataclasses.asdict(summary),
+        }
+        text = json.dumps(report, indent=2) + "\n"
+        await asyncio.to_thread(Path(options.json).write_text, text, encoding="utf-8")
+    print()
+    print(summary.table())
+    print(summary.last_line(entry.name))
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--model", help="a GGUF file or a registry name (default: the embedded default model)"
+    )
+    parser.add_argument("--limit", type=int, help="run only the first N cases")
+    parser.add_argument("--category", choices=CATEGORIES, help="run only this category")
+    parser.add_argument("--json", help="write per-case results (and the summary) to this file")
+    parser.add_argument(
+        "--data-dir", help="where models and caches live (default: $ORRERY_HOME or a temp dir)"
+    )
+    sys.exit(asyncio.run(run(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
