@@ -233,11 +233,16 @@ class Orchestrator:
         self._pump()
         return True
 
-    def cancel(self, constellation_id: str, reason: str = "cancelled by user") -> None:
-        """Cancel every star that has not finished; the constellation ends `cancelled`."""
+    def cancel(
+        self, constellation_id: str, reason: str = "cancelled by user", *, failed: bool = False
+    ) -> None:
+        """Cancel every star that has not finished; the constellation ends `cancelled`, or
+        with `failed=True` (the run cannot meet its request: the planner gave up) `failed`
+        with `reason`."""
         run = self._run(constellation_id)
         if run.finished:
             return
+        run.giving_up = failed
         run.cancelling = True
         run.cancel_reason = reason
         for star in list(run.stars.values()):

@@ -38,6 +38,7 @@ class RunState:
     unfinished: int = 0
     cancelling: bool = False
     cancel_reason: str | None = None
+    giving_up: bool = False  # cancelling because the run cannot succeed: it ends failed
     first_failure: tuple[str, str] | None = None
     holds: int = 0  # while > 0 (a planner reviews the plan) the run does not finish
     waiters: list[asyncio.Future[Constellation]] = field(default_factory=list)
@@ -124,7 +125,8 @@ class RunState:
     def final_status(self) -> tuple[ConstellationStatus, str | None, str | None]:
         """(status, reason, failed star) once every star is terminal."""
         if self.cancelling:
-            return ConstellationStatus.CANCELLED, self.cancel_reason or "cancelled", None
+            status = ConstellationStatus.FAILED if self.giving_up else ConstellationStatus.CANCELLED
+            return status, self.cancel_reason or "cancelled", None
         if self.first_failure is not None:
             star_id, error = self.first_failure
             return ConstellationStatus.FAILED, error, star_id

@@ -140,7 +140,7 @@ async def run(options: argparse.Namespace) -> int:
 
     scores: list[CaseScore] = []
     async with LlamaBackend(plan.settings) as backend:
-        planner = Planner(backend)
+        planner = Planner(backend, examples=[] if options.no_examples else None)
         for index, case in enumerate(cases, start=1):
             score = await evaluate(planner, case, by_fleet[case.fleet])
             scores.append(score)
@@ -168,6 +168,11 @@ def main() -> None:
     )
     parser.add_argument("--limit", type=int, help="run only the first N cases")
     parser.add_argument("--category", choices=CATEGORIES, help="run only this category")
+    parser.add_argument(
+        "--no-examples",
+        action="store_true",
+        help="plan without the worked examples of resources/planner/examples.yaml",
+    )
     parser.add_argument("--json", help="write per-case results (and the summary) to this file")
     parser.add_argument(
         "--data-dir", help="where models and caches live (default: $ORRERY_HOME or a temp dir)"

@@ -456,6 +456,18 @@ class CaseScore:
     seconds: float
     attempts: int
     error: str | None = None
+    stars: tuple[str, ...] = ()
+    """The plan, one star per item: `s2 fs.write@laptop after s1`."""
+
+
+def describe_stars(spec: PlanSpec) -> tuple[str, ...]:
+    """A compact line per star of a plan, for reports."""
+    described = []
+    for star in spec.stars:
+        where = star.on.name if star.on is not None and star.on.name else "any"
+        after = f" after {','.join(star.after)}" if star.after else ""
+        described.append(f"{star.id} {star.effective_tool}@{where}{after}")
+    return tuple(described)
 
 
 def case_score(case: EvalCase, spec: PlanSpec, *, seconds: float, attempts: int) -> CaseScore:
@@ -469,6 +481,7 @@ def case_score(case: EvalCase, spec: PlanSpec, *, seconds: float, attempts: int)
         parallel_ok=parallel_satisfied(case, spec),
         seconds=seconds,
         attempts=attempts,
+        stars=describe_stars(spec),
     )
 
 

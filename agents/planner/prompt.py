@@ -9,6 +9,8 @@ calls. The editing prompt shows the request, each star's status and its bounded
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 import yaml
 
 from agents.constellation import Constellation
+from agents.constellation.plan_file import PlanLoader
 from agents.planner.context import ANY_DEVICE, PlanningContext
 from agents.planner.summary import summarise
 
@@ -33,7 +36,8 @@ RULES = (
 )
 
 
-def system_prompt(context: PlanningContext, examples: Sequence[Mapping[str, Any]] = ()) -> str:
+def system_prompt(context: PlanningContext) -> str:
+    """The devices, their tools and the rules: the same for every request on this fleet."""
     lines = ["You are the planner of Orrery, which runs tasks on several machines.", ""]
     lines.append("Devices:")
     for device in context.devices:
@@ -46,23 +50,54 @@ def system_prompt(context: PlanningContext, examples: Sequence[Mapping[str, Any]
         args = ", ".join(tool.required)
         lines.append(f"- {tool.name}({args}): {tool.description}")
     lines += ["", RULES]
-    for example in examples:
-        lines += [
-            "",
-            f"Example request: {example['request']}",
-            "Example plan: " + json.dumps(example["plan"], separators=(",", ":")),
-        ]
     return "\n".join(lines)
 
 
 def plan_messages(
     request: str, context: PlanningContext, examples: Sequence[Mapping[str, Any]] | None = None
 ) -> list[ChatMessage]:
-    chosen = bundled_examples() if examples is None else examples
-    return [
-        {"role": "system", "content": system_prompt(context, chosen)},
-        {"role": "user", "content": f"Request: {request}"},
+    """The creation prompt: examples (by default the bundled ones most like the request,
+    the most similar last) and the request after the fleet's system prompt."""
+    chosen = select_examples(request, bundled_examples()) if examples is None else examples
+    shown = [
+        f"Example request: {example['request']}\n"
+        f"Example plan: {json.dumps(example['plan'], separators=(',', ':'))}"
+        for example in chosen
     ]
+    return [
+        {"role": "system", "content": system_prompt(context)},
+        {"role": "user", "content": "\n\n".join([*shown, f"Request: {request}"])},
+    ]
+
+
+STOPWORDS = frozenset(
+    {
+        *("a", "an", "and", "at", "by", "each", "every", "for", "from", "in", "into", "is"),
+        *("it", "its", "of", "on", "one", "or", "the", "then", "to", "with"),
+        *("machine", "machines", "device", "devices"),
+    }
+)
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in STOPWORDS}
+
+
+def select_examples(
+    request: str, examples: Sequence[Mapping[str, Any]], *, count: int = 3
+) -> list[Mapping[str, Any]]:
+    """The `count` examples whose requests share the most words with `request`
+    (cosine over word sets), least similar first: small models follow the last one."""
+    wanted = _words(request)
+
+    def similarity(example: Mapping[str, Any]) -> float:
+        words = _words(str(example["request"]))
+        if not words or not wanted:
+            return 0.0
+        return len(words & wanted) / math.sqrt(len(words) * len(wanted))
+
+    ranked = sorted(enumerate(examples), key=lambda item: (similarity(item[1]), -item[0]))
+    return [example for _, example in ranked[-count:]]
 
 
 def edit_messages(
@@ -117,5 +152,6 @@ def repair_messages(
 @cache
 def bundled_examples() -> tuple[Mapping[str, Any], ...]:
     """The worked examples in resources/planner/examples.yaml."""
-    data = yaml.safe_load(EXAMPLES_FILE.read_text(encoding="utf-8"))
+    # PlanLoader, not safe_load: YAML 1.1 would read the key `on` as the boolean true.
+    data = yaml.load(EXAMPLES_FILE.read_text(encoding="utf-8"), Loader=PlanLoader)
     return tuple(data)

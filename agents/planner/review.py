@@ -5,7 +5,7 @@ policy cares about (`on_failure`: a star failed for good; `always`: any star fin
 and under either, a star whose output asks for it with `"replan": true`), it holds the
 constellation open (`Orchestrator.hold`), lets results that arrive together batch up,
 asks `Planner.edit` with the bounded view, and applies the returned batch atomically,
-or cancels the run when the planner says the request cannot be met. Reviews per run are
+or ends the run `failed` when the planner says the request cannot be met. Reviews per run are
 bounded; a planner error or a batch the plan outgrew meanwhile changes nothing.
 """
 
@@ -132,7 +132,9 @@ class PlanReviewer:
             return Review(reasons, None, problem=str(exc))
         log.info("c=%s planner says %s: %s", self.cid, decision.action, decision.rationale)
         if decision.action == "fail":
-            self.orchestrator.cancel(self.cid, f"the planner gave up: {decision.rationale}")
+            self.orchestrator.cancel(
+                self.cid, f"the planner gave up: {decision.rationale}", failed=True
+            )
             return Review(reasons, decision)
         if decision.batch is None:
             return Review(reasons, decision)

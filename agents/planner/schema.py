@@ -161,16 +161,22 @@ def _star_schema(
 
 
 def args_schema(tool: ToolView) -> dict[str, Any]:
-    """The tool's required arguments as bounded, grammar-enforceable values.
+    """The tool's arguments a plan may set, as bounded, grammar-enforceable values.
 
-    Optional arguments keep their defaults; formats the grammar cannot enforce (patterns,
-    numeric ranges) are checked against the tool's own schema after generation.
+    Required arguments must be given; optional text and list arguments (a folder, a
+    pattern) may be. Optional numbers, flags and objects (limits, switches, environment)
+    keep their defaults, which keeps small models from inventing them. Formats the grammar
+    cannot enforce (patterns, numeric ranges) are checked against the tool's own schema
+    after generation.
     """
     properties = {name: _bounded(name, tool.properties.get(name, {})) for name in tool.required}
+    for name, schema in tool.properties.items():
+        if name not in properties and _json_type(schema) in ("string", "array"):
+            properties[name] = _bounded(name, schema)
     return {
         "type": "object",
         "properties": properties,
-        "required": list(properties),
+        "required": list(tool.required),
         "additionalProperties": False,
     }
 

@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from agents.constellation import ConstellationStatus, StarStatus
-from agents.events import EditApplied
+from agents.events import ConstellationFinished, EditApplied
 from agents.planner.context import PlanningContext
 from agents.planner.planner import Planner
 from agents.planner.review import EditPolicy, PlanReviewer
@@ -103,7 +103,7 @@ async def test_a_star_can_ask_for_a_new_plan(sim: Sim) -> None:
     assert "star s1 asked for a new plan" in model.calls[0].prompt
 
 
-async def test_the_planner_giving_up_cancels_the_run_with_its_reason(sim: Sim) -> None:
+async def test_the_planner_giving_up_fails_the_run_with_its_reason(sim: Sim) -> None:
     sim.script("s1", Outcome(status=TaskOutcome.FAILED, error="no such file"))
     sim.script("x", Outcome(duration=5.0))
     model = ScriptedModel([decision("fail", why="the file the request needs does not exist")])
@@ -116,7 +116,10 @@ async def test_the_planner_giving_up_cancels_the_run_with_its_reason(sim: Sim) -
     sim.clock.advance(1.0)
     await review.idle()
     final = handle.constellation
-    assert final.status is ConstellationStatus.CANCELLED
+    assert final.status is ConstellationStatus.FAILED  # not cancelled: nobody interrupted it
+    finished = sim.of(ConstellationFinished)[-1]
+    assert finished.reason is not None
+    assert "the planner gave up: the file the request needs does not exist" in finished.reason
     assert final.stars["x"].error is not None
     assert "does not exist" in final.stars["x"].error
 

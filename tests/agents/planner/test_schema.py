@@ -60,3 +60,17 @@ def test_plan_and_edit_schemas_convert_to_grammars() -> None:
     assert not validator.is_valid(
         {"rationale": "r", "action": "edit", "add": [star("s3")], "remove": []}  # not a new id
     )
+
+
+def test_the_bundled_examples_are_in_the_generated_form() -> None:
+    from agents.planner.prompt import bundled_examples
+
+    examples = bundled_examples()
+    assert len(examples) >= 2
+    for example in examples:
+        stars = example["plan"]["stars"]
+        for index, raw in enumerate(stars):
+            expected = ["id", "title", "tool", "on", "args"] + (["after"] if index else [])
+            assert list(raw) == expected, raw  # `on` stays a key (YAML 1.1 reads it as true)
+            assert raw["id"] == f"s{index + 1}"
+            assert set(raw.get("after", [])) <= {f"s{i}" for i in range(1, index + 1)}
