@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from agents.artifact_store import ArtifactStore
 from agents.clock import Clock, RealClock, Timer
@@ -76,6 +76,7 @@ class _Device:
     session: ServerSession
     driver: SessionDriver
     info: DeviceInfo
+    tool_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
     connected: bool = True
     liveness: Timer | None = None
     grace: Timer | None = None
@@ -131,6 +132,20 @@ class AipDispatcher:
 
     def devices(self) -> Sequence[DeviceInfo]:
         return [device.info for device in self._devices.values() if device.connected]
+
+    def tool_schemas(self) -> dict[str, dict[str, Any]]:
+        """Tool name -> argument schema, as the connected devices announced them.
+
+        Devices of different versions may describe a tool differently; the first
+        connected device (by name) that offers it wins.
+        """
+        schemas: dict[str, dict[str, Any]] = {}
+        for name in sorted(self._devices):
+            device = self._devices[name]
+            if device.connected:
+                for tool, schema in device.tool_schemas.items():
+                    schemas.setdefault(tool, schema)
+        return schemas
 
     def assign(self, assignment: TaskAssignment) -> None:
         device = self._devices.get(assignment.device)
@@ -245,7 +260,13 @@ class AipDispatcher:
             vram_free_mb=hello.resources.vram_free_mb,
             max_tasks=min(hello.max_tasks, self.config.max_in_flight),
         )
-        device = _Device(name=hello.device, session=session, driver=driver, info=info)
+        device = _Device(
+            name=hello.device,
+            session=session,
+            driver=driver,
+            info=info,
+            tool_schemas={tool.name: tool.args_schema for tool in hello.tools},
+        )
         self._devices[hello.device] = device
         # Attempts this device was running before it reconnected stay in flight.
         for key, assignment in self._assigned.get(hello.device, {}).items():

@@ -1,15 +1,23 @@
 """The `orrery` command line.
 
-Exit codes: 0 the constellation succeeded; 1 it failed (the reason names the star);
-2 bad input (unreadable or invalid plan, bad arguments); 130 interrupted.
+Exit codes (`orrery run`, and the commands that run plans):
+  0    the constellation succeeded
+  1    it failed (the reason names the star), or someone else cancelled it
+  2    bad input: unreadable or invalid plan, a request the planner rejected, bad
+       arguments, a missing or wrong control token
+  3    no capable device: a star needs what no connected device offers
+  4    cannot reach the server (`--server`), or lost it for good mid-run
+  130  interrupted (Ctrl-C): running stars were cancelled
 
-Heavy modules are imported inside the commands, so `orrery --help` starts fast.
+Heavy modules are imported inside the commands, so `orrery --help` and
+`orrery run --server URL --json` load neither Qt nor the model code.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -23,12 +31,22 @@ if TYPE_CHECKING:
 
     from agents.constellation import Constellation
     from agents.events import Listener
-    from memory import Store
+    from app.client import Orrery, Run, RunResult
+    from app.progress import LiveProgress
+    from devices.local import LocalDispatcher
+    from memory import ConstellationRow, Store
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_NO_DEVICE = 3
+EXIT_UNREACHABLE = 4
 EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = (
+    "exit codes: 0 success; 1 the plan failed; 2 bad input (invalid plan, rejected request, "
+    "bad token); 3 no capable device; 4 cannot reach the server; 130 interrupted"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,11 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run",
-        help="run a plan file to completion",
-        description="Run a plan file (YAML) with an embedded orchestrator and this machine "
-        "as the device. Exit 0 on success, 1 if the plan failed, 2 on bad input.",
+        help="run a plan file or a request to completion",
+        description="Run a plan file (YAML) or a request in words. Without --server, an "
+        "embedded orchestrator runs a plan file with this machine as the device; with "
+        "--server, the plan (or request) goes to `orrery serve` through its control API "
+        "and its events stream back.",
+        epilog=EXIT_CODES_HELP,
     )
-    run.add_argument("plan", help="path to a plan file (.yaml)")
+    run.add_argument(
+        "target",
+        metavar="PLAN|REQUEST",
+        help="a plan file (an existing file, or a name ending .yaml/.yml), else a request in words",
+    )
+    run.add_argument("--server", metavar="URL", help="run on this orchestrator (ws://HOST:PORT)")
+    run.add_argument(
+        "--token",
+        metavar="T",
+        help="its control token (default: $ORRERY_CONTROL_TOKEN, else DATA_DIR/control.token)",
+    )
     _add_run_options(run)
 
     demo = commands.add_parser(
@@ -62,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
         "desktop window is not built yet, so the demo always runs headless.",
     )
     demo.add_argument("--headless", action="store_true", help="no window (currently always)")
+    demo.add_argument(
+        "--no-requests",
+        action="store_true",
+        help="run only the sample plans, not the request planned by the local model",
+    )
     demo.add_argument("--wait", type=float, default=60.0, metavar="S", help="device start limit")
     _add_run_options(demo)
 
@@ -83,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run this plan file on the connected devices, then exit (repeatable)",
     )
     serve.add_argument(
+        "--request",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="after the --run plans, plan this request in words with the planner model, run "
+        "it on the connected devices, then exit (repeatable)",
+    )
+    serve.add_argument(
         "--devices", type=int, default=1, metavar="N", help="with --run: wait for N devices"
     )
     serve.add_argument(
@@ -100,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --run: allow every tool call a device's policy wants approved "
         "(otherwise such calls are refused)",
+    )
+    serve.add_argument(
+        "--no-planner",
+        action="store_true",
+        help="refuse requests in words (plans only); by default they are planned with the "
+        "planner model, loaded on the first request",
     )
 
     device = commands.add_parser(
@@ -148,6 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, default=20, metavar="N", help="at most N rows")
     history.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    show = commands.add_parser(
+        "show",
+        help="one recorded constellation: stars, status, rationale (text, JSON, PNG)",
+        description="Show a constellation recorded in DATA_DIR/orrery.db: its stars and "
+        "their status, the plan's rationale and each edit's. ID may be a unique prefix.",
+    )
+    show.add_argument("id", metavar="ID")
+    show.add_argument("--json", action="store_true", help="one JSON object")
+    show.add_argument("--png", metavar="FILE", help="also draw the graph into this PNG file")
+
     from app.models_cli import add_models_parser
 
     add_models_parser(commands)
@@ -176,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if options.command == "history":
         return _history_command(options)
+    if options.command == "show":
+        return _show_command(options)
     if options.command == "devices":
         return _devices_command(options)
     if options.command == "serve":
@@ -190,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.max_tasks < 1:
         parser.error("--max-tasks must be at least 1")
     if options.command == "run":
-        return _run_command(options, [Path(options.plan)])
+        return _run_target(options)
     if options.command == "demo":
         return _demo_command(options)
     parser.error(f"unknown command {options.command!r}")
@@ -241,8 +303,7 @@ def _devices_command(options: argparse.Namespace) -> int:
 
 def _serve_command(options: argparse.Namespace) -> int:
     from app.config import data_dir
-    from app.fleet_cli import load_plans, run_on_fleet, server_config
-    from app.serve import serve
+    from app.fleet_cli import load_plans, run_on_fleet
 
     if bool(options.tls_cert) != bool(options.tls_key):
         print("orrery: error: --tls-cert and --tls-key go together", file=sys.stderr)
@@ -255,25 +316,41 @@ def _serve_command(options: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     data = data_dir(options.data_dir)
     with store:
-        if plans:
-            return run_on_fleet(options, store, data, plans, devices=options.devices)
-        asyncio.run(
-            serve(
-                store,
-                data,
-                host=options.host,
-                port=options.port,
-                config=server_config(options),
-                tls_cert=Path(options.tls_cert) if options.tls_cert else None,
-                tls_key=Path(options.tls_key) if options.tls_key else None,
+        if plans or options.request:
+            return run_on_fleet(
+                options, store, data, plans, devices=options.devices, requests=options.request
             )
-        )
+        from app.settings import ConfigError
+
+        try:
+            _serve_until_stopped(options, store, data)
+        except ConfigError as exc:
+            print(f"orrery: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+def _serve_until_stopped(options: argparse.Namespace, store: Store, data: Path) -> None:
+    from app.fleet_cli import server_config
+    from app.serve import serve
+
+    asyncio.run(
+        serve(
+            store,
+            data,
+            host=options.host,
+            port=options.port,
+            config=server_config(options),
+            tls_cert=Path(options.tls_cert) if options.tls_cert else None,
+            tls_key=Path(options.tls_key) if options.tls_key else None,
+            planner=not options.no_planner,
+        )
+    )
 
 
 def _demo_command(options: argparse.Namespace) -> int:
     from app.config import data_dir
-    from app.fleet_cli import DEMO_DEVICES, demo_plans, load_plans, run_on_fleet
+    from app.fleet_cli import DEMO_DEVICES, DEMO_REQUESTS, demo_plans, load_plans, run_on_fleet
 
     plans = load_plans(demo_plans())
     if plans is None:
@@ -289,6 +366,7 @@ def _demo_command(options: argparse.Namespace) -> int:
             plans,
             devices=len(DEMO_DEVICES),
             spawn=DEMO_DEVICES,
+            requests=() if options.no_requests else DEMO_REQUESTS,
         )
 
 
@@ -424,7 +502,7 @@ def run_and_report(
 
     from agents.constellation import ConstellationStatus
     from agents.events import ConstellationFinished, Event
-    from app.progress import JsonLines, LiveProgress, summary_table
+    from app.progress import JsonLines, summary_table
 
     outcome: list[ConstellationFinished] = []
 
@@ -437,7 +515,7 @@ def run_and_report(
     else:
         out = Console(highlight=False)
         out.print(f"[bold]{constellation.name}[/]: {len(constellation.stars)} stars, {where}")
-        with LiveProgress(out) as progress:
+        with star_bars(out) as progress:
             final = execute([progress, remember_outcome])
         out.print(summary_table(final))
     if final.status is ConstellationStatus.SUCCEEDED:
@@ -448,9 +526,339 @@ def run_and_report(
         print(f"orrery: constellation {final.name!r} was cancelled", file=sys.stderr)
         return EXIT_INTERRUPTED
     finished = outcome[-1]  # the orchestrator names the first star that failed, and why
-    reason = f"star {finished.failed_star!r}: {finished.reason}"
-    print(f"orrery: constellation {final.name!r} failed: {reason}", file=sys.stderr)
+    return _report_failure(
+        final.name,
+        finished.failed_star,
+        finished.reason,
+        no_capable_device=finished.no_capable_device,
+    )
+
+
+def _report_failure(
+    name: str, failed_star: str | None, reason: str | None, *, no_capable_device: bool
+) -> int:
+    """Say on stderr why the constellation failed; EXIT_NO_DEVICE or EXIT_FAILED."""
+    why = f"star {failed_star!r}: {reason}" if failed_star else str(reason)
+    if no_capable_device:
+        print(f"orrery: constellation {name!r} failed: no capable device: {why}", file=sys.stderr)
+        return EXIT_NO_DEVICE
+    print(f"orrery: constellation {name!r} failed: {why}", file=sys.stderr)
     return EXIT_FAILED
+
+
+# ------------------------------------------------------------------ run: target and server
+
+
+def _run_target(options: argparse.Namespace) -> int:
+    """`orrery run TARGET`: a plan file or a request in words, here or on `--server`."""
+    target: str = options.target
+    is_plan = Path(target).exists() or target.endswith((".yaml", ".yml"))
+    if options.server:
+        plan = Path(target) if is_plan else None
+        return _run_remote(options, plan, None if is_plan else target)
+    if not is_plan:
+        return _run_request(options, target)
+    return _run_command(options, [Path(target)])
+
+
+def _run_request(options: argparse.Namespace, request: str) -> int:
+    """Plan `request` with the local planner model for this machine, then run it here."""
+    from rich.console import Console
+
+    from agents.planner.errors import NoCapableDevice, PlanningError
+    from app.config import data_dir, workspace_dir
+    from app.local_run import run_locally
+    from app.planning import RequestPlanner
+    from app.settings import ConfigError
+
+    err = Console(stderr=True, highlight=False)
+    data = data_dir(options.data_dir)
+    workspace = workspace_dir(data, options.workspace)
+    store = _open_store(options)
+    if store is None:
+        return EXIT_BAD_INPUT
+    loop = asyncio.new_event_loop()  # one loop: the model loaded to plan also reviews
+    with store:
+        dispatcher = loop.run_until_complete(_make_local_dispatcher(workspace, options))
+        try:
+            planner = RequestPlanner.from_data_dir(data, dispatcher.tool_schemas)
+        except ConfigError as exc:
+            print(f"orrery: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        try:
+            if not options.json:
+                err.print(f"orrery: planning with the local model: {request}")
+            try:
+                constellation = loop.run_until_complete(planner.plan(request, dispatcher.devices()))
+            except NoCapableDevice as exc:
+                print(f"orrery: error: {exc}", file=sys.stderr)
+                return EXIT_NO_DEVICE
+            except PlanningError as exc:
+                print(f"orrery: error: {exc}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            if not options.json and constellation.rationale:
+                err.print(f"orrery: plan: {constellation.rationale}")
+
+            def execute(listeners: list[Listener]) -> Constellation:
+                return loop.run_until_complete(
+                    run_locally(
+                        constellation,
+                        workspace=workspace,
+                        listeners=listeners,
+                        max_tasks=options.max_tasks,
+                        store=store,
+                        dispatcher=dispatcher,
+                        attach=lambda orch: planner.review_runs(orch, dispatcher.devices),
+                    )
+                )
+
+            return run_and_report(
+                constellation, options, err, execute, where=f"workspace {workspace}"
+            )
+        finally:
+            loop.run_until_complete(planner.close())
+            loop.close()
+
+
+async def _make_local_dispatcher(workspace: Path, options: argparse.Namespace) -> LocalDispatcher:
+    from app.local_run import local_dispatcher
+
+    return local_dispatcher(workspace, max_tasks=options.max_tasks)
+
+
+def _run_remote(options: argparse.Namespace, plan: Path | None, request: str | None) -> int:
+    text = None
+    if plan is not None:
+        try:
+            text = plan.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"orrery: error: {plan}: cannot read the plan: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    try:
+        return asyncio.run(_follow_remote(options, text, request, str(plan or "<request>")))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+async def _follow_remote(
+    options: argparse.Namespace, plan_text: str | None, request: str | None, source: str
+) -> int:
+    """Submit to the server, show its events, and turn the outcome into the exit code."""
+    import signal
+
+    from app.client import AuthRefused, Orrery, RequestRejected, RunInterrupted, ServerUnreachable
+
+    interrupted = False
+    try:
+        async with Orrery(
+            options.server, token=options.token, data_dir=options.data_dir, client_name="orrery run"
+        ) as client:
+            try:
+                run = await client.submit(plan_text, request, source=source)
+            except RequestRejected as exc:
+                print(f"orrery: error: {exc.reason}", file=sys.stderr)
+                return EXIT_NO_DEVICE if exc.code == "no_capable_device" else EXIT_BAD_INPUT
+            loop = asyncio.get_running_loop()
+            cancelling: list[asyncio.Future[str]] = []
+
+            def interrupt() -> None:
+                nonlocal interrupted
+                interrupted = True
+                cancelling.append(asyncio.ensure_future(run.cancel("interrupted in orrery run")))
+
+            installed = []
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(signum, interrupt)
+                    installed.append(signum)
+            try:
+                result = await _watch_remote(options, client, run)
+            finally:
+                for signum in installed:
+                    loop.remove_signal_handler(signum)
+    except AuthRefused as exc:
+        print(f"orrery: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RunInterrupted as exc:
+        print(f"orrery: error: the server lost the run: {exc.reason}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ServerUnreachable as exc:
+        print(f"orrery: error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ValueError as exc:  # a malformed --server URL
+        print(f"orrery: error: --server: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if result.succeeded:
+        if not options.json:
+            print(f"orrery: constellation {run.name!r} succeeded", file=sys.stderr)
+        return EXIT_OK
+    if result.status == "cancelled":
+        print(f"orrery: constellation {run.name!r} was cancelled: {result.reason}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_INTERRUPTED if interrupted else EXIT_FAILED
+    return _report_failure(
+        run.name, result.failed_star, result.reason, no_capable_device=result.no_capable_device
+    )
+
+
+async def _watch_remote(options: argparse.Namespace, client: Orrery, run: Run) -> RunResult:
+    """Print the run's events (JSON lines, or the live display and the summary table)."""
+    from agents.events import event_to_json
+
+    if options.json:
+        async for event in run.events():
+            sys.stdout.write(event_to_json(event) + "\n")
+            sys.stdout.flush()
+        return await run.wait()
+    from rich.console import Console
+
+    from agents.constellation import Constellation
+    from app.progress import summary_table
+
+    out = Console(highlight=False)
+    out.print(f"[bold]{run.name}[/]: {run.stars} stars, server {client.url}")
+    with star_bars(out) as progress:
+        async for event in run.events():
+            progress(event)
+    result = await run.wait()
+    snapshot = await client.constellation(run.id)
+    out.print(summary_table(Constellation.model_validate(snapshot.constellation)))
+    return result
+
+
+def star_bars(console: Console) -> LiveProgress:
+    """The live display of `app.progress` with, besides, a bar per running star."""
+    from rich.progress import TaskID
+
+    from agents.events import AttemptFailed, Event, StarFinished, StarStarted
+    from app.progress import LiveProgress
+
+    class StarBars(LiveProgress):
+        def __init__(self, console: Console) -> None:
+            super().__init__(console)
+            self._bars: dict[str, TaskID] = {}
+
+        def __call__(self, event: Event) -> None:
+            super().__call__(event)
+            if isinstance(event, StarStarted):
+                label = f"  {event.star_id} on {event.device}"
+                self._bars[event.star_id] = self._progress.add_task(label, total=None)
+            elif isinstance(event, StarFinished | AttemptFailed):
+                bar = self._bars.pop(event.star_id, None)
+                if bar is not None:
+                    self._progress.remove_task(bar)
+
+    return StarBars(console)
+
+
+# ------------------------------------------------------------------ show
+
+
+def _show_command(options: argparse.Namespace) -> int:
+    import json
+
+    store = _open_store(options)
+    if store is None:
+        return EXIT_BAD_INPUT
+    with store:
+        found = _find_constellation(store, options.id)
+        if isinstance(found, str):
+            print(f"orrery: error: {found}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        row = found
+        edits = [e.payload for e in store.events(row.id) if e.type == "edit.applied"]
+    snapshot = row.snapshot
+    stars: dict[str, dict[str, object]] = snapshot.get("stars") or {}
+    if options.png:
+        from app.graph_png import render_png
+
+        picture = render_png({**snapshot, "name": row.name, "status": row.status})
+        try:
+            Path(options.png).write_bytes(picture)
+        except OSError as exc:
+            print(f"orrery: error: cannot write {options.png}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    edit_notes = [
+        {"version": e.get("version"), "rationale": e.get("rationale", ""), "undo": e.get("undo")}
+        for e in edits
+    ]
+    if options.json:
+        document = {
+            "id": row.id,
+            "name": row.name,
+            "status": row.status,
+            "version": row.version,
+            "reason": row.reason,
+            "rationale": snapshot.get("rationale", ""),
+            "description": snapshot.get("description", ""),
+            "created_at": row.created_at,
+            "finished_at": row.finished_at,
+            "stars": list(stars.values()),
+            "lines": snapshot.get("lines") or [],
+            "edits": edit_notes,
+        }
+        print(json.dumps(document))
+        return EXIT_OK
+    _print_constellation(row.id, row.name, row.status, row.version, row.reason, snapshot,
+                         edit_notes)  # fmt: skip
+    if options.png:
+        print(f"graph drawn to {options.png}")
+    return EXIT_OK
+
+
+def _find_constellation(store: Store, wanted: str) -> ConstellationRow | str:
+    """The row with id `wanted`, or the one whose id starts with it; else why not."""
+    row = store.constellation(wanted)
+    if row is not None:
+        return row
+    matches = [r for r in store.constellations(limit=1000) if r.id.startswith(wanted)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        ids = ", ".join(r.id for r in matches[:5])
+        return f"{wanted!r} matches several constellations ({ids}); give more of the id"
+    return f"no constellation {wanted!r} in the store; `orrery history` lists them"
+
+
+def _print_constellation(
+    cid: str,
+    name: str,
+    status: str,
+    version: int,
+    reason: str | None,
+    snapshot: dict[str, object],
+    edits: list[dict[str, object]],
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    out.print(f"[bold]{name}[/] ({cid}): {status}, version {version}")
+    for label, text in (
+        ("description", snapshot.get("description")),
+        ("rationale", snapshot.get("rationale")),
+        ("reason", reason),
+    ):
+        if text:
+            out.print(f"{label}: {text}")
+    table = Table()
+    for column in ("star", "tool", "status", "attempts", "device", "note"):
+        table.add_column(column, overflow="fold")
+    stars = snapshot.get("stars")
+    for star_id, star in stars.items() if isinstance(stars, dict) else []:
+        attempts = star.get("attempts") or []
+        device = attempts[-1].get("device", "") if attempts else ""
+        note = star.get("error") or star.get("skip_reason") or ""
+        table.add_row(star_id, str(star.get("tool") or "agent.do"), str(star.get("status")),
+                      str(len(attempts)), str(device), str(note))  # fmt: skip
+    out.print(table)
+    from app.graph_png import edges_of
+
+    for source, target, kind in edges_of(snapshot):
+        out.print(f"  {source} -> {target} ({kind})")
+    for edit in edits:
+        undo = " (undo)" if edit.get("undo") else ""
+        out.print(f"edit to version {edit.get('version')}{undo}: {edit.get('rationale')}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """An orchestrator with device agents on this machine: `orrery serve --run` and the demo.
 
 `Orchestra` is the orchestrator side of `orrery serve`: an AIP server, the WebSocket
-dispatcher, the artifact store and the durable store, and a way to run constellations on
-whatever devices are connected. `DeviceProcesses` starts `orrery device` processes (each
+dispatcher, the artifact store and the durable store, the control API on the same port
+(/control/v1, see docs/control-api.md), and a way to run constellations on whatever
+devices are connected. `DeviceProcesses` starts `orrery device` processes (each
 with its own data dir, enrolled in the store first) and stops them with SIGTERM.
 """
 
@@ -14,7 +15,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,12 @@ from agents.artifact_store import ArtifactStore
 from agents.constellation import Constellation
 from agents.events import ApprovalGiven, ApprovalNeeded, EventStream, Listener
 from agents.fleet_store import StoreKeys, StoreLedger, store_observer
-from agents.orchestrator import Orchestrator
+from agents.orchestrator import Orchestrator, RunHandle
+from app.control.messages import CONTROL_PATH
+from app.control.server import ControlServer
+from app.control.token import ensure_token
+from app.recorder import RunRecorder
+from devices.registry import DeviceInfo
 from memory import Store
 from protocol.auth import enroll
 from protocol.session import ServerConfig
@@ -60,10 +66,19 @@ class Orchestra:
             artifacts=ArtifactStore(data_dir / "artifacts"),
         )
         self.orchestrator = Orchestrator(self.dispatcher, events=self.events)
+        self.recorder = RunRecorder(store, self.orchestrator.constellation)
+        self.events.listen(self.recorder)  # every run is recorded, however it was submitted
         self.dispatcher.on_approval = self._approval_needed
         self.auto_decide: Callable[[PendingApproval], tuple[bool, str] | None] | None = None
         """Decides approvals as they come (e.g. `--approve-all`); None leaves them waiting
         for `approve`."""
+        self.plan_request: (
+            Callable[[str, Sequence[DeviceInfo]], Awaitable[Constellation]] | None
+        ) = None
+        """Turns a request in words into a constellation for the connected devices (the
+        planner); None makes the control API refuse requests in words."""
+        self.control = ControlServer(self)
+        self.data_dir = data_dir
         self._host, self._port = host, port
         self._ssl = server_ssl_context(tls_cert, tls_key) if tls_cert and tls_key else None
         self._server: AipServer | None = None
@@ -74,10 +89,22 @@ class Orchestra:
         scheme = "wss" if self._ssl else "ws"
         return f"{scheme}://{self._host}:{self._server.port}{AIP_PATH}"
 
+    @property
+    def control_url(self) -> str:
+        """Where scripts connect: ws(s)://host:port/control/v1 (token: DATA_DIR/control.token)."""
+        return self.url.removesuffix(AIP_PATH) + CONTROL_PATH
+
     async def __aenter__(self) -> Orchestra:
+        """Listen (again, after `__aexit__`: on the same port) for devices and clients."""
+        self.control.token = ensure_token(self.data_dir)
         self._server = await serve_aip(
-            self.dispatcher.handle, self._host, self._port, ssl=self._ssl
+            self.dispatcher.handle,
+            self._host,
+            self._port,
+            ssl=self._ssl,
+            extra={CONTROL_PATH: self.control.handle},
         )
+        self._port = self._server.port
         await self._server.__aenter__()
         return self
 
@@ -85,6 +112,7 @@ class Orchestra:
         if self._server is not None:
             await self._server.__aexit__(None, None, None)
             self._server = None
+        self.recorder.flush()
 
     def _approval_needed(self, pending: PendingApproval) -> None:
         request = pending.request
@@ -120,6 +148,18 @@ class Orchestra:
             )
         )
 
+    def known_tools(self) -> frozenset[str]:
+        """Tools a submitted plan may name: what every device offers, and what any
+        connected device offers besides."""
+        from app.fleet_cli import fleet_tools
+
+        extra = (tool for device in self.dispatcher.devices() for tool in device.tools)
+        return fleet_tools() | frozenset(extra)
+
+    def start(self, constellation: Constellation) -> RunHandle:
+        """Submit a constellation to run on the connected devices (recorded); at once."""
+        return self.orchestrator.submit(constellation)
+
     def connected(self) -> list[str]:
         return sorted(device.name for device in self.dispatcher.devices())
 
@@ -141,15 +181,12 @@ class Orchestra:
     ) -> Constellation:
         """Run one constellation to its end, recording it; SIGINT/SIGTERM cancel it."""
         from app.local_run import wait_cancelling_on_signals
-        from app.recorder import RunRecorder
 
-        recorder = RunRecorder(self.store, self.orchestrator.constellation)
         stops = [self.events.listen(listener) for listener in listeners]
-        stops.append(self.events.listen(recorder))
         try:
-            return await wait_cancelling_on_signals(self.orchestrator.submit(constellation))
+            return await wait_cancelling_on_signals(self.start(constellation))
         finally:
-            recorder.flush()
+            self.recorder.flush()
             for stop in stops:
                 stop()
 

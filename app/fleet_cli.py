@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from agents.constellation import Constellation
@@ -23,6 +24,9 @@ DEMO_DEVICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cygnus", ("storage",)),
 )
 """The devices `orrery demo --headless` starts on this machine, with their labels."""
+
+DEMO_REQUESTS = ("collect disk usage from every device and write a summary on atlas",)
+"""What the demo asks the planner (the embedded model unless configured) after the plans."""
 
 
 def fleet_tools() -> frozenset[str]:
@@ -45,9 +49,11 @@ def run_on_fleet(
     *,
     devices: int,
     spawn: tuple[tuple[str, tuple[str, ...]], ...] = (),
+    requests: Sequence[str] = (),
 ) -> int:
     """Serve AIP, (start `spawn` device processes,) wait for `devices` devices, run `plans`
-    in turn with a live display; the worst exit code."""
+    in turn with a live display, then plan and run each of `requests` (in words) with the
+    planner model; the worst exit code."""
     from rich.console import Console
 
     from app.cli import EXIT_INTERRUPTED, run_and_report
@@ -95,10 +101,69 @@ def run_on_fleet(
                 worst = max(worst, code)
                 if code == EXIT_INTERRUPTED:
                     break
+            if requests and worst != EXIT_INTERRUPTED:
+                worst = max(worst, _run_requests(options, runner, orchestra, requests, where))
             return worst
         finally:
             processes.stop_all()
             runner.run(orchestra.__aexit__(None, None, None))
+
+
+def _run_requests(
+    options: argparse.Namespace,
+    runner: asyncio.Runner,
+    orchestra: Orchestra,
+    requests: Sequence[str],
+    where: str,
+) -> int:
+    """Plan each request with the planner model for the connected devices and run it."""
+    from rich.console import Console
+
+    from agents.planner.errors import NoCapableDevice, PlanningError
+    from app.cli import EXIT_INTERRUPTED, run_and_report
+    from app.planning import RequestPlanner
+    from app.settings import ConfigError
+
+    err = Console(stderr=True, highlight=False)
+    try:
+        planner = RequestPlanner.from_data_dir(
+            orchestra.data_dir, orchestra.dispatcher.tool_schemas
+        )
+    except ConfigError as exc:
+        print(f"orrery: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    stop_reviews = planner.review_runs(orchestra.orchestrator, orchestra.dispatcher.devices)
+    worst = EXIT_OK
+    try:
+        for request in requests:
+            if not options.json:
+                err.print(f"orrery: planning with the local model: {request}")
+            try:
+                constellation = runner.run(planner.plan(request, orchestra.dispatcher.devices()))
+            except NoCapableDevice as exc:
+                print(f"orrery: error: {exc}", file=sys.stderr)
+                worst = max(worst, EXIT_NO_DEVICE)
+                continue
+            except PlanningError as exc:
+                print(f"orrery: error: {exc}", file=sys.stderr)
+                worst = max(worst, EXIT_BAD_INPUT)
+                continue
+            if not options.json and constellation.rationale:
+                err.print(f"orrery: plan: {constellation.rationale}")
+
+            def execute(
+                listeners: list[Listener], c: Constellation = constellation
+            ) -> Constellation:
+                return runner.run(orchestra.run(c, listeners))
+
+            code = run_and_report(constellation, options, err, execute, where=where)
+            worst = max(worst, code)
+            if code == EXIT_INTERRUPTED:
+                break
+        return worst
+    finally:
+        stop_reviews()
+        runner.run(planner.close())
 
 
 def load_plans(paths: list[Path]) -> list[Constellation] | None:

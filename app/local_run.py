@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from agents.constellation import Constellation
@@ -49,12 +49,16 @@ async def run_locally(
     listeners: Iterable[Listener] = (),
     max_tasks: int = 4,
     store: Store | None = None,
+    dispatcher: LocalDispatcher | None = None,
+    attach: Callable[[Orchestrator], Callable[[], None]] | None = None,
 ) -> Constellation:
     """Run to the end; Ctrl-C (SIGINT) or SIGTERM cancels the constellation cleanly.
 
     With a `store`, every event and the final constellation are recorded in it.
+    `attach` is called with the orchestrator before the constellation is submitted
+    (e.g. to review it with the planner) and returns what undoes it.
     """
-    dispatcher = local_dispatcher(workspace, max_tasks=max_tasks)
+    dispatcher = dispatcher or local_dispatcher(workspace, max_tasks=max_tasks)
     events = EventStream()
     for listener in listeners:
         events.listen(listener)
@@ -67,9 +71,12 @@ async def run_locally(
 
         recorder = RunRecorder(store, orchestrator.constellation)
         events.listen(recorder)
+    detach = attach(orchestrator) if attach is not None else None
     try:
         return await wait_cancelling_on_signals(orchestrator.submit(constellation))
     finally:
+        if detach is not None:
+            detach()
         await dispatcher.aclose()
         if recorder is not None:
             recorder.flush()

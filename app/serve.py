@@ -1,4 +1,5 @@
-"""`orrery serve`: a headless orchestrator that devices dial in to over AIP.
+"""`orrery serve`: a headless orchestrator that devices dial in to over AIP, and that
+scripts drive through the control API on the same port (/control/v1).
 
 Without plans it serves until SIGINT/SIGTERM. With `--run PLAN` it waits for `--devices`
 devices, runs the plans one after another on them, and exits with the worst result.
@@ -12,6 +13,7 @@ import logging
 import signal
 from pathlib import Path
 
+from app.control.token import TOKEN_FILE
 from app.fleet import Orchestra
 from memory import Store
 from protocol.session import ServerConfig
@@ -29,8 +31,13 @@ async def serve(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     stop: asyncio.Event | None = None,
+    planner: bool = True,
 ) -> None:
-    """Run until SIGINT/SIGTERM (or `stop`), printing the URL devices should use."""
+    """Run until SIGINT/SIGTERM (or `stop`), printing the URL devices should use.
+
+    With `planner`, requests in words sent to the control API are planned with the
+    `planner` model role (loaded on the first request) and reviewed while they run.
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -39,7 +46,25 @@ async def serve(
     orchestra = Orchestra(
         store, data_dir, host=host, port=port, config=config, tls_cert=tls_cert, tls_key=tls_key
     )
-    async with orchestra:
-        print(f"orrery: serving AIP at {orchestra.url}", flush=True)
-        await stop.wait()
+    request_planner = None
+    stop_reviews = None
+    if planner:
+        from app.planning import RequestPlanner
+
+        request_planner = RequestPlanner.from_data_dir(data_dir, orchestra.dispatcher.tool_schemas)
+        orchestra.plan_request = request_planner.plan
+        stop_reviews = request_planner.review_runs(
+            orchestra.orchestrator, orchestra.dispatcher.devices
+        )
+    try:
+        async with orchestra:
+            print(f"orrery: serving AIP at {orchestra.url}", flush=True)
+            token = orchestra.data_dir / TOKEN_FILE
+            print(f"orrery: control API at {orchestra.control_url} (token: {token})", flush=True)
+            await stop.wait()
+    finally:
+        if stop_reviews is not None:
+            stop_reviews()
+        if request_planner is not None:
+            await request_planner.close()
     log.info("orchestrator stopped")

@@ -13,12 +13,19 @@ device = "smollm2-135m-instruct"
 
 [models.chat_formats]                  # for GGUF files without a chat template
 "gemma-3-270m-q4_k_m" = "gemma"
+
+[planner]
+edit_policy = "on_failure"             # when the planner edits a running plan: on_failure,
+                                       # always (after every result) or never
+max_repairs = 2                        # new tries after an invalid plan, then a clear refusal
+max_stars = 8                          # the most stars one generated plan may have
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -43,14 +50,44 @@ class _ModelsSection(BaseModel):
     prefix_cache_mb: int = Field(default=256, ge=0)
 
 
+class PlannerSettings(BaseModel):
+    """The `[planner]` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    edit_policy: Literal["on_failure", "always", "never"] = "on_failure"
+    max_repairs: int = Field(default=2, ge=0, le=10)
+    max_stars: int = Field(default=8, ge=1, le=32)
+
+
 class _ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: _ModelsSection = Field(default_factory=_ModelsSection)
+    planner: PlannerSettings = Field(default_factory=PlannerSettings)
+
+
+def load_planner_settings(data: Path) -> PlannerSettings:
+    """The `[planner]` settings of `<data>/orrery.toml` (defaults when there is no file)."""
+    return _read(data).planner
 
 
 def load_model_config(data: Path, *, extra_paths: list[Path] | None = None) -> ModelConfig:
     """The `[models]` settings of `<data>/orrery.toml` (defaults when there is no file)."""
+    section = _read(data).models
+    paths = tuple(Path(p).expanduser() for p in section.paths) + tuple(extra_paths or [])
+    return ModelConfig(
+        paths=paths,
+        default=section.default,
+        roles=dict(section.roles),
+        chat_formats=dict(section.chat_formats),
+        n_ctx=section.n_ctx,
+        use_gpu=section.use_gpu,
+        prefix_cache_mb=section.prefix_cache_mb,
+    )
+
+
+def _read(data: Path) -> _ConfigFile:
     path = data / CONFIG_FILE
     parsed = _ConfigFile()
     if path.is_file():
@@ -64,14 +101,4 @@ def load_model_config(data: Path, *, extra_paths: list[Path] | None = None) -> M
             error = exc.errors()[0]
             where = ".".join(str(part) for part in error["loc"])
             raise ConfigError(f"{path}: {where}: {error['msg']}") from None
-    section = parsed.models
-    paths = tuple(Path(p).expanduser() for p in section.paths) + tuple(extra_paths or [])
-    return ModelConfig(
-        paths=paths,
-        default=section.default,
-        roles=dict(section.roles),
-        chat_formats=dict(section.chat_formats),
-        n_ctx=section.n_ctx,
-        use_gpu=section.use_gpu,
-        prefix_cache_mb=section.prefix_cache_mb,
-    )
+    return parsed

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -116,6 +116,10 @@ class LocalDispatcher:
 
     def devices(self) -> Sequence[DeviceInfo]:
         return (self._info,)
+
+    def tool_schemas(self) -> dict[str, dict[str, Any]]:
+        """Tool name -> argument schema of the tools this device offers."""
+        return self._tools.schemas()
 
     def attach(self, sink: _Sink) -> None:
         self._sink = sink

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from pathlib import Path
 from ssl import Purpose, SSLContext, create_default_context
@@ -158,14 +158,21 @@ class AipServer:
         await self.wait_closed()
 
 
-def _only_aip_path(connection: ServerConnection, request: Request) -> Response | None:
-    path = urlsplit(request.path).path
-    if path != AIP_PATH:
-        log.info("refused a WebSocket request for %r (AIP lives at %s)", path, AIP_PATH)
-        return connection.respond(
-            HTTPStatus.NOT_FOUND, f"no AIP endpoint at {path}; devices connect to {AIP_PATH}\n"
-        )
-    return None
+def _known_paths(paths: frozenset[str]) -> Callable[[ServerConnection, Request], Response | None]:
+    """A `process_request` hook that answers HTTP 404 for every path but `paths`."""
+    listing = ", ".join(sorted(paths))
+
+    def check(connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path not in paths:
+            log.info("refused a WebSocket request for %r (served: %s)", path, listing)
+            return connection.respond(
+                HTTPStatus.NOT_FOUND,
+                f"no endpoint at {path}; devices connect to {AIP_PATH} (served: {listing})\n",
+            )
+        return None
+
+    return check
 
 
 async def serve_aip(
@@ -175,22 +182,29 @@ async def serve_aip(
     *,
     ssl: SSLContext | None = None,
     max_frame: int = DEFAULT_MAX_FRAME,
+    extra: Mapping[str, Handler] | None = None,
 ) -> AipServer:
     """Listen for devices at `ws(s)://host:port/aip/v1`; port 0 picks a free one (`.port`).
 
-    `handler` runs once per connection; the connection is closed when it returns. Other
-    paths get HTTP 404. Pass the same `max_frame` as the sessions use.
+    `handler` runs once per AIP connection; the connection is closed when it returns.
+    `extra` maps further paths (such as `/control/v1`) to their own handlers, served on the
+    same port with the same frame limit; every other path gets HTTP 404. Pass the same
+    `max_frame` as the sessions use.
     """
+    if extra and AIP_PATH in extra:
+        raise ValueError(f"{AIP_PATH} is AIP's own path; serve other endpoints elsewhere")
+    handlers: dict[str, Handler] = {**(extra or {}), AIP_PATH: handler}
 
     async def run_handler(websocket: ServerConnection) -> None:
-        await handler(Connection(websocket))
+        path = urlsplit(websocket.request.path).path if websocket.request else AIP_PATH
+        await handlers[path](Connection(websocket))
 
     server = await ws_serve(
         run_handler,
         host,
         port,
         ssl=ssl,
-        process_request=_only_aip_path,
+        process_request=_known_paths(frozenset(handlers)),
         max_size=OVERSIZE_FACTOR * max_frame,
         close_timeout=CLOSE_TIMEOUT,
     )

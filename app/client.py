@@ -1,0 +1,740 @@
+"""A Python client of the control API (`orrery serve`, docs/control-api.md).
+
+    async with Orrery("ws://127.0.0.1:8765") as o:
+        run = await o.submit(plan_text=Path("plan.yaml").read_text())
+        async for event in run.events():       # agents.events types, replayed from the start
+            print(event.type)
+        result = await run.wait()              # RunResult: status, reason, failed star
+
+`SyncOrrery` does the same for scripts without asyncio. The token comes from `token=`,
+else `$ORRERY_CONTROL_TOKEN`, else DATA_DIR/control.token (the server's data dir when
+both run on one machine).
+
+If the connection drops (the server restarted), the client reconnects for up to
+`reconnect_within` seconds and subscribes again after the last event it received, so a
+caller sees every event once, in order. A request in flight when the connection dropped
+fails with `ConnectionLost` (it may or may not have been carried out).
+
+Errors: `OrreryError` is the base; `ServerUnreachable` (and its `ConnectionLost`) when the
+server cannot be reached, `AuthRefused` for a missing or wrong token, `RequestRejected`
+(with `code`, `field`, `reason`) for a refused request, and its `RunInterrupted` when the
+orchestrator running a constellation stopped before it finished.
+
+Imports only websockets, pydantic and the light parts of Orrery (no Qt, no models).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from ssl import SSLContext
+from types import TracebackType
+from typing import Any, Self, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
+
+from agents.events import AnyEvent, ConstellationFinished, Event
+from app.control.messages import (
+    CONTROL_PATH,
+    MAX_FRAME,
+    ApprovalList,
+    ApprovalsRequest,
+    ApproveRequest,
+    Authenticated,
+    AuthRequest,
+    Cancelled,
+    CancelRequest,
+    ConstellationRequest,
+    Decided,
+    DeviceEntry,
+    DeviceList,
+    DevicesRequest,
+    ErrorCode,
+    ErrorReply,
+    EventMessage,
+    HistoryEntry,
+    HistoryList,
+    HistoryRequest,
+    PendingApprovalInfo,
+    ServerMessage,
+    Snapshot,
+    SubmitRequest,
+    Submitted,
+    Subscribed,
+    SubscribeRequest,
+    dump,
+    parse_server_message,
+)
+from app.control.token import ENV_TOKEN, TokenError, read_token
+
+log = logging.getLogger("orrery.client")
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+_EVENTS: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+_AIP_PATH = "/aip/v1"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class OrreryError(Exception):
+    """Base of the client's errors."""
+
+
+class ServerUnreachable(OrreryError):
+    """No connection to the server at `url`; `cause` says why. Is `orrery serve` running
+    there, and is the URL (host, port, ws:// or wss://) right?"""
+
+    def __init__(self, url: str, cause: BaseException | str) -> None:
+        detail = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        super().__init__(f"cannot reach the Orrery server at {url}: {detail}")
+        self.url = url
+        self.cause = cause
+
+
+class ConnectionLost(ServerUnreachable):
+    """The connection dropped and could not be made again within the time allowed."""
+
+
+class AuthRefused(OrreryError):
+    """The server refused the token (or there is none to present); the message says which."""
+
+
+class RequestRejected(OrreryError):
+    """The server refused a request: `code` (an `ErrorCode` value), `reason`, and `field`,
+    the request field at fault when one is (`plan`, `constellation`, ...)."""
+
+    def __init__(self, code: str, reason: str, field: str | None = None) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+        self.field = field
+
+    @classmethod
+    def from_reply(cls, reply: ErrorReply) -> RequestRejected:
+        kind = RunInterrupted if reply.code is ErrorCode.INTERRUPTED else RequestRejected
+        return kind(reply.code.value, reply.message, reply.field)
+
+
+class RunInterrupted(RequestRejected):
+    """The orchestrator that ran the constellation stopped before it finished."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def control_url(url: str) -> str:
+    """`url` as the control endpoint: ws(s)://host:port/control/v1.
+
+    http(s):// counts as ws(s)://; an AIP URL (…/aip/v1) or a bare host:port gets the
+    control path. Raises `ValueError` naming the problem for anything else.
+    """
+    parts = urlsplit(url.strip())
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"{url!r} is not a server URL; use ws://HOST:PORT or wss://HOST:PORT")
+    path = parts.path.rstrip("/").removesuffix(_AIP_PATH)
+    if not path.endswith(CONTROL_PATH):
+        path += CONTROL_PATH
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+def find_token(token: str | None, data_dir: str | Path | None) -> str:
+    """`token`, else $ORRERY_CONTROL_TOKEN, else the data dir's control.token."""
+    if token:
+        return token
+    if os.environ.get(ENV_TOKEN):
+        return os.environ[ENV_TOKEN]
+    from app.config import data_dir as default_data_dir
+
+    try:
+        return read_token(default_data_dir(data_dir))
+    except TokenError as exc:
+        raise AuthRefused(str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How a constellation ended (from its `constellation.finished` event)."""
+
+    constellation_id: str
+    status: str
+    reason: str | None
+    failed_star: str | None
+    no_capable_device: bool
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+
+class _Stream:
+    """The events of one constellation as received, deduplicated by seq."""
+
+    def __init__(self, constellation_id: str) -> None:
+        self.constellation_id = constellation_id
+        self.events: list[Event] = []
+        self.last_seq = 0
+        self.finished: ConstellationFinished | None = None
+        self.error: OrreryError | None = None
+        self._changed = asyncio.Event()
+
+    @property
+    def done(self) -> bool:
+        return self.finished is not None or self.error is not None
+
+    def offer(self, message: EventMessage) -> None:
+        if message.seq <= self.last_seq or self.finished is not None:
+            return  # already delivered (a replay after reconnecting)
+        try:
+            event = cast(Event, _EVENTS.validate_python(message.event))
+        except ValidationError as exc:
+            log.warning("c=%s: skipped an unreadable event #%d: %s", self.constellation_id,
+                        message.seq, exc.errors(include_url=False)[0]["msg"])  # fmt: skip
+            self.last_seq = message.seq
+            return
+        self.last_seq = message.seq
+        self.events.append(event)
+        if isinstance(event, ConstellationFinished):
+            self.finished = event
+        self._notify()
+
+    def fail(self, error: OrreryError) -> None:
+        if not self.done:
+            self.error = error
+            self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self) -> None:
+        await self._changed.wait()
+
+
+# --------------------------------------------------------------------------- runs
+
+
+class Run:
+    """A constellation on the server: stream its events, wait for it, cancel it."""
+
+    def __init__(self, client: Orrery, constellation_id: str, name: str = "", stars: int = 0):
+        self._client = client
+        self.id = constellation_id
+        self.name = name
+        self.stars = stars
+        self._stream: _Stream | None = None
+
+    async def _subscribed(self) -> _Stream:
+        if self._stream is None:
+            self._stream = await self._client._subscribe(self.id)
+        return self._stream
+
+    async def events(self) -> AsyncGenerator[Event, None]:
+        """Every event of the constellation from its start, once each, in order; ends
+        after `constellation.finished`. Raises `RunInterrupted` or `ConnectionLost`."""
+        stream = await self._subscribed()
+        index = 0
+        while True:
+            while index < len(stream.events):
+                event = stream.events[index]
+                index += 1
+                yield event
+                if isinstance(event, ConstellationFinished):
+                    return
+            if stream.error is not None:
+                raise stream.error
+            await stream.changed()
+
+    async def wait(self) -> RunResult:
+        """Wait for the end; how it ended. Raises like `events`."""
+        stream = await self._subscribed()
+        while not stream.done:
+            await stream.changed()
+        if stream.finished is None:
+            assert stream.error is not None
+            raise stream.error
+        finished = stream.finished
+        return RunResult(
+            constellation_id=self.id,
+            status=finished.status,
+            reason=finished.reason,
+            failed_star=finished.failed_star,
+            no_capable_device=finished.no_capable_device,
+        )
+
+    async def cancel(self, reason: str = "cancelled by a control client") -> str:
+        return await self._client.cancel(self.id, reason)
+
+    async def snapshot(self) -> Snapshot:
+        return await self._client.constellation(self.id)
+
+
+# --------------------------------------------------------------------------- client
+
+
+class Orrery:
+    """An async control-API client; use `async with Orrery(url) as o:`."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        data_dir: str | Path | None = None,
+        *,
+        client_name: str = "orrery-client",
+        connect_timeout: float = 10.0,
+        reconnect_within: float = 30.0,
+        ssl: SSLContext | None = None,
+    ) -> None:
+        """`ssl` verifies a wss:// server (e.g. `protocol.transport.client_ssl_context`);
+        wss:// without it trusts the system's certificate authorities."""
+        self.url = control_url(url)
+        self._ssl = ssl
+        self._token = token
+        self._data_dir = data_dir
+        self.client_name = client_name
+        self.connect_timeout = connect_timeout
+        self.reconnect_within = reconnect_within
+        self._ids = itertools.count(1)
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._pending: dict[str, asyncio.Future[ServerMessage]] = {}
+        self._streams: dict[str, _Stream] = {}  # by the id of the subscribe that feeds it
+        self._closed = False
+        self._lost: OrreryError | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Connect and authenticate; `ServerUnreachable` or `AuthRefused` otherwise."""
+        self._closed = False
+        token = find_token(self._token, self._data_dir)
+        self._token = token
+        await self._open(token)
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in (self._reconnecting, self._reader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._ws is not None:
+            await self._ws.close()
+            self._ws = None
+        self._connected.clear()
+        closed = ConnectionLost(self.url, "the client was closed")
+        self._fail_pending(closed)
+        for stream in self._streams.values():
+            stream.fail(closed)
+        self._streams.clear()
+
+    async def _open(self, token: str) -> None:
+        try:
+            tls: dict[str, Any] = {"ssl": self._ssl} if self._ssl is not None else {}
+            ws = await ws_connect(
+                self.url,
+                open_timeout=self.connect_timeout,
+                max_size=MAX_FRAME,
+                close_timeout=5,
+                **tls,  # wss:// without a context: websockets makes a default one
+            )
+        except InvalidURI as exc:
+            raise ValueError(f"{self.url!r} is not a server URL: {exc}") from None
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise ServerUnreachable(self.url, exc) from None
+        try:
+            request_id = self._next_id()
+            await ws.send(dump(AuthRequest(id=request_id, token=token, client=self.client_name)))
+            async with asyncio.timeout(self.connect_timeout):
+                reply = parse_server_message(await ws.recv())
+        except (ConnectionClosed, TimeoutError, ValidationError, ValueError) as exc:
+            await ws.close()
+            raise ServerUnreachable(self.url, f"no answer to `auth`: {exc}") from None
+        if isinstance(reply, ErrorReply):
+            await ws.close()
+            raise AuthRefused(f"the server at {self.url} refused the token: {reply.message}")
+        if not isinstance(reply, Authenticated):
+            await ws.close()
+            raise ServerUnreachable(self.url, f"unexpected answer to `auth`: {reply.type}")
+        self._ws = ws
+        self._lost = None
+        self._reader = asyncio.create_task(self._read(ws), name="orrery-client-reader")
+        self._connected.set()
+        log.info("connected to %s", self.url)
+
+    def _next_id(self) -> str:
+        return f"r{next(self._ids)}"
+
+    # ---------------------------------------------------------------- reading
+
+    async def _read(self, ws: ClientConnection) -> None:
+        try:
+            async for frame in ws:
+                try:
+                    message = parse_server_message(frame)
+                except (ValidationError, ValueError) as exc:
+                    log.warning("ignored an unreadable frame from %s: %s", self.url, exc)
+                    continue
+                self._route(message)
+        except ConnectionClosed:
+            pass
+        if self._ws is ws:
+            self._ws = None
+            self._connected.clear()
+            self._dropped()
+
+    def _route(self, message: ServerMessage) -> None:
+        if isinstance(message, EventMessage):
+            stream = self._streams.get(message.id)
+            if stream is not None:
+                stream.offer(message)
+                if stream.finished is not None:
+                    self._streams.pop(message.id, None)
+            return
+        future = self._pending.pop(message.id or "", None)
+        if future is not None:
+            if not future.done():
+                future.set_result(message)
+            return
+        stream = self._streams.pop(message.id or "", None)
+        if stream is not None and isinstance(message, ErrorReply):
+            stream.fail(RequestRejected.from_reply(message))
+        elif isinstance(message, ErrorReply):
+            log.warning("server error: %s", message.message)
+
+    def _dropped(self) -> None:
+        lost = ConnectionLost(self.url, "the connection dropped")
+        self._fail_pending(lost)
+        if self._closed:
+            return
+        log.info("connection to %s dropped; reconnecting", self.url)
+        self._reconnecting = asyncio.create_task(self._reconnect(), name="orrery-reconnect")
+
+    def _fail_pending(self, error: OrreryError) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(error)
+
+    async def _reconnect(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.reconnect_within
+        delay = 0.05
+        last: OrreryError = ConnectionLost(self.url, "the connection dropped")
+        assert self._token is not None
+        while not self._closed:
+            try:
+                await self._open(self._token)
+                break
+            except AuthRefused as exc:
+                last = exc
+                break
+            except ServerUnreachable as exc:
+                last = ConnectionLost(self.url, f"gave up reconnecting: {exc.cause}")
+            if loop.time() + delay > deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        if self._ws is None:
+            self._lost = last
+            log.warning("%s", last)
+            for stream in self._streams.values():
+                stream.fail(last)
+            self._streams.clear()
+            return
+        streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:  # after the last event each received: no duplicates
+            with contextlib.suppress(OrreryError):
+                await self._resubscribe(stream)
+
+    # ---------------------------------------------------------------- requests
+
+    async def _call(self, make: Callable[[str], BaseModel], expect: type[M]) -> M:
+        ws = await self._live()
+        request = make(self._next_id())
+        request_id = str(getattr(request, "id"))  # noqa: B009  (every request has one)
+        future: asyncio.Future[ServerMessage] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await ws.send(dump(request))
+        except ConnectionClosed:
+            self._pending.pop(request_id, None)
+            raise ConnectionLost(self.url, "the connection dropped while sending") from None
+        reply = await future
+        if isinstance(reply, ErrorReply):
+            raise RequestRejected.from_reply(reply)
+        if not isinstance(reply, expect):
+            raise OrreryError(f"expected {expect.__name__} from the server, got {reply.type}")
+        return reply
+
+    async def _live(self) -> ClientConnection:
+        """The open connection, waiting for a reconnect in progress."""
+        if self._closed:
+            raise OrreryError("the client is closed; use `async with Orrery(...)`")
+        if self._ws is None and (self._reconnecting is None or self._reconnecting.done()):
+            await self.connect()  # one more try: the server may be back
+        if self._ws is None and self._reconnecting is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._reconnecting)
+        if self._ws is None:
+            raise self._lost or ConnectionLost(self.url, "not connected")
+        return self._ws
+
+    async def _subscribe(self, constellation_id: str) -> _Stream:
+        stream = _Stream(constellation_id)
+        await self._resubscribe(stream)
+        return stream
+
+    async def _resubscribe(self, stream: _Stream) -> None:
+        ws = await self._live()
+        request_id = self._next_id()
+        request = SubscribeRequest(
+            id=request_id, constellation=stream.constellation_id, after_seq=stream.last_seq
+        )
+        future: asyncio.Future[ServerMessage] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        self._streams[request_id] = stream  # events may follow the reply at once
+        try:
+            await ws.send(dump(request))
+            reply = await future
+        except (ConnectionClosed, ConnectionLost):
+            self._pending.pop(request_id, None)
+            return  # the reconnect subscribes the stream again (or fails it)
+        if isinstance(reply, ErrorReply):
+            self._streams.pop(request_id, None)
+            error = RequestRejected.from_reply(reply)
+            stream.fail(error)
+            raise error
+        if not isinstance(reply, Subscribed):
+            raise OrreryError(f"expected `subscribed` from the server, got {reply.type}")
+        log.debug("subscribed to c=%s after %d", stream.constellation_id, stream.last_seq)
+
+    # ---------------------------------------------------------------- commands
+
+    async def submit(
+        self,
+        plan_text: str | None = None,
+        request: str | None = None,
+        *,
+        source: str = "<submitted plan>",
+    ) -> Run:
+        """Run a plan (YAML text) or a request in words; `RequestRejected` (code
+        `invalid_plan`, `plan_rejected`, `no_planner`) if the server will not."""
+        if (plan_text is None) == (request is None):
+            raise ValueError("give exactly one of plan_text= or request=")
+        reply = await self._call(
+            lambda i: SubmitRequest(id=i, plan=plan_text, request=request, source=source),
+            Submitted,
+        )
+        return Run(self, reply.constellation, reply.name, reply.stars)
+
+    def run(self, constellation_id: str) -> Run:
+        """A constellation already on the server (to follow, wait for or cancel)."""
+        return Run(self, constellation_id)
+
+    async def cancel(self, constellation_id: str, reason: str = "cancelled by a client") -> str:
+        """Cancel a constellation; its status afterwards."""
+        reply = await self._call(
+            lambda i: CancelRequest(id=i, constellation=constellation_id, reason=reason),
+            Cancelled,
+        )
+        return reply.status
+
+    async def approve(self, request: str, approved: bool = True, reason: str = "") -> None:
+        """Allow (or refuse) a tool call a device waits on (`approval.needed`'s request)."""
+        await self._call(
+            lambda i: ApproveRequest(id=i, request=request, approved=approved, reason=reason),
+            Decided,
+        )
+
+    async def approvals(self) -> list[PendingApprovalInfo]:
+        return (await self._call(lambda i: ApprovalsRequest(id=i), ApprovalList)).approvals
+
+    async def devices(self) -> list[DeviceEntry]:
+        return (await self._call(lambda i: DevicesRequest(id=i), DeviceList)).devices
+
+    async def history(self, limit: int = 20, status: str | None = None) -> list[HistoryEntry]:
+        reply = await self._call(
+            lambda i: HistoryRequest(id=i, limit=limit, status=status), HistoryList
+        )
+        return reply.constellations
+
+    async def constellation(self, constellation_id: str) -> Snapshot:
+        return await self._call(
+            lambda i: ConstellationRequest(id=i, constellation=constellation_id), Snapshot
+        )
+
+    async def send_raw(self, text: str, reply_id: str | None = None) -> ServerMessage:
+        """Send one frame as it is and return the reply with `reply_id` (None: the reply
+        to a request whose id could not be read). For probing the server."""
+        ws = await self._live()
+        future: asyncio.Future[ServerMessage] = asyncio.get_running_loop().create_future()
+        self._pending[reply_id or ""] = future
+        await ws.send(text)
+        return await future
+
+
+# --------------------------------------------------------------------------- sync wrapper
+
+
+class SyncOrrery:
+    """`Orrery` for scripts without asyncio: the client runs on its own thread's loop.
+
+    with SyncOrrery("ws://127.0.0.1:8765") as o:
+        run = o.submit(plan_text=text)
+        for event in run.events():
+            ...
+        print(run.wait().status)
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        data_dir: str | Path | None = None,
+        **options: Any,
+    ) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="orrery-sync-client", daemon=True
+        )
+        self._thread.start()
+        self._client = self._do(self._make(url, token, data_dir, options))
+        try:
+            self._do(self._client.connect())
+        except BaseException:
+            self._stop()
+            raise
+
+    @staticmethod
+    async def _make(
+        url: str, token: str | None, data_dir: str | Path | None, options: dict[str, Any]
+    ) -> Orrery:
+        return Orrery(url, token, data_dir, **options)
+
+    def _do(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        with contextlib.suppress(Exception):
+            self._do(self._client.close(), timeout=15)
+        self._stop()
+
+    def _stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=15)
+        self._loop.close()
+
+    def submit(
+        self, plan_text: str | None = None, request: str | None = None, **options: Any
+    ) -> SyncRun:
+        return SyncRun(self, self._do(self._client.submit(plan_text, request, **options)))
+
+    def run(self, constellation_id: str) -> SyncRun:
+        return SyncRun(self, self._client.run(constellation_id))
+
+    def cancel(self, constellation_id: str, reason: str = "cancelled by a client") -> str:
+        return self._do(self._client.cancel(constellation_id, reason))
+
+    def approve(self, request: str, approved: bool = True, reason: str = "") -> None:
+        self._do(self._client.approve(request, approved, reason))
+
+    def approvals(self) -> list[PendingApprovalInfo]:
+        return self._do(self._client.approvals())
+
+    def devices(self) -> list[DeviceEntry]:
+        return self._do(self._client.devices())
+
+    def history(self, limit: int = 20, status: str | None = None) -> list[HistoryEntry]:
+        return self._do(self._client.history(limit, status))
+
+    def constellation(self, constellation_id: str) -> Snapshot:
+        return self._do(self._client.constellation(constellation_id))
+
+
+class SyncRun:
+    """`Run` for `SyncOrrery`: iterate `events()`, call `wait()`."""
+
+    def __init__(self, owner: SyncOrrery, run: Run) -> None:
+        self._owner = owner
+        self._run = run
+        self.id = run.id
+        self.name = run.name
+        self.stars = run.stars
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Like `Run.events`; `timeout` bounds the wait for each event (TimeoutError)."""
+        iterator = self._run.events()
+        try:
+            while True:
+                try:
+                    yield self._owner._do(_next(iterator), timeout)
+                except StopAsyncIteration:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                self._owner._do(iterator.aclose(), timeout=5)
+
+    def wait(self, timeout: float | None = None) -> RunResult:
+        return self._owner._do(self._run.wait(), timeout)
+
+    def cancel(self, reason: str = "cancelled by a client") -> str:
+        return self._owner._do(self._run.cancel(reason))
+
+
+async def _next(iterator: AsyncIterator[Event]) -> Event:
+    return await iterator.__anext__()
+
+
+__all__ = [
+    "AuthRefused",
+    "ConnectionLost",
+    "Orrery",
+    "OrreryError",
+    "RequestRejected",
+    "Run",
+    "RunInterrupted",
+    "RunResult",
+    "ServerUnreachable",
+    "SyncOrrery",
+    "SyncRun",
+    "control_url",
+    "find_token",
+]

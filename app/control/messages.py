@@ -1,0 +1,455 @@
+"""The control API's messages: what scripts send to `orrery serve` and what it answers.
+
+Every frame is one JSON object with a `type`. Requests carry an `id` (the client's choice)
+that the server echoes in the reply, and in every `event` of a subscription. The spec is
+docs/control-api.md; this module is its executable form (pydantic v2, discriminated on
+`type`). It imports nothing of Orrery, so a client loads it cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+CONTROL_PATH: Final = "/control/v1"
+PROTOCOL: Final = "orrery.control/1"
+MAX_PLAN_CHARS: Final = 1_000_000
+MAX_REQUEST_CHARS: Final = 20_000
+MAX_FRAME: Final = 4 * 1024 * 1024
+
+RequestId = Annotated[str, Field(min_length=1, max_length=64)]
+ConstellationId = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ErrorCode(StrEnum):
+    """Why a request was refused (the `code` of an `error`)."""
+
+    UNAUTHORIZED = "unauthorized"  # missing or wrong token: the connection closes
+    MALFORMED = "malformed"  # not JSON, or a field is missing or wrong (`field` names it)
+    UNKNOWN_COMMAND = "unknown_command"  # a `type` the server does not know
+    INVALID_PLAN = "invalid_plan"  # the plan text does not parse or validate
+    PLAN_REJECTED = "plan_rejected"  # the planner could not turn the request into a plan
+    NO_PLANNER = "no_planner"  # `submit {request}` on a server without a planner
+    NO_CAPABLE_DEVICE = "no_capable_device"  # the planner found no device to plan for
+    UNKNOWN_CONSTELLATION = "unknown_constellation"
+    UNKNOWN_APPROVAL = "unknown_approval"
+    INTERRUPTED = "interrupted"  # the orchestrator running it stopped before it finished
+    INTERNAL = "internal"  # a bug in the server; the message says what failed
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class AuthRequest(_Message):
+    """The first frame of every connection: the local token (DATA_DIR/control.token)."""
+
+    type: Literal["auth"] = "auth"
+    id: RequestId
+    token: str = Field(min_length=1, max_length=512)
+    client: str = Field(default="", max_length=200, description="who is asking, for the logs")
+
+
+class SubmitRequest(_Message):
+    """Run a plan (YAML text) or a request in words (planned by the server's planner)."""
+
+    type: Literal["submit"] = "submit"
+    id: RequestId
+    plan: str | None = Field(default=None, min_length=1, max_length=MAX_PLAN_CHARS)
+    request: str | None = Field(
+        default=None, min_length=1, max_length=MAX_REQUEST_CHARS, validate_default=True
+    )
+    source: str = Field(
+        default="<submitted plan>", max_length=500, description="plan file name for errors"
+    )
+
+    @field_validator("request")
+    @classmethod
+    def _exactly_one(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if (info.data.get("plan") is None) == (value is None):
+            raise ValueError("give exactly one of 'plan' (YAML text) or 'request' (words)")
+        return value
+
+
+class SubscribeRequest(_Message):
+    """Stream a constellation's events: those after `after_seq` first, then live ones."""
+
+    type: Literal["subscribe"] = "subscribe"
+    id: RequestId
+    constellation: ConstellationId
+    after_seq: int = Field(default=0, ge=0)
+
+
+class UnsubscribeRequest(_Message):
+    type: Literal["unsubscribe"] = "unsubscribe"
+    id: RequestId
+    constellation: ConstellationId
+
+
+class CancelRequest(_Message):
+    type: Literal["cancel"] = "cancel"
+    id: RequestId
+    constellation: ConstellationId
+    reason: str = Field(default="cancelled through the control API", max_length=1000)
+
+
+class ApproveRequest(_Message):
+    """Allow (or refuse) a tool call a device waits on (`approval.needed`'s `request`)."""
+
+    type: Literal["approve"] = "approve"
+    id: RequestId
+    request: str = Field(min_length=1, max_length=200)
+    approved: bool
+    reason: str = Field(default="", max_length=1000)
+
+
+class ApprovalsRequest(_Message):
+    type: Literal["approvals"] = "approvals"
+    id: RequestId
+
+
+class DevicesRequest(_Message):
+    type: Literal["devices"] = "devices"
+    id: RequestId
+
+
+class HistoryRequest(_Message):
+    type: Literal["history"] = "history"
+    id: RequestId
+    limit: int = Field(default=20, ge=1, le=1000)
+    status: str | None = Field(default=None, max_length=20)
+
+
+class ConstellationRequest(_Message):
+    type: Literal["constellation"] = "constellation"
+    id: RequestId
+    constellation: ConstellationId
+
+
+Request = Annotated[
+    AuthRequest
+    | SubmitRequest
+    | SubscribeRequest
+    | UnsubscribeRequest
+    | CancelRequest
+    | ApproveRequest
+    | ApprovalsRequest
+    | DevicesRequest
+    | HistoryRequest
+    | ConstellationRequest,
+    Field(discriminator="type"),
+]
+REQUEST_TYPES: Final = (
+    "auth",
+    "submit",
+    "subscribe",
+    "unsubscribe",
+    "cancel",
+    "approve",
+    "approvals",
+    "devices",
+    "history",
+    "constellation",
+)
+
+
+# --------------------------------------------------------------------------- server messages
+
+
+class Authenticated(_Message):
+    type: Literal["authenticated"] = "authenticated"
+    id: str
+    protocol: str = PROTOCOL
+
+
+class Submitted(_Message):
+    type: Literal["submitted"] = "submitted"
+    id: str
+    constellation: str
+    name: str
+    stars: int
+    version: int
+    rationale: str = ""
+
+
+class Subscribed(_Message):
+    """The subscription is open; `status` is the constellation's status at this moment."""
+
+    type: Literal["subscribed"] = "subscribed"
+    id: str
+    constellation: str
+    status: str
+
+
+class EventMessage(_Message):
+    """One event of a subscription (`id` is the subscribe's). The stream ends after the
+    `constellation.finished` event, or with an `error` of code `interrupted`."""
+
+    type: Literal["event"] = "event"
+    id: str
+    constellation: str
+    seq: int
+    event: dict[str, Any]
+
+
+class Unsubscribed(_Message):
+    type: Literal["unsubscribed"] = "unsubscribed"
+    id: str
+    constellation: str
+
+
+class Cancelled(_Message):
+    """The cancel was applied (or the constellation had already ended: see `status`)."""
+
+    type: Literal["cancelled"] = "cancelled"
+    id: str
+    constellation: str
+    status: str
+
+
+class Decided(_Message):
+    type: Literal["decided"] = "decided"
+    id: str
+    request: str
+    approved: bool
+
+
+class PendingApprovalInfo(_Message):
+    request: str
+    constellation: str
+    star: str
+    attempt: int
+    device: str
+    tool: str
+    summary: str
+
+
+class ApprovalList(_Message):
+    type: Literal["approval_list"] = "approval_list"
+    id: str
+    approvals: list[PendingApprovalInfo]
+
+
+class DeviceEntry(_Message):
+    """An enrolled device (`state` from the store), with capabilities while connected."""
+
+    name: str
+    state: str
+    connected: bool
+    labels: list[str] = Field(default_factory=list)
+    last_seen: float | None = None
+    platform: str | None = None
+    tools: list[str] = Field(default_factory=list)
+    gpu: bool = False
+    max_tasks: int | None = None
+
+
+class DeviceList(_Message):
+    type: Literal["device_list"] = "device_list"
+    id: str
+    devices: list[DeviceEntry]
+
+
+class HistoryEntry(_Message):
+    id: str
+    name: str
+    status: str
+    version: int
+    stars: int
+    created_at: float
+    finished_at: float | None
+    reason: str | None
+
+
+class HistoryList(_Message):
+    type: Literal["history_list"] = "history_list"
+    id: str
+    constellations: list[HistoryEntry]
+
+
+class EditEntry(_Message):
+    """One accepted edit batch: the version it made and why."""
+
+    version: int
+    rationale: str
+    undo: bool = False
+    edits: int = 0
+
+
+class Snapshot(_Message):
+    """One constellation now: `constellation` is its full state (stars, lines, attempts,
+    outputs) as the orchestrator serialises it; `live` says whether it is still in memory."""
+
+    type: Literal["snapshot"] = "snapshot"
+    id: str
+    name: str
+    status: str
+    version: int
+    rationale: str
+    reason: str | None
+    live: bool
+    constellation: dict[str, Any]
+    edits: list[EditEntry] = Field(default_factory=list)
+
+
+class ErrorReply(_Message):
+    """A refused request. `id` is the request's (None if it could not be read), `field`
+    the offending field (dotted path, as in `stars.0.tool`) when one is to blame."""
+
+    type: Literal["error"] = "error"
+    id: str | None
+    code: ErrorCode
+    message: str
+    field: str | None = None
+
+
+ServerMessage = Annotated[
+    Authenticated
+    | Submitted
+    | Subscribed
+    | EventMessage
+    | Unsubscribed
+    | Cancelled
+    | Decided
+    | ApprovalList
+    | DeviceList
+    | HistoryList
+    | Snapshot
+    | ErrorReply,
+    Field(discriminator="type"),
+]
+
+_REQUESTS: TypeAdapter[Request] = TypeAdapter(Request)
+_SERVER_MESSAGES: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
+
+
+class BadRequest(Exception):
+    """A frame that is not a valid request; carries the `ErrorReply` to send back."""
+
+    def __init__(self, reply: ErrorReply) -> None:
+        super().__init__(reply.message)
+        self.reply = reply
+
+
+def parse_request(frame: str | bytes) -> Request:
+    """Read one request frame; `BadRequest` (with the reply naming the field) otherwise."""
+    try:
+        raw = json.loads(frame)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(
+            ErrorReply(id=None, code=ErrorCode.MALFORMED, message=f"not JSON: {exc}")
+        ) from None
+    if not isinstance(raw, dict):
+        raise BadRequest(
+            ErrorReply(
+                id=None,
+                code=ErrorCode.MALFORMED,
+                message=f"a request is a JSON object, not {type(raw).__name__}",
+            )
+        )
+    request_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+    request_id = request_id[:64] if request_id else None
+    try:
+        return _REQUESTS.validate_python(raw)
+    except ValidationError as exc:
+        raise BadRequest(_describe(exc, raw, request_id)) from None
+
+
+def _describe(exc: ValidationError, raw: dict[str, Any], request_id: str | None) -> ErrorReply:
+    error = exc.errors(include_url=False)[0]
+    kind = raw.get("type")
+    if error["type"] == "union_tag_not_found":
+        return ErrorReply(
+            id=request_id,
+            code=ErrorCode.MALFORMED,
+            message=f"type: missing; a request names its command: one of {_known()}",
+            field="type",
+        )
+    if error["type"] == "union_tag_invalid":
+        return ErrorReply(
+            id=request_id,
+            code=ErrorCode.UNKNOWN_COMMAND,
+            message=f"type: unknown command {kind!r}; known: {_known()}",
+            field="type",
+        )
+    field = ".".join(str(part) for part in error["loc"][1:]) or None  # loc[0] is the tag
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = f"unknown field for {kind!r}"
+    elif error["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
+    return ErrorReply(
+        id=request_id,
+        code=ErrorCode.MALFORMED,
+        message=f"{field}: {message}" if field else message,
+        field=field,
+    )
+
+
+def _known() -> str:
+    return ", ".join(t for t in REQUEST_TYPES)
+
+
+def parse_server_message(frame: str | bytes) -> ServerMessage:
+    """Read one frame from the server; raises `ValidationError` or `ValueError`."""
+    return _SERVER_MESSAGES.validate_json(frame)
+
+
+def dump(message: BaseModel) -> str:
+    """A message as one compact JSON frame (defaults included, so replies are explicit)."""
+    return message.model_dump_json()
+
+
+__all__ = [
+    "CONTROL_PATH",
+    "MAX_FRAME",
+    "PROTOCOL",
+    "REQUEST_TYPES",
+    "ApprovalList",
+    "ApprovalsRequest",
+    "ApproveRequest",
+    "AuthRequest",
+    "Authenticated",
+    "BadRequest",
+    "CancelRequest",
+    "Cancelled",
+    "ConstellationRequest",
+    "Decided",
+    "DeviceEntry",
+    "DeviceList",
+    "DevicesRequest",
+    "EditEntry",
+    "ErrorCode",
+    "ErrorReply",
+    "EventMessage",
+    "HistoryEntry",
+    "HistoryList",
+    "HistoryRequest",
+    "PendingApprovalInfo",
+    "Request",
+    "ServerMessage",
+    "Snapshot",
+    "SubmitRequest",
+    "Submitted",
+    "SubscribeRequest",
+    "Subscribed",
+    "UnsubscribeRequest",
+    "Unsubscribed",
+    "dump",
+    "parse_request",
+    "parse_server_message",
+]

@@ -1,0 +1,118 @@
+"""Requests in words: the planner model, plan creation and plan review for the app.
+
+`RequestPlanner` owns the "planner" model role (loaded on first use from the
+`[models]` configuration; the embedded default otherwise) and the `[planner]`
+settings. `plan` turns a request into a constellation for the devices connected now;
+`review_runs` gives each such constellation, once submitted, a `PlanReviewer` that edits
+it by the edit policy while it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agents.constellation import Constellation
+from agents.events import ConstellationFinished, ConstellationSubmitted, Event
+from agents.models.manager import LazyModelManager
+from agents.orchestrator import Orchestrator
+from agents.planner.context import PlanningContext
+from agents.planner.planner import Planner
+from agents.planner.review import EditPolicy, PlanReviewer
+from app.device_run import device_models
+from app.settings import PlannerSettings, load_planner_settings
+from devices.registry import DeviceInfo
+
+log = logging.getLogger("orrery.planning")
+
+ToolSchemas = Callable[[], Mapping[str, Mapping[str, Any]]]
+
+
+class RequestPlanner:
+    """Plans requests with the configured planner model; see the module docstring."""
+
+    def __init__(
+        self,
+        models: LazyModelManager,
+        tool_schemas: ToolSchemas,
+        settings: PlannerSettings | None = None,
+    ) -> None:
+        self.models = models
+        self.tool_schemas = tool_schemas
+        self.settings = settings or PlannerSettings()
+        self._planner: Planner | None = None
+        self._requests: dict[str, str] = {}  # constellation id -> the request it realises
+
+    @classmethod
+    def from_data_dir(cls, data_dir: Path, tool_schemas: ToolSchemas) -> RequestPlanner:
+        """The planner `DATA_DIR/orrery.toml` configures (`ConfigError` if it is wrong)."""
+        return cls(device_models(data_dir), tool_schemas, load_planner_settings(data_dir))
+
+    def context(self, devices: Sequence[DeviceInfo]) -> PlanningContext:
+        return PlanningContext.from_devices(devices, self.tool_schemas())
+
+    async def planner(self) -> Planner:
+        if self._planner is None:
+            backend = await self.models.backend("planner")
+            self._planner = Planner(
+                backend,
+                max_repairs=self.settings.max_repairs,
+                max_stars=self.settings.max_stars,
+            )
+        return self._planner
+
+    async def plan(self, request: str, devices: Sequence[DeviceInfo]) -> Constellation:
+        """A validated constellation for `request`; `PlanningError` if there is none."""
+        planner = await self.planner()
+        outcome = await planner.create(request, self.context(devices))
+        self._requests[outcome.constellation.id] = request
+        log.info(
+            "c=%s planned in %.1fs (%d attempt(s)): %s",
+            outcome.constellation.id,
+            outcome.seconds,
+            outcome.attempts,
+            outcome.rationale,
+        )
+        return outcome.constellation
+
+    def review_runs(
+        self, orchestrator: Orchestrator, devices: Callable[[], Sequence[DeviceInfo]]
+    ) -> Callable[[], None]:
+        """From now on, every constellation this planner made gets a `PlanReviewer` when it
+        is submitted to `orchestrator` (by the `[planner] edit_policy`) until it finishes.
+        Returns a function that stops this."""
+        reviewers: dict[str, PlanReviewer] = {}
+
+        def on_event(event: Event) -> None:
+            cid = event.constellation_id
+            if isinstance(event, ConstellationSubmitted) and cid in self._requests:
+                if self._planner is None or self.settings.edit_policy == "never":
+                    return
+                reviewers[cid] = PlanReviewer(
+                    orchestrator,
+                    self._planner,
+                    cid,
+                    request=self._requests[cid],
+                    context=lambda: self.context(devices()),
+                    policy=EditPolicy(self.settings.edit_policy),
+                )
+            elif isinstance(event, ConstellationFinished):
+                self._requests.pop(cid, None)
+                reviewer = reviewers.pop(cid, None)
+                if reviewer is not None:
+                    reviewer.close()
+
+        stop_listening = orchestrator.events.listen(on_event)
+
+        def stop() -> None:
+            stop_listening()
+            for reviewer in reviewers.values():
+                reviewer.close()
+            reviewers.clear()
+
+        return stop
+
+    async def close(self) -> None:
+        await self.models.close()

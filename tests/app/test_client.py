@@ -1,0 +1,255 @@
+"""`app.client` against a real `Orchestra` on 127.0.0.1 (real SQLite store, an in-process
+device over real AIP): submit, stream, wait, typed errors, the sync wrapper, and
+reconnecting after the server restarts without delivering an event twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agents.events import ConstellationFinished, Event, StarStarted
+from app.client import (
+    AuthRefused,
+    Orrery,
+    RequestRejected,
+    ServerUnreachable,
+    SyncOrrery,
+    control_url,
+)
+from app.fleet import DeviceProcesses, Orchestra
+from devices.agent import DeviceAgent
+from memory import Store
+
+WAIT = 30.0
+
+PLAN = """
+name: two-steps
+stars:
+  - id: write
+    tool: fs.write
+    args: {path: note.txt, content: hello}
+  - id: read
+    after: [write]
+    tool: fs.read
+    args: {path: note.txt}
+"""
+
+SLOW = """
+name: slow
+stars:
+  - id: nap
+    tool: shell.run
+    args: {cmd: sleep 30}
+  - id: after
+    after: [nap]
+    tool: fs.write
+    args: {path: never.txt, content: x}
+"""
+
+
+@contextlib.asynccontextmanager
+async def device(orchestra: Orchestra, store: Store, tmp_path: Path) -> AsyncIterator[None]:
+    processes = DeviceProcesses(store, tmp_path / "devices")
+    if "worker" not in [row.name for row in store.devices()]:
+        processes.add("worker")
+        (tmp_path / "worker.token").write_text(processes.token("worker"))
+    agent = DeviceAgent(
+        orchestra.url,
+        "worker",
+        (tmp_path / "worker.token").read_text(),
+        data_dir=tmp_path / "worker",
+        shutdown_grace=0.5,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(agent.run(stop))
+    try:
+        await orchestra.wait_for_devices(1, within=WAIT)
+        yield
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(running, WAIT)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    with Store.open_path(tmp_path / "orrery.db") as opened:
+        yield opened
+
+
+@pytest.fixture
+async def orchestra(store: Store, tmp_path: Path) -> AsyncIterator[Orchestra]:
+    async with Orchestra(store, tmp_path) as running, device(running, store, tmp_path):
+        yield running
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_control_url_accepts_host_port_aip_and_http_urls() -> None:
+    assert control_url("ws://h:1") == "ws://h:1/control/v1"
+    assert control_url("http://h:1/aip/v1") == "ws://h:1/control/v1"
+    assert control_url("wss://h:1/control/v1") == "wss://h:1/control/v1"
+    with pytest.raises(ValueError, match="ws://HOST:PORT"):
+        control_url("h:1")
+
+
+async def test_submit_stream_and_wait(orchestra: Orchestra, tmp_path: Path) -> None:
+    async with Orrery(orchestra.control_url, data_dir=tmp_path) as client:
+        run = await client.submit(plan_text=PLAN)
+        assert (run.name, run.stars) == ("two-steps", 2)
+        events = [event async for event in run.events()]
+        result = await asyncio.wait_for(run.wait(), WAIT)
+        assert result.succeeded
+        assert isinstance(events[-1], ConstellationFinished)
+        assert [e.seq for e in events] == sorted({e.seq for e in events})
+        # A second reader of the same run sees the same events.
+        assert [e.seq async for e in run.events()] == [e.seq for e in events]
+        (entry,) = await client.history()
+        assert (entry.id, entry.status) == (run.id, "succeeded")
+        (listed,) = await client.devices()
+        assert listed.connected
+        snapshot = await run.snapshot()
+        assert snapshot.constellation["stars"]["read"]["output"]["content"] == "hello"
+
+
+async def test_errors_are_typed(orchestra: Orchestra, tmp_path: Path) -> None:
+    with pytest.raises(ServerUnreachable, match="cannot reach"):
+        async with Orrery(f"ws://127.0.0.1:{closed_port()}", token="t", connect_timeout=2):
+            pass
+    with pytest.raises(AuthRefused, match="wrong control token"):
+        async with Orrery(orchestra.control_url, token="orc1_not-it"):
+            pass
+    with pytest.raises(AuthRefused, match="no control token"):
+        async with Orrery(orchestra.control_url, data_dir=tmp_path / "elsewhere"):
+            pass
+    async with Orrery(orchestra.control_url, data_dir=tmp_path) as client:
+        with pytest.raises(RequestRejected) as rejected:
+            await client.submit(plan_text="name: x\nstars: []\n", source="x.yaml")
+        assert (rejected.value.code, rejected.value.field) == ("invalid_plan", "plan")
+        assert rejected.value.reason.startswith("x.yaml:")
+        with pytest.raises(RequestRejected) as rejected:
+            await client.submit(request="clean up my disk")
+        assert rejected.value.code == "no_planner"
+        with pytest.raises(RequestRejected) as rejected:
+            await client.cancel("no-such-constellation")
+        assert rejected.value.field == "constellation"
+        assert (await client.history()) == []  # the connection survived every refusal
+
+
+async def test_a_request_in_words_goes_to_the_planner(orchestra: Orchestra, tmp_path: Path) -> None:
+    from agents.constellation.plan_file import parse_plan
+    from agents.planner.errors import NoCapableDevice
+    from devices.registry import DeviceInfo
+
+    asked: list[tuple[str, list[str]]] = []
+
+    async def planner(text: str, devices: object) -> object:
+        assert isinstance(devices, list)
+        asked.append((text, [d.name for d in devices if isinstance(d, DeviceInfo)]))
+        if "impossible" in text:
+            raise ValueError("no tool can do that")
+        if "nowhere" in text:
+            raise NoCapableDevice([])
+        return parse_plan(PLAN)
+
+    orchestra.plan_request = planner  # type: ignore[assignment]
+    async with Orrery(orchestra.control_url, data_dir=tmp_path) as client:
+        run = await client.submit(request="write a note and read it")
+        assert (await asyncio.wait_for(run.wait(), WAIT)).succeeded
+        with pytest.raises(RequestRejected) as nowhere:
+            await client.submit(request="run it nowhere")
+        with pytest.raises(RequestRejected) as rejected:
+            await client.submit(request="something impossible")
+    assert (rejected.value.code, rejected.value.reason) == ("plan_rejected", "no tool can do that")
+    assert (nowhere.value.code, nowhere.value.field) == ("no_capable_device", "request")
+    assert asked[0] == ("write a note and read it", ["worker"])
+
+
+async def test_the_sync_client_runs_a_plan(orchestra: Orchestra, tmp_path: Path) -> None:
+    def script() -> tuple[list[str], str, int]:
+        with SyncOrrery(orchestra.control_url, data_dir=tmp_path) as client:
+            run = client.submit(plan_text=PLAN)
+            kinds = [event.type for event in run.events(timeout=WAIT)]
+            result = run.wait(timeout=WAIT)
+            return kinds, result.status, len(client.history())
+
+    kinds, status, runs = await asyncio.to_thread(script)
+    assert kinds[0] == "constellation.submitted"
+    assert kinds[-1] == "constellation.finished"
+    assert (status, runs) == ("succeeded", 1)
+
+
+async def test_the_sync_client_reports_an_unreachable_server() -> None:
+    def script() -> None:
+        SyncOrrery(f"ws://127.0.0.1:{closed_port()}", token="t", connect_timeout=2)
+
+    with pytest.raises(ServerUnreachable):
+        await asyncio.to_thread(script)
+
+
+async def test_after_the_server_restarts_the_client_resubscribes_without_duplicates(
+    orchestra: Orchestra, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="orrery.client")
+    async with Orrery(orchestra.control_url, data_dir=tmp_path) as client:
+        run = await client.submit(plan_text=SLOW)
+        seen: list[Event] = []
+        async with asyncio.timeout(WAIT):
+            async for event in run.events():
+                seen.append(event)
+                if isinstance(event, StarStarted):
+                    # The server goes away; while it is down the constellation moves on
+                    # (cancelled in process), so those events reach the client only
+                    # through the replay after it reconnects.
+                    await orchestra.__aexit__(None, None, None)
+                    orchestra.orchestrator.cancel(run.id, "cancelled while the client was away")
+                    await asyncio.sleep(0.3)
+                    await orchestra.__aenter__()
+        result = await run.wait()
+    seqs = [event.seq for event in seen]
+    assert seqs == sorted(set(seqs)), seqs  # nothing twice, nothing out of order
+    assert result.status == "cancelled"
+    finished = [e for e in seen if e.type == "star.finished"]
+    assert {getattr(e, "star_id", None) for e in finished} == {"nap", "after"}
+    # Everything the orchestrator published for this run reached the caller exactly once.
+    logged = [e.seq for e in orchestra.control.log.after(run.id, 0)]
+    assert seqs == logged
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("dropped; reconnecting" in m for m in messages), messages
+    resubscribed = [m for m in messages if m.startswith(f"subscribed to c={run.id} after ")]
+    assert len(resubscribed) == 2, resubscribed
+    assert not resubscribed[1].endswith(" after 0"), resubscribed  # only what it missed
+
+
+async def test_a_new_server_on_the_same_store_replays_finished_runs(
+    store: Store, tmp_path: Path
+) -> None:
+    first = Orchestra(store, tmp_path)
+    await first.__aenter__()
+    port = int(first.url.split(":")[2].split("/")[0])
+    try:
+        async with device(first, store, tmp_path):
+            client = Orrery(first.control_url, data_dir=tmp_path, reconnect_within=10)
+            await client.connect()
+            run = await client.submit(plan_text=PLAN)
+            before = [e.seq async for e in run.events()]
+    finally:
+        await first.__aexit__(None, None, None)
+    try:
+        async with Orchestra(store, tmp_path, port=port):  # a new process would do the same
+            # The same client reconnects by itself; the run now comes from the store.
+            again = [e.seq async for e in client.run(run.id).events()]
+            assert again == before
+            assert [entry.id for entry in await client.history()] == [run.id]
+    finally:
+        await client.close()

@@ -1,0 +1,323 @@
+"""`orrery run --server` as scripts use it: `orrery serve` and `orrery device` as real
+subprocesses on 127.0.0.1, `orrery run` as a third, each exit code covered once; and
+`orrery show ID --png` drawing the recorded constellation."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agents.events import ApprovalNeeded
+from app.client import SyncOrrery
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 120
+
+GOOD = """
+name: greet
+rationale: say hello, then keep it
+stars:
+  - id: hello
+    tool: shell.run
+    args: {cmd: echo hello from the device}
+  - id: keep
+    after: [hello]
+    tool: fs.write
+    args: {path: hello.txt, content: "${hello.output.stdout}"}
+"""
+
+FAILING = """
+name: doomed
+stars:
+  - id: boom
+    tool: shell.run
+    args: {cmd: exit 3}
+"""
+
+INVALID = """
+name: broken
+stars:
+  - id: a
+    tool: shell.run
+    after: [nowhere]
+"""
+
+NEEDS_GPU = """
+name: gpu-job
+stars:
+  - id: train
+    on: {labels: [gpu]}
+    tool: sys.info
+"""
+
+
+def orrery(home: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "app.cli", "--data-dir", str(home), *args]
+
+
+@dataclass
+class Server:
+    home: Path
+    url: str  # the control URL
+    process: subprocess.Popen[str]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("control-cli")
+    home = root / "orchestrator"
+    token = subprocess.run(
+        orrery(home, "devices", "enroll", "box"), capture_output=True, text=True, check=True
+    ).stdout.strip()
+    serve = subprocess.Popen(
+        orrery(home, "serve", "--port", "0", "--no-planner"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    device = None
+    try:
+        assert serve.stdout is not None
+        aip = serve.stdout.readline()
+        assert "serving AIP at ws://" in aip, aip + (serve.stderr.read() if serve.stderr else "")
+        control = serve.stdout.readline()
+        assert "control API at ws://" in control, control
+        aip_url = aip.split(" at ")[1].strip()
+        control_url = control.split(" at ")[1].split()[0]
+        device = subprocess.Popen(
+            orrery(root / "device", "device", "--server", aip_url, "--name", "box",
+                   "--token", token, "--labels", "linux"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_device(control_url, home, "box")
+        yield Server(home, control_url, serve)
+    finally:
+        for process in (device, serve):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+
+
+def wait_for_device(url: str, home: Path, name: str, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    with SyncOrrery(url, data_dir=home) as client:
+        while not any(d.name == name and d.connected for d in client.devices()):
+            assert time.monotonic() < deadline, f"device {name} did not connect in {within}s"
+            time.sleep(0.1)
+
+
+_plans = 0
+
+
+def write(root: Path, text: str) -> str:
+    global _plans
+    _plans += 1
+    path = root / f"plan-{_plans}.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        orrery(home, *args), capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+
+
+def events_of(stdout: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def test_a_plan_that_succeeds_exits_0_with_json_events(server: Server, tmp_path: Path) -> None:
+    result = run_cli(server.home, "run", "--server", server.url, "--json", write(tmp_path, GOOD))
+    assert result.returncode == 0, result.stderr
+    events = events_of(result.stdout)
+    assert events[0]["type"] == "constellation.submitted"
+    assert events[-1]["type"] == "constellation.finished"
+    assert events[-1]["status"] == "succeeded"
+    started = [e for e in events if e["type"] == "star.started"]
+    assert {e["device"] for e in started} == {"box"}
+
+
+def test_the_live_display_ends_with_the_summary_table(server: Server, tmp_path: Path) -> None:
+    result = run_cli(server.home, "run", "--server", server.url, write(tmp_path, GOOD))
+    assert result.returncode == 0, result.stderr
+    assert "greet (version 1)" in result.stdout  # the summary table's title
+    assert "hello" in result.stdout
+    assert "keep" in result.stdout
+    assert "constellation 'greet' succeeded" in result.stderr
+
+
+def test_a_failing_plan_exits_1_naming_the_star(server: Server, tmp_path: Path) -> None:
+    result = run_cli(server.home, "run", "--server", server.url, "--json",
+                     write(tmp_path, FAILING))  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "star 'boom'" in result.stderr.splitlines()[-1]
+
+
+def test_an_invalid_plan_exits_2_with_its_location(server: Server, tmp_path: Path) -> None:
+    plan = write(tmp_path, INVALID)
+    result = run_cli(server.home, "run", "--server", server.url, "--json", plan)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"orrery: error: {plan}:")
+    assert "nowhere" in line
+    assert result.stdout == ""
+
+
+def test_a_wrong_token_exits_2(server: Server, tmp_path: Path) -> None:
+    result = run_cli(server.home, "run", "--server", server.url, "--token", "orc1_nope",
+                     "--json", write(tmp_path, GOOD))  # fmt: skip
+    assert result.returncode == 2
+    assert "wrong control token" in result.stderr
+
+
+def test_a_request_in_words_without_a_planner_exits_2(server: Server) -> None:
+    result = run_cli(server.home, "run", "--server", server.url, "--json", "tidy up /tmp")
+    assert result.returncode == 2
+    assert "no planner" in result.stderr
+
+
+def test_a_star_no_device_can_run_exits_3(server: Server, tmp_path: Path) -> None:
+    result = run_cli(server.home, "run", "--server", server.url, "--json",
+                     write(tmp_path, NEEDS_GPU))  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "no capable device" in result.stderr
+    assert "lacks label(s) gpu" in result.stderr
+    assert events_of(result.stdout)[-1]["no_capable_device"] is True
+
+
+def test_a_closed_port_exits_4(server: Server, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_cli(server.home, "run", "--server", f"ws://127.0.0.1:{port}", "--json",
+                     write(tmp_path, GOOD))  # fmt: skip
+    assert result.returncode == 4
+    assert "cannot reach the Orrery server" in result.stderr
+
+
+def test_show_prints_json_and_draws_a_png(server: Server, tmp_path: Path) -> None:
+    ran = run_cli(server.home, "run", "--server", server.url, "--json", write(tmp_path, GOOD))
+    cid = str(events_of(ran.stdout)[0]["constellation_id"])
+    shown = run_cli(server.home, "show", cid[:8], "--json")
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    assert (document["id"], document["status"]) == (cid, "succeeded")
+    assert document["rationale"] == "say hello, then keep it"
+    assert [s["id"] for s in document["stars"]] == ["hello", "keep"]
+    picture = tmp_path / "graph.png"
+    drawn = run_cli(server.home, "show", cid, "--png", str(picture))
+    assert drawn.returncode == 0, drawn.stderr
+    assert "rationale: say hello, then keep it" in drawn.stdout
+    assert_valid_png(picture.read_bytes())
+    missing = run_cli(server.home, "show", "no-such-id")
+    assert missing.returncode == 2
+    assert "orrery history" in missing.stderr
+
+
+def assert_valid_png(data: bytes) -> None:
+    """Signature, IHDR first, every chunk's CRC right, the pixels inflate to the size."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    at, chunks, idat = 8, [], b""
+    while at < len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        kind, body = data[at + 4 : at + 8], data[at + 8 : at + 8 + length]
+        crc = int.from_bytes(data[at + 8 + length : at + 12 + length], "big")
+        assert zlib.crc32(kind + body) & 0xFFFFFFFF == crc, kind
+        chunks.append(kind)
+        idat += body if kind == b"IDAT" else b""
+        at += 12 + length
+    assert chunks[0] == b"IHDR"
+    assert chunks[-1] == b"IEND"
+    ihdr = data[16:29]
+    width, height = int.from_bytes(ihdr[:4], "big"), int.from_bytes(ihdr[4:8], "big")
+    assert width > 100
+    assert height > 50
+    assert len(zlib.decompress(idat)) == height * (1 + 3 * width)
+
+
+GUARDED = """
+name: guarded
+stars:
+  - id: risky
+    tool: shell.run
+    args: {cmd: echo approved and ran}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_serve(home: Path, port: int) -> tuple[subprocess.Popen[str], str, str]:
+    serve = subprocess.Popen(
+        orrery(home, "serve", "--port", str(port)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert serve.stdout is not None
+    aip = serve.stdout.readline().split(" at ")[1].strip()
+    control = serve.stdout.readline().split(" at ")[1].split()[0]
+    return serve, aip, control
+
+
+def test_the_python_client_approves_cancels_and_survives_a_server_restart(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "orchestrator"
+    token = subprocess.run(
+        orrery(home, "devices", "enroll", "careful"), capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (tmp_path / "policy.toml").write_text('[approval]\nrequired = ["shell.run"]\n')
+    port = free_port()
+    serve, aip, url = start_serve(home, port)
+    device = subprocess.Popen(
+        orrery(tmp_path / "device", "device", "--server", aip, "--name", "careful",
+               "--token", token, "--policy", str(tmp_path / "policy.toml")),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_device(url, home, "careful")
+        with SyncOrrery(url, data_dir=home, reconnect_within=60) as client:
+            # Approve: the device asks, the client says yes, the star runs.
+            run = client.submit(plan_text=GUARDED)
+            seen = []
+            for event in run.events(timeout=TIMEOUT):
+                seen.append(event.seq)
+                if isinstance(event, ApprovalNeeded):
+                    client.approve(event.request, True, "looks harmless")
+            assert run.wait(timeout=TIMEOUT).status == "succeeded"
+            # Cancel: a second run waits on its approval; the client cancels it instead.
+            waiting = client.submit(plan_text=GUARDED)
+            for event in waiting.events(timeout=TIMEOUT):
+                if event.type == "approval.needed":
+                    assert client.cancel(waiting.id, "changed my mind") == "cancelled"
+            assert waiting.wait(timeout=TIMEOUT).status == "cancelled"
+            # Restart the server on the same port and data dir: the client reconnects by
+            # itself and replays the first run from the store, each event once.
+            serve.terminate()
+            serve.wait(timeout=30)
+            serve, _, _ = start_serve(home, port)
+            replayed = [event.seq for event in client.run(run.id).events(timeout=TIMEOUT)]
+            assert replayed == seen
+            assert {entry.id for entry in client.history()} == {run.id, waiting.id}
+    finally:
+        for process in (device, serve):
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
