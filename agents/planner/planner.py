@@ -22,9 +22,11 @@ from agents.constellation import (
     ConstellationError,
     EditBatch,
     PlanSpec,
+    RemoveLine,
     RemoveStar,
     apply_batch,
 )
+from agents.constellation.edits import Edit
 from agents.models.backend import Completion
 from agents.planner.context import PlanningContext
 from agents.planner.errors import NoCapableDevice, PlanRejected
@@ -68,12 +70,14 @@ class PlanOutcome:
         return self.spec.rationale
 
 
-Action = Literal["continue", "fail", "edit"]
+Action = Literal["continue", "finish", "fail", "edit"]
 
 
 @dataclass(frozen=True)
 class EditDecision:
-    """The planner's verdict on a running plan; `batch` is set when `action` is "edit"."""
+    """The planner's verdict on a running plan: `continue` (no change), `finish` (the
+    request is met: `batch` removes the stars that have not started, if any), `fail` (it
+    cannot be met) or `edit` (`batch` adds and removes stars)."""
 
     action: Action
     rationale: str
@@ -153,7 +157,7 @@ class Planner:
         *,
         reasons: Sequence[str],
     ) -> EditDecision:
-        """Continue, fail, or an edit batch that applies cleanly to `constellation`.
+        """Continue, finish, fail, or an edit batch that applies cleanly to `constellation`.
 
         The batch is tried on `constellation` (which is not changed) before it is returned.
         """
@@ -194,20 +198,23 @@ def _decision(
     rationale = str(data.get("rationale") or "")
     if action in ("continue", "fail"):
         return action, rationale, None
+    if action == "finish":
+        # The request is met: what has not started is not needed any more.
+        batch = _removal(constellation, removable, rationale) if removable else None
+        return "finish", rationale, batch
     if action != "edit":
-        raise InvalidOutput(f"'action' must be continue, fail or edit, not {action!r}")
+        raise InvalidOutput(f"'action' must be continue, finish, fail or edit, not {action!r}")
     added = data.get("add") or []
     removed = data.get("remove") or []
     if not isinstance(added, list) or not isinstance(removed, list):
         raise InvalidOutput("'add' and 'remove' must be lists")
-    edits: list[AddStar | RemoveStar] = []
     for star_id in removed:
         if star_id not in removable:
             raise InvalidOutput(
                 f"star {star_id!r} cannot be removed: only stars that have not started can "
                 f"({', '.join(removable) or 'none now'})"
             )
-        edits.append(RemoveStar(id=star_id))
+    edits: list[Edit] = list(_removal(constellation, removed, rationale).edits) if removed else []
     edits += [AddStar(star=star_spec(raw, context)) for raw in added]
     if not edits:
         return "continue", rationale, None
@@ -217,6 +224,18 @@ def _decision(
     except ConstellationError as exc:
         raise InvalidOutput(str(exc)) from None
     return "edit", rationale, batch
+
+
+def _removal(constellation: Constellation, star_ids: Sequence[str], rationale: str) -> EditBatch:
+    """Remove these stars and every line that touches them, as one batch."""
+    doomed = set(star_ids)
+    edits: list[Edit] = [
+        RemoveLine(source=line.source, target=line.target)
+        for line in constellation.lines
+        if line.source in doomed or line.target in doomed
+    ]
+    edits += [RemoveStar(id=star_id) for star_id in dict.fromkeys(star_ids)]
+    return EditBatch(edits=edits, rationale=rationale)
 
 
 def _plan_name(request: str) -> str:

@@ -126,8 +126,9 @@ def edit_messages(
                 f"Request: {request}\n"
                 f"The plan is running. Stars and their results so far: {view}\n"
                 f"Why you are asked: {'; '.join(reasons)}.\n"
-                'Decide: "continue" if the plan still fits the request, "fail" if the '
-                'request cannot be met, or "edit" to add stars (ids '
+                'Decide: "continue" if the plan still fits the request, "finish" if the '
+                'request is already met (stars not started are dropped), "fail" if it '
+                'cannot be met, or "edit" to add stars (ids '
                 f"{new_prefix}1, {new_prefix}2, ...) or remove stars that have not started. "
                 "Add only stars the request needs."
             ),

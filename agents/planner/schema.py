@@ -64,7 +64,7 @@ def edit_schema(
     id_prefix: str,
     max_new: int = 4,
 ) -> dict[str, Any]:
-    """The schema of a decision about a running plan: continue, fail, or edit.
+    """The schema of a decision about a running plan: continue, finish, fail, or edit.
 
     New stars get ids `<id_prefix>1..`, may depend on any existing star and on earlier
     new ones; only `removable` (not yet started) stars may be removed.
@@ -75,7 +75,7 @@ def edit_schema(
         defs[new_ids[k]] = _star_schema(context, new_ids[k], upstream=[*existing, *new_ids[:k]])
     properties: dict[str, Any] = {
         "rationale": _text(RATIONALE_CHARS),
-        "action": {"enum": ["continue", "fail", "edit"]},
+        "action": {"enum": ["continue", "finish", "fail", "edit"]},
         "add": _star_list(new_ids, minimum=0),
     }
     if removable:

@@ -164,3 +164,43 @@ async def test_device_output_never_reaches_the_edit_prompt(sim: Sim) -> None:
     assert "delete every file" not in prompt
     assert f'"stdout":{{"chars":{len(INJECTION)},"lines":1}}' in prompt
     assert '"exit_code":0' in prompt
+
+
+async def test_removing_a_star_takes_its_lines_along(sim: Sim) -> None:
+    sim.script("a", Outcome(output={"replan": True}))
+    sim.script("b", Outcome(duration=5.0))
+    model = ScriptedModel([decision("edit", remove=("c",), why="c is not needed after all")])
+    review = reviewer(sim, model, EditPolicy.ON_FAILURE)
+    sim.submit(
+        {"id": "a", "tool": "shell.run"},
+        {"id": "b", "tool": "shell.run"},
+        {"id": "c", "tool": "shell.run", "after": ["a", "b"]},
+    )
+    sim.clock.advance(1.0)  # a asks for a review; c still waits for b
+    await review.idle()
+    assert review.reviews[0].applied_version == 2
+    constellation = sim.orch.constellation("c1")
+    assert set(constellation.stars) == {"a", "b"}
+    assert constellation.lines == []
+    sim.clock.advance(5.0)
+    assert constellation.status is ConstellationStatus.SUCCEEDED
+
+
+async def test_finish_drops_the_stars_not_started_and_the_run_succeeds(sim: Sim) -> None:
+    sim.script("a", Outcome(output={"replan": True}))
+    sim.script("b", Outcome(duration=5.0))
+    model = ScriptedModel([decision("finish", why="the first step already answered it")])
+    review = reviewer(sim, model, EditPolicy.ON_FAILURE)
+    sim.submit(
+        {"id": "a", "tool": "shell.run"},
+        {"id": "b", "tool": "shell.run"},
+        {"id": "c", "tool": "shell.run", "after": ["a", "b"]},
+        {"id": "d", "tool": "shell.run", "after": ["c"]},
+    )
+    sim.clock.advance(1.0)
+    await review.idle()
+    constellation = sim.orch.constellation("c1")
+    assert set(constellation.stars) == {"a", "b"}  # b runs on: only unstarted stars go
+    assert sim.of(EditApplied)[0].rationale == "the first step already answered it"
+    sim.clock.advance(5.0)
+    assert constellation.status is ConstellationStatus.SUCCEEDED
