@@ -25,15 +25,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
+    from typing import Any
 
     from rich.console import Console
 
     from agents.constellation import Constellation
     from agents.events import Listener
     from app.client import Orrery, Run, RunResult
+    from app.planning import RequestPlanner
     from app.progress import LiveProgress
     from devices.local import LocalDispatcher
+    from devices.registry import DeviceInfo
     from memory import ConstellationRow, Store
 
 EXIT_OK = 0
@@ -561,11 +564,37 @@ def _run_target(options: argparse.Namespace) -> int:
     return _run_command(options, [Path(target)])
 
 
+def plan_for_cli(
+    planner: RequestPlanner,
+    request: str,
+    devices: Sequence[DeviceInfo],
+    run_until: Callable[[Coroutine[Any, Any, Constellation]], Constellation],
+    options: argparse.Namespace,
+    err: Console,
+) -> Constellation | int:
+    """Plan `request` (saying so on stderr unless --json): the constellation, or the exit
+    code for why there is none (3 nothing can run it, 2 no valid plan)."""
+    from agents.planner.errors import NoCapableDevice, PlanningError
+
+    if not options.json:
+        err.print(f"orrery: planning with the local model: {request}")
+    try:
+        constellation = run_until(planner.plan(request, devices))
+    except NoCapableDevice as exc:
+        print(f"orrery: error: {exc}", file=sys.stderr)
+        return EXIT_NO_DEVICE
+    except PlanningError as exc:
+        print(f"orrery: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not options.json and constellation.rationale:
+        err.print(f"orrery: plan: {constellation.rationale}")
+    return constellation
+
+
 def _run_request(options: argparse.Namespace, request: str) -> int:
     """Plan `request` with the local planner model for this machine, then run it here."""
     from rich.console import Console
 
-    from agents.planner.errors import NoCapableDevice, PlanningError
     from app.config import data_dir, workspace_dir
     from app.local_run import run_locally
     from app.planning import RequestPlanner
@@ -584,20 +613,16 @@ def _run_request(options: argparse.Namespace, request: str) -> int:
             planner = RequestPlanner.from_data_dir(data, dispatcher.tool_schemas)
         except ConfigError as exc:
             print(f"orrery: error: {exc}", file=sys.stderr)
+            loop.run_until_complete(dispatcher.aclose())
+            loop.close()
             return EXIT_BAD_INPUT
         try:
-            if not options.json:
-                err.print(f"orrery: planning with the local model: {request}")
-            try:
-                constellation = loop.run_until_complete(planner.plan(request, dispatcher.devices()))
-            except NoCapableDevice as exc:
-                print(f"orrery: error: {exc}", file=sys.stderr)
-                return EXIT_NO_DEVICE
-            except PlanningError as exc:
-                print(f"orrery: error: {exc}", file=sys.stderr)
-                return EXIT_BAD_INPUT
-            if not options.json and constellation.rationale:
-                err.print(f"orrery: plan: {constellation.rationale}")
+            planned = plan_for_cli(
+                planner, request, dispatcher.devices(), loop.run_until_complete, options, err
+            )
+            if isinstance(planned, int):
+                return planned
+            constellation = planned
 
             def execute(listeners: list[Listener]) -> Constellation:
                 return loop.run_until_complete(

@@ -119,8 +119,7 @@ def _run_requests(
     """Plan each request with the planner model for the connected devices and run it."""
     from rich.console import Console
 
-    from agents.planner.errors import NoCapableDevice, PlanningError
-    from app.cli import EXIT_INTERRUPTED, run_and_report
+    from app.cli import EXIT_INTERRUPTED, plan_for_cli, run_and_report
     from app.planning import RequestPlanner
     from app.settings import ConfigError
 
@@ -136,20 +135,13 @@ def _run_requests(
     worst = EXIT_OK
     try:
         for request in requests:
-            if not options.json:
-                err.print(f"orrery: planning with the local model: {request}")
-            try:
-                constellation = runner.run(planner.plan(request, orchestra.dispatcher.devices()))
-            except NoCapableDevice as exc:
-                print(f"orrery: error: {exc}", file=sys.stderr)
-                worst = max(worst, EXIT_NO_DEVICE)
+            planned = plan_for_cli(
+                planner, request, orchestra.dispatcher.devices(), runner.run, options, err
+            )
+            if isinstance(planned, int):
+                worst = max(worst, planned)
                 continue
-            except PlanningError as exc:
-                print(f"orrery: error: {exc}", file=sys.stderr)
-                worst = max(worst, EXIT_BAD_INPUT)
-                continue
-            if not options.json and constellation.rationale:
-                err.print(f"orrery: plan: {constellation.rationale}")
+            constellation = planned
 
             def execute(
                 listeners: list[Listener], c: Constellation = constellation
