@@ -119,6 +119,13 @@ def check_references(
                     item=text,
                     location=location,
                 )
+            if reference.star == star.id:
+                raise BadReference(
+                    f"star {star.id!r} refers to {text}, its own output, which does not exist "
+                    "while it runs; refer only to stars it runs after",
+                    item=text,
+                    location=location,
+                )
             if upstream is None:
                 upstream = nx.ancestors(graph, star.id)
             if reference.star not in upstream:

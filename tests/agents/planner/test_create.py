@@ -127,3 +127,11 @@ async def test_an_empty_request_and_a_fleet_without_tools_are_refused() -> None:
     with pytest.raises(NoCapableDevice, match="idle"):
         await Planner(model).create("do it", bare)
     assert model.calls == []
+
+
+async def test_a_star_referring_to_its_own_output_is_told_so() -> None:
+    own = plan_json(star("s1", tool="fs.write", path="a.txt", content="${s1.output.content}"))
+    model = ScriptedModel([own, plan_json(star("s1"))])
+    outcome = await Planner(model).create("write a file", context())
+    assert "its own output" in outcome.problems[0]
+    assert "after: [s1]" not in outcome.problems[0]  # no advice to depend on itself
