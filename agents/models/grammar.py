@@ -92,8 +92,14 @@ def check_schema(schema: Any) -> None:
             raise SchemaNotConvertible(path, "oneOf cannot be enforced exactly; use anyOf")
 
 
-def schema_to_grammar(schema: dict[str, Any]) -> str:
-    """The GBNF grammar text that constrains generation to `schema`."""
+def schema_to_grammar(schema: dict[str, Any], *, exclude: str = "") -> str:
+    """The GBNF grammar text that constrains generation to `schema`.
+
+    `exclude` lists characters no string may contain literally (e.g. "$" to rule out
+    `${...}` references; a `\\u` escape could still spell one, so validate the output).
+    """
+    if any(not ch.isprintable() or ch in '\\]^-"' for ch in exclude):
+        raise ValueError(f'cannot exclude {exclude!r}: only printable characters but \\ ] ^ - "')
     check_schema(schema)
     from llama_cpp.llama_grammar import json_schema_to_gbnf  # heavy: imported on use
 
@@ -103,19 +109,20 @@ def schema_to_grammar(schema: dict[str, Any]) -> str:
         raise SchemaNotConvertible("#", f"conversion failed: {type(exc).__name__}: {exc}") from exc
     if not grammar.strip():
         raise SchemaNotConvertible("#", "conversion produced an empty grammar")
-    return _strict_json_chars(grammar)
+    return _strict_json_chars(grammar, exclude)
 
 
 _LOOSE_CHAR = 'char ::= [^"\\\\] |'
-_STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
 
 
-def _strict_json_chars(grammar: str) -> str:
+def _strict_json_chars(grammar: str, exclude: str) -> str:
     """The converter's string character admits raw control characters (a newline, a tab),
-    which JSON forbids inside strings; allow them only escaped, as JSON does."""
+    which JSON forbids inside strings; allow them only escaped, as JSON does, and refuse
+    the `exclude` characters."""
+    strict = 'char ::= [^"\\\\' + exclude + "\\x7F\\x00-\\x1F] |"
     lines = grammar.splitlines()
     return "\n".join(
-        _STRICT_CHAR + line[len(_LOOSE_CHAR) :] if line.startswith(_LOOSE_CHAR) else line
+        strict + line[len(_LOOSE_CHAR) :] if line.startswith(_LOOSE_CHAR) else line
         for line in lines
     )
 

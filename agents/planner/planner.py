@@ -28,10 +28,11 @@ from agents.constellation import (
 )
 from agents.constellation.edits import Edit
 from agents.models.backend import Completion
+from agents.models.grammar import schema_to_grammar
 from agents.planner.context import PlanningContext
 from agents.planner.errors import NoCapableDevice, PlanRejected
 from agents.planner.prompt import ChatMessage, edit_messages, plan_messages, repair_messages
-from agents.planner.schema import MAX_STARS, edit_schema, plan_schema
+from agents.planner.schema import MAX_NEW_STARS, MAX_STARS, edit_schema, plan_schema
 from agents.planner.validate import InvalidOutput, parse_json, plan_from_output, star_spec
 
 log = logging.getLogger("orrery.planner")
@@ -52,6 +53,7 @@ class ChatBackend(Protocol):
         max_tokens: int = ...,
         temperature: float = ...,
         schema: dict[str, Any] | None = ...,
+        grammar: str | None = ...,
     ) -> Completion: ...
 
 
@@ -120,11 +122,11 @@ class Planner:
         problems: list[str] = []
         started = time.perf_counter()
         for attempt in range(1, self.max_repairs + 2):
-            completion = await self.backend.chat(
+            completion = await self._generate(
                 messages,
-                max_tokens=PLAN_TOKENS,
-                temperature=0.0,
-                schema=plan_schema(context, max_stars=max_stars),
+                plan_schema(context, max_stars=max_stars),
+                PLAN_TOKENS,
+                last=attempt == self.max_repairs + 1,
             )
             try:
                 data = parse_json(completion.text, finish_reason=completion.finish_reason)
@@ -136,7 +138,9 @@ class Planner:
                 problems.append(str(problem))
                 if completion.finish_reason == "length":
                     max_stars = max(1, max_stars // 2)
-                messages = repair_messages(base, completion.text, str(problem))
+                messages = repair_messages(
+                    base, completion.text, str(problem), last=attempt == self.max_repairs
+                )
                 continue
             seconds = time.perf_counter() - started
             log.info(
@@ -163,16 +167,21 @@ class Planner:
         """
         prefix = f"v{constellation.version + 1}s"
         removable = [s.id for s in constellation.stars.values() if not s.status.started]
-        schema = edit_schema(
-            context, existing=list(constellation.stars), removable=removable, id_prefix=prefix
-        )
+        max_new = MAX_NEW_STARS
         base = edit_messages(request, constellation, context, reasons=reasons, new_prefix=prefix)
         messages = base
         problems: list[str] = []
         started = time.perf_counter()
         for attempt in range(1, self.max_repairs + 2):
-            completion = await self.backend.chat(
-                messages, max_tokens=EDIT_TOKENS, temperature=0.0, schema=schema
+            schema = edit_schema(
+                context,
+                existing=list(constellation.stars),
+                removable=removable,
+                id_prefix=prefix,
+                max_new=max_new,
+            )
+            completion = await self._generate(
+                messages, schema, EDIT_TOKENS, last=attempt == self.max_repairs + 1
             )
             try:
                 data = parse_json(completion.text, finish_reason=completion.finish_reason)
@@ -180,12 +189,38 @@ class Planner:
             except InvalidOutput as problem:
                 log.info("c=%s edit attempt %d rejected: %s", constellation.id, attempt, problem)
                 problems.append(str(problem))
-                messages = repair_messages(base, completion.text, str(problem))
+                if completion.finish_reason == "length":
+                    max_new = max(1, max_new // 2)
+                messages = repair_messages(
+                    base, completion.text, str(problem), last=attempt == self.max_repairs
+                )
                 continue
             action, rationale, batch = decision
             seconds = time.perf_counter() - started
             return EditDecision(action, rationale, batch, attempt, seconds, problems)
         raise PlanRejected("edit", problems)
+
+    async def _generate(
+        self,
+        messages: Sequence[ChatMessage],
+        schema: dict[str, Any],
+        max_tokens: int,
+        *,
+        last: bool,
+    ) -> Completion:
+        """One generation under `schema`. The last attempt also rules out `$` in strings:
+        references are the one structure a grammar over plain strings cannot check, so
+        the final try is valid by construction, if less capable."""
+        if last and self.max_repairs > 0:
+            return await self.backend.chat(
+                messages,
+                max_tokens=max_tokens,
+                temperature=0.0,
+                grammar=schema_to_grammar(schema, exclude="$"),
+            )
+        return await self.backend.chat(
+            messages, max_tokens=max_tokens, temperature=0.0, schema=schema
+        )
 
 
 def _decision(
@@ -194,8 +229,11 @@ def _decision(
     context: PlanningContext,
     removable: Sequence[str],
 ) -> tuple[Action, str, EditBatch | None]:
-    action = data.get("action")
-    rationale = str(data.get("rationale") or "")
+    decided = data.get("decision")
+    if not isinstance(decided, Mapping):
+        raise InvalidOutput("the answer needs an object 'decision' with an 'action'")
+    action = decided.get("action")
+    rationale = str(decided.get("rationale") or "")
     if action in ("continue", "fail"):
         return action, rationale, None
     if action == "finish":
@@ -204,8 +242,8 @@ def _decision(
         return "finish", rationale, batch
     if action != "edit":
         raise InvalidOutput(f"'action' must be continue, finish, fail or edit, not {action!r}")
-    added = data.get("add") or []
-    removed = data.get("remove") or []
+    added = decided.get("add") or []
+    removed = decided.get("remove") or []
     if not isinstance(added, list) or not isinstance(removed, list):
         raise InvalidOutput("'add' and 'remove' must be lists")
     for star_id in removed:
@@ -215,7 +253,11 @@ def _decision(
                 f"({', '.join(removable) or 'none now'})"
             )
     edits: list[Edit] = list(_removal(constellation, removed, rationale).edits) if removed else []
-    edits += [AddStar(star=star_spec(raw, context)) for raw in added]
+    existing = list(constellation.stars)
+    for raw in added:
+        spec = star_spec(raw, context, earlier=existing)
+        edits.append(AddStar(star=spec))
+        existing.append(spec.id)
     if not edits:
         return "continue", rationale, None
     batch = EditBatch(edits=edits, rationale=rationale)

@@ -137,15 +137,18 @@ def edit_messages(
 
 
 def repair_messages(
-    messages: Sequence[ChatMessage], output: str, problem: str
+    messages: Sequence[ChatMessage], output: str, problem: str, *, last: bool = False
 ) -> list[ChatMessage]:
-    """Ask again, showing the rejected output and what was wrong with it."""
+    """Ask again, showing the rejected output and what was wrong with it (the last time,
+    without `${...}` references, which that attempt's grammar rules out)."""
+    plain = " This time use no ${...} references." if last else ""
     return [
         *messages,
         {"role": "assistant", "content": output[:2000]},
         {
             "role": "user",
-            "content": f"That answer was rejected: {problem}. Answer again with a corrected plan.",
+            "content": f"That answer was rejected: {problem}. Answer again with a corrected "
+            f"plan.{plain}",
         },
     ]
 

@@ -23,10 +23,11 @@ from typing import Any
 from agents.planner.context import ANY_DEVICE, PlanningContext, ToolView
 
 MAX_STARS = 8
-TITLE_CHARS = 60
-RATIONALE_CHARS = 200
-ARG_CHARS = 200
-LONG_ARG_CHARS = 400
+MAX_NEW_STARS = 2
+TITLE_CHARS = 48
+RATIONALE_CHARS = 160
+ARG_CHARS = 160
+LONG_ARG_CHARS = 320
 LONG_ARGS = frozenset({"code", "content", "cmd"})
 LIST_ITEMS = 8
 
@@ -62,32 +63,52 @@ def edit_schema(
     existing: Sequence[str],
     removable: Sequence[str],
     id_prefix: str,
-    max_new: int = 4,
+    max_new: int = MAX_NEW_STARS,
 ) -> dict[str, Any]:
     """The schema of a decision about a running plan: continue, finish, fail, or edit.
 
-    New stars get ids `<id_prefix>1..`, may depend on any existing star and on earlier
-    new ones; only `removable` (not yet started) stars may be removed.
+    `{"decision": {"action": ..., "rationale": ...}}`: the action comes first, and only
+    an edit has more (`add`, and `remove` when some star has not started), so the common
+    answers are short. New stars get ids `<id_prefix>1..` and may depend on any existing
+    star and on earlier new ones; only `removable` (not yet started) stars may be removed.
     """
     new_ids = [star_id(i, id_prefix) for i in range(max_new)]
     defs = shared_defs(context)
     for k in range(max_new):
         defs[new_ids[k]] = _star_schema(context, new_ids[k], upstream=[*existing, *new_ids[:k]])
-    properties: dict[str, Any] = {
-        "rationale": _text(RATIONALE_CHARS),
-        "action": {"enum": ["continue", "finish", "fail", "edit"]},
+    alternatives: list[dict[str, Any]] = [
+        {
+            "type": "object",
+            "properties": {"action": {"const": action}, "rationale": {"$ref": "#/$defs/why"}},
+            "required": ["action", "rationale"],
+            "additionalProperties": False,
+        }
+        for action in ("continue", "finish", "fail")
+    ]
+    edit: dict[str, Any] = {
+        "action": {"const": "edit"},
+        "rationale": {"$ref": "#/$defs/why"},
         "add": _star_list(new_ids, minimum=0),
     }
     if removable:
-        properties["remove"] = {
+        edit["remove"] = {
             "type": "array",
             "items": {"enum": list(removable)},
             "maxItems": len(removable),
         }
+    alternatives.append(
+        {
+            "type": "object",
+            "properties": edit,
+            "required": list(edit),
+            "additionalProperties": False,
+        }
+    )
+    defs["why"] = _text(RATIONALE_CHARS)
     return {
         "type": "object",
-        "properties": properties,
-        "required": list(properties),
+        "properties": {"decision": {"anyOf": alternatives}},
+        "required": ["decision"],
         "additionalProperties": False,
         "$defs": defs,
     }

@@ -9,7 +9,7 @@ one line that names the star and says what is wrong, for the repair prompt.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jsonschema
@@ -23,6 +23,11 @@ from agents.constellation import (
     build_constellation,
 )
 from agents.constellation.model import DeviceSelector
+from agents.constellation.references import (
+    ReferenceSyntaxError,
+    iter_references,
+    parse_reference,
+)
 from agents.planner.context import ANY_DEVICE, PlanningContext
 
 
@@ -45,8 +50,12 @@ def parse_json(text: str, *, finish_reason: str | None = None) -> dict[str, Any]
     return data
 
 
-def star_spec(raw: Any, context: PlanningContext) -> StarSpec:
-    """One generated star as a `StarSpec`; `on: any` means no device selector."""
+def star_spec(raw: Any, context: PlanningContext, *, earlier: Sequence[str] = ()) -> StarSpec:
+    """One generated star as a `StarSpec`; `on: any` means no device selector.
+
+    A `${sK.output...}` reference to one of the `earlier` stars implies the dependency,
+    so it is added to `after` when the model left it out.
+    """
     if not isinstance(raw, Mapping):
         raise InvalidOutput(f"a star must be an object, not {raw!r:.60}")
     data = dict(raw)
@@ -63,8 +72,26 @@ def star_spec(raw: Any, context: PlanningContext) -> StarSpec:
         spec = StarSpec.model_validate(data)
     except ValidationError as exc:
         raise InvalidOutput(f"star {star}: {_first_problem(exc)}") from None
+    implied = [
+        upstream
+        for upstream in _referenced(spec)
+        if upstream in earlier and upstream not in spec.after
+    ]
+    if implied:
+        spec = spec.model_copy(update={"after": [*spec.after, *implied]})
     check_star(spec, context)
     return spec
+
+
+def _referenced(spec: StarSpec) -> list[str]:
+    """The stars a star's arguments refer to, in order of first mention."""
+    found: dict[str, None] = {}
+    for _, text in iter_references(spec.effective_args, ("args",)):
+        try:
+            found[parse_reference(text).star] = None
+        except ReferenceSyntaxError:
+            continue  # reported by the graph checks
+    return list(found)
 
 
 def check_star(spec: StarSpec, context: PlanningContext) -> None:
@@ -116,7 +143,9 @@ def plan_from_output(
     raw_stars = data.get("stars")
     if not isinstance(raw_stars, list) or not raw_stars:
         raise InvalidOutput("the plan needs a non-empty list 'stars'")
-    stars = [star_spec(raw, context) for raw in raw_stars]
+    stars: list[StarSpec] = []
+    for raw in raw_stars:
+        stars.append(star_spec(raw, context, earlier=[star.id for star in stars]))
     rationale = str(data.get("rationale") or "")
     try:
         spec = PlanSpec(name=name, rationale=rationale, stars=stars)

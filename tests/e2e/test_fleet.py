@@ -241,6 +241,8 @@ def test_orrery_demo_headless_runs_the_fleet_plans_on_three_processes(tmp_path: 
     import subprocess
     import sys
 
+    from app.fleet_cli import DEMO_REQUESTS
+
     result = subprocess.run(
         [sys.executable, "-m", "app.cli", "--data-dir", str(tmp_path), "demo", "--headless"],
         capture_output=True,
@@ -254,9 +256,14 @@ def test_orrery_demo_headless_runs_the_fleet_plans_on_three_processes(tmp_path: 
         assert name in result.stdout  # the summary names where each star ran
     report = tmp_path / "fleet-devices" / "atlas" / "workspace" / "fleet-report.txt"
     assert report.read_text().startswith("build: ")
+    # Then the demo's request in words, planned by the embedded model for these devices.
+    assert "planning with the local model" in result.stderr
     with Store.open_path(tmp_path / "orrery.db") as store:
-        (row,) = store.constellations(limit=5)
-        assert (row.name, row.status) == ("relay-report", "succeeded")
+        planned, relay = store.constellations(limit=5)  # newest first
+        assert (relay.name, relay.status) == ("relay-report", "succeeded")
+        assert planned.name == DEMO_REQUESTS[0]
+        assert planned.status == "succeeded"  # the exit code above says so too
+        assert planned.snapshot["rationale"]
         assert {device.name: device.state for device in store.devices()} == {
             "atlas": "offline",
             "borealis": "offline",

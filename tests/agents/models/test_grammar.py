@@ -140,3 +140,14 @@ def test_strings_admit_control_characters_only_escaped() -> None:
         "[0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])"
     ]
     assert LlamaGrammar.from_string(grammar, verbose=False) is not None  # llama.cpp parses it
+
+
+def test_excluded_characters_cannot_appear_in_strings() -> None:
+    from llama_cpp import LlamaGrammar
+
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    grammar = schema_to_grammar(schema, exclude="$")
+    assert 'char ::= [^"\\\\$\\x7F\\x00-\\x1F] |' in grammar
+    assert LlamaGrammar.from_string(grammar, verbose=False) is not None
+    with pytest.raises(ValueError, match="cannot exclude"):
+        schema_to_grammar(schema, exclude="]")

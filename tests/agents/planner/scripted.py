@@ -25,6 +25,7 @@ class Call:
     messages: list[dict[str, str]]
     schema: dict[str, Any] | None
     max_tokens: int
+    grammar: str | None = None
 
     @property
     def prompt(self) -> str:
@@ -43,9 +44,10 @@ class ScriptedModel:
         max_tokens: int = 256,
         temperature: float = 0.0,
         schema: dict[str, Any] | None = None,
+        grammar: str | None = None,
     ) -> Completion:
         del temperature
-        self.calls.append(Call([dict(m) for m in messages], schema, max_tokens))
+        self.calls.append(Call([dict(m) for m in messages], schema, max_tokens, grammar))
         if not self.outputs:
             raise AssertionError("the planner asked the scripted model more often than scripted")
         output = self.outputs.pop(0)

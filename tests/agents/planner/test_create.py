@@ -135,3 +135,35 @@ async def test_a_star_referring_to_its_own_output_is_told_so() -> None:
     outcome = await Planner(model).create("write a file", context())
     assert "its own output" in outcome.problems[0]
     assert "after: [s1]" not in outcome.problems[0]  # no advice to depend on itself
+
+
+async def test_a_reference_to_an_earlier_star_implies_the_dependency() -> None:
+    model = ScriptedModel(
+        [
+            plan_json(
+                star("s1", tool="fs.read", path="notes.txt"),
+                star("s2", tool="fs.write", on="nas", path="notes.txt",
+                     content="${s1.output.content}"),
+            )
+        ]
+    )  # fmt: skip
+    outcome = await Planner(model).create("copy notes.txt to the nas", context())
+    assert outcome.attempts == 1
+    assert outcome.spec.stars[1].after == ["s1"]
+    assert [line.key for line in outcome.constellation.lines] == [("s1", "s2")]
+
+
+async def test_the_last_attempt_rules_out_references_by_grammar() -> None:
+    bad = plan_json(star("s1", cmd="cat ${s1.output.stdout}"))
+    model = ScriptedModel([bad, bad, plan_json(star("s1", cmd="ls"))])
+    outcome = await Planner(model, max_repairs=2).create("list things", context())
+    assert outcome.attempts == 3
+    first, second, last = model.calls
+    assert first.schema is not None
+    assert first.grammar is None
+    assert second.grammar is None
+    assert last.schema is None
+    assert last.grammar is not None
+    assert 'char ::= [^"\\\\$' in last.grammar  # no "$" in any string
+    assert "no ${...} references" not in second.messages[-1]["content"]
+    assert "no ${...} references" in last.messages[-1]["content"]

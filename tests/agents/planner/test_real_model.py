@@ -67,10 +67,15 @@ class Recording:
         max_tokens: int = 256,
         temperature: float = 0.0,
         schema: dict[str, Any] | None = None,
+        grammar: str | None = None,
     ) -> Completion:
         self.prompts.append("\n".join(message["content"] for message in messages))
         return await self.backend.chat(
-            messages, max_tokens=max_tokens, temperature=temperature, schema=schema
+            messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            schema=schema,
+            grammar=grammar,
         )
 
 
@@ -87,6 +92,7 @@ async def test_injected_output_reaches_neither_the_prompt_nor_the_plan(
         request="list the files in the reports folder on the laptop",
         context=context,
         policy=EditPolicy.ALWAYS,
+        max_reviews=1,
     )
     sim.submit({"id": "s1", "tool": "fs.list", "args": {"path": "reports"}, "on": "laptop"})
     sim.clock.advance(1.0)

@@ -26,7 +26,7 @@ def decision(
     action: str, *add: dict[str, Any], remove: tuple[str, ...] = (), why: str = "r"
 ) -> str:
     return json.dumps(
-        {"rationale": why, "action": action, "add": list(add), "remove": list(remove)}
+        {"decision": {"action": action, "rationale": why, "add": list(add), "remove": list(remove)}}
     )
 
 

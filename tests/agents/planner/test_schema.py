@@ -50,15 +50,18 @@ def test_plan_and_edit_schemas_convert_to_grammars() -> None:
     schema = edit_schema(context(), existing=["s1", "s2"], removable=["s2"], id_prefix="v2s")
     assert "root ::=" in schema_to_grammar(schema)
     validator = jsonschema.Draft202012Validator(schema)
-    assert validator.is_valid({"rationale": "ok", "action": "continue", "add": [], "remove": []})
-    assert validator.is_valid(
-        {"rationale": "r", "action": "edit", "add": [star("v2s1", after=["s1"])], "remove": ["s2"]}
-    )
-    assert not validator.is_valid(
-        {"rationale": "r", "action": "edit", "add": [], "remove": ["s1"]}  # s1 has started
-    )
-    assert not validator.is_valid(
-        {"rationale": "r", "action": "edit", "add": [star("s3")], "remove": []}  # not a new id
+
+    def ok(**decision: object) -> bool:
+        return bool(validator.is_valid({"decision": decision}))
+
+    assert ok(action="continue", rationale="all fine")
+    assert ok(action="finish", rationale="done")
+    assert ok(action="edit", rationale="r", add=[star("v2s1", after=["s1"])], remove=["s2"])
+    assert not ok(action="continue", rationale="r", add=[])  # only an edit adds stars
+    assert not ok(action="edit", rationale="r", add=[], remove=["s1"])  # s1 has started
+    assert not ok(action="edit", rationale="r", add=[star("s3")], remove=[])  # not a new id
+    assert not ok(  # at most two new stars per edit
+        action="edit", rationale="r", add=[star(f"v2s{i}") for i in (1, 2, 3)], remove=[]
     )
 
 
