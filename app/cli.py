@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the fleet sample plans on three local device processes",
         description="Start an orchestrator and three `orrery device` processes on this machine "
         "(atlas: reports, borealis: build, cygnus: storage; data under "
-        "DATA_DIR/fleet-devices), run resources/plans/fleet/*.yaml on them, stop them. The "
-        "desktop window is not built yet, so the demo always runs headless.",
+        "DATA_DIR/fleet-devices), run resources/plans/fleet/*.yaml on them, then a request "
+        "in words planned by the local model (unless --no-requests), stop them. The desktop "
+        "window is not built yet, so the demo always runs headless.",
     )
     demo.add_argument("--headless", action="store_true", help="no window (currently always)")
     demo.add_argument(
