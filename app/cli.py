@@ -680,7 +680,7 @@ async def _follow_remote(
             options.server, token=options.token, data_dir=options.data_dir, client_name="orrery run"
         ) as client:
             try:
-                run = await client.submit(plan_text, request, source=source)
+                run = await client.submit(plan_text=plan_text, request=request, source=source)
             except RequestRejected as exc:
                 print(f"orrery: error: {exc.reason}", file=sys.stderr)
                 return EXIT_NO_DEVICE if exc.code == "no_capable_device" else EXIT_BAD_INPUT

@@ -542,15 +542,29 @@ class Orrery:
 
     async def submit(
         self,
-        plan_text: str | None = None,
+        plan_or_request: str | Path | None = None,
         request: str | None = None,
         *,
+        plan_text: str | None = None,
         source: str = "<submitted plan>",
     ) -> Run:
-        """Run a plan (YAML text) or a request in words; `RequestRejected` (code
-        `invalid_plan`, `plan_rejected`, `no_planner`) if the server will not."""
+        """Run a plan or a request in words; `RequestRejected` (code `invalid_plan`,
+        `plan_rejected`, `no_planner`) if the server will not.
+
+        `plan_or_request` is a plan file (a `Path`), a plan's YAML text (a mapping with
+        `stars`), or else a request in words; `plan_text=` and `request=` say which
+        explicitly."""
+        if isinstance(plan_or_request, Path):
+            text = await asyncio.to_thread(plan_or_request.read_text, encoding="utf-8")
+            plan_text = _given_once(plan_text, text)
+            source = str(plan_or_request)
+        elif plan_or_request is not None:
+            if _looks_like_plan(plan_or_request):
+                plan_text = _given_once(plan_text, plan_or_request)
+            else:
+                request = _given_once(request, plan_or_request)
         if (plan_text is None) == (request is None):
-            raise ValueError("give exactly one of plan_text= or request=")
+            raise ValueError("give exactly one plan or request")
         reply = await self._call(
             lambda i: SubmitRequest(id=i, plan=plan_text, request=request, source=source),
             Submitted,
@@ -663,9 +677,13 @@ class SyncOrrery:
         self._loop.close()
 
     def submit(
-        self, plan_text: str | None = None, request: str | None = None, **options: Any
+        self,
+        plan_or_request: str | Path | None = None,
+        request: str | None = None,
+        **options: Any,
     ) -> SyncRun:
-        return SyncRun(self, self._do(self._client.submit(plan_text, request, **options)))
+        """As `Orrery.submit`."""
+        return SyncRun(self, self._do(self._client.submit(plan_or_request, request, **options)))
 
     def run(self, constellation_id: str) -> SyncRun:
         return SyncRun(self, self._client.run(constellation_id))
@@ -738,3 +756,20 @@ __all__ = [
     "control_url",
     "find_token",
 ]
+
+
+def _given_once(explicit: str | None, positional: str) -> str:
+    if explicit is not None:
+        raise ValueError("give exactly one plan or request")
+    return positional
+
+
+def _looks_like_plan(text: str) -> bool:
+    """True for YAML text that is a mapping with `stars` (a plan); a sentence is not."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return isinstance(data, dict) and "stars" in data

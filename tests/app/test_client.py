@@ -173,6 +173,17 @@ async def test_a_request_in_words_goes_to_the_planner(orchestra: Orchestra, tmp_
     assert (rejected.value.code, rejected.value.reason) == ("plan_rejected", "no tool can do that")
     assert (nowhere.value.code, nowhere.value.field) == ("no_capable_device", "request")
     assert asked[0] == ("write a note and read it", ["worker"])
+    # One positional argument: plan text, a plan file, or else a request in words.
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(PLAN)
+    async with Orrery(orchestra.control_url, data_dir=tmp_path) as client:
+        for target in (PLAN, plan_file):
+            assert (await asyncio.wait_for((await client.submit(target)).wait(), WAIT)).succeeded
+        await asyncio.wait_for((await client.submit("tidy up, please")).wait(), WAIT)
+        with pytest.raises(ValueError, match="exactly one"):
+            await client.submit(PLAN, request="and this too")
+    assert asked[-1][0] == "tidy up, please"
+    assert len(asked) == 4  # the plan and the plan file did not go to the planner
 
 
 async def test_the_sync_client_runs_a_plan(orchestra: Orchestra, tmp_path: Path) -> None:
