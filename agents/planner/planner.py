@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from agents.constellation import (
     AddStar,
@@ -41,6 +41,8 @@ MAX_REPAIRS = 2
 PLAN_TOKENS = 1536
 EDIT_TOKENS = 1024
 NAME_CHARS = 80
+
+T = TypeVar("T")
 
 
 class ChatBackend(Protocol):
@@ -116,42 +118,25 @@ class Planner:
             raise PlanRejected("plan", ["the request is empty; say what should be done"])
         if not context.tools:
             raise NoCapableDevice(context.device_names)
-        base = plan_messages(request, context, self.examples)
-        messages = base
-        max_stars = self.max_stars
-        problems: list[str] = []
+        name = name or _plan_name(request)
         started = time.perf_counter()
-        for attempt in range(1, self.max_repairs + 2):
-            completion = await self._generate(
-                messages,
-                plan_schema(context, max_stars=max_stars),
-                PLAN_TOKENS,
-                last=attempt == self.max_repairs + 1,
-            )
-            try:
-                data = parse_json(completion.text, finish_reason=completion.finish_reason)
-                spec, constellation = plan_from_output(
-                    data, context, name=name or _plan_name(request)
-                )
-            except InvalidOutput as problem:
-                log.info("plan attempt %d rejected: %s", attempt, problem)
-                problems.append(str(problem))
-                if completion.finish_reason == "length":
-                    max_stars = max(1, max_stars // 2)
-                messages = repair_messages(
-                    base, completion.text, str(problem), last=attempt == self.max_repairs
-                )
-                continue
-            seconds = time.perf_counter() - started
-            log.info(
-                "plan %s: %d stars after %d attempt(s) in %.1fs",
-                constellation.id,
-                len(spec.stars),
-                attempt,
-                seconds,
-            )
-            return PlanOutcome(spec, constellation, attempt, seconds, problems)
-        raise PlanRejected("plan", problems)
+        (spec, constellation), attempt, problems = await self._until_valid(
+            "plan",
+            plan_messages(request, context, self.examples),
+            lambda size: plan_schema(context, max_stars=size),
+            self.max_stars,
+            PLAN_TOKENS,
+            lambda data: plan_from_output(data, context, name=name),
+        )
+        seconds = time.perf_counter() - started
+        log.info(
+            "plan %s: %d stars after %d attempt(s) in %.1fs",
+            constellation.id,
+            len(spec.stars),
+            attempt,
+            seconds,
+        )
+        return PlanOutcome(spec, constellation, attempt, seconds, problems)
 
     async def edit(
         self,
@@ -167,38 +152,58 @@ class Planner:
         """
         prefix = f"v{constellation.version + 1}s"
         removable = [s.id for s in constellation.stars.values() if not s.status.started]
-        max_new = MAX_NEW_STARS
-        base = edit_messages(request, constellation, context, reasons=reasons, new_prefix=prefix)
-        messages = base
-        problems: list[str] = []
         started = time.perf_counter()
-        for attempt in range(1, self.max_repairs + 2):
-            schema = edit_schema(
+        (action, rationale, batch), attempt, problems = await self._until_valid(
+            "edit",
+            edit_messages(request, constellation, context, reasons=reasons, new_prefix=prefix),
+            lambda size: edit_schema(
                 context,
                 existing=list(constellation.stars),
                 removable=removable,
                 id_prefix=prefix,
-                max_new=max_new,
-            )
+                max_new=size,
+            ),
+            MAX_NEW_STARS,
+            EDIT_TOKENS,
+            lambda data: _decision(data, constellation, context, removable),
+            log_id=f"c={constellation.id} ",
+        )
+        seconds = time.perf_counter() - started
+        return EditDecision(action, rationale, batch, attempt, seconds, problems)
+
+    async def _until_valid(
+        self,
+        what: str,
+        base: list[ChatMessage],
+        schema_for: Callable[[int], dict[str, Any]],
+        size: int,
+        max_tokens: int,
+        convert: Callable[[dict[str, Any]], T],
+        *,
+        log_id: str = "",
+    ) -> tuple[T, int, list[str]]:
+        """Generate and `convert` until an output converts, at most `max_repairs` times
+        more: (the result, the attempt it took, the earlier attempts' problems). Each
+        retry shows the rejected output and its problem; a cut-off output halves `size`
+        (the most stars the schema allows). `PlanRejected` when every attempt failed."""
+        messages = base
+        problems: list[str] = []
+        for attempt in range(1, self.max_repairs + 2):
             completion = await self._generate(
-                messages, schema, EDIT_TOKENS, last=attempt == self.max_repairs + 1
+                messages, schema_for(size), max_tokens, last=attempt == self.max_repairs + 1
             )
             try:
                 data = parse_json(completion.text, finish_reason=completion.finish_reason)
-                decision = _decision(data, constellation, context, removable)
+                return convert(data), attempt, problems
             except InvalidOutput as problem:
-                log.info("c=%s edit attempt %d rejected: %s", constellation.id, attempt, problem)
+                log.info("%s%s attempt %d rejected: %s", log_id, what, attempt, problem)
                 problems.append(str(problem))
                 if completion.finish_reason == "length":
-                    max_new = max(1, max_new // 2)
+                    size = max(1, size // 2)
                 messages = repair_messages(
                     base, completion.text, str(problem), last=attempt == self.max_repairs
                 )
-                continue
-            action, rationale, batch = decision
-            seconds = time.perf_counter() - started
-            return EditDecision(action, rationale, batch, attempt, seconds, problems)
-        raise PlanRejected("edit", problems)
+        raise PlanRejected(what, problems)
 
     async def _generate(
         self,
