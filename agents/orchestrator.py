@@ -372,7 +372,7 @@ class Orchestrator:
             if selector is None:
                 if tool not in device.tools:  # the common case, kept cheap
                     continue
-            elif _mismatch(device, tool, selector) is not None:
+            elif device_mismatch(device, tool, selector) is not None:
                 continue
             if name == avoid:
                 fallback = device
@@ -398,7 +398,7 @@ class Orchestrator:
         selector = star.on
         reasons = []
         for device in self._devices.values():
-            why = _mismatch(device, star.effective_tool, selector)
+            why = device_mismatch(device, star.effective_tool, selector)
             if why is None:
                 return None
             reasons.append(f"{device.name} {why}")
@@ -687,7 +687,7 @@ class Orchestrator:
         self.events.publish(event)
 
 
-def _mismatch(device: DeviceInfo, tool: str, selector: DeviceSelector | None) -> str | None:
+def device_mismatch(device: DeviceInfo, tool: str, selector: DeviceSelector | None) -> str | None:
     """Why `device` cannot run `tool` for a star with this selector, or None if it can."""
     if selector is None:
         return device.mismatch(tool=tool)

@@ -28,6 +28,7 @@ from agents.constellation.references import (
     iter_references,
     parse_reference,
 )
+from agents.orchestrator import device_mismatch
 from agents.planner.context import ANY_DEVICE, PlanningContext
 
 
@@ -114,21 +115,10 @@ def check_star(spec: StarSpec, context: PlanningContext) -> None:
         error = min(problems, key=lambda e: len(e.absolute_path))
         where = ".".join(str(part) for part in error.absolute_path) or "args"
         raise InvalidOutput(f"star {spec.id}: argument {where}: {error.message}")
-    selector = spec.on or DeviceSelector()
     reasons = [
         f"{device.name} {why}"
         for device in context.devices
-        if (
-            why := device.mismatch(
-                tool=tool,
-                name=selector.name,
-                labels=selector.labels,
-                platform=selector.platform,
-                gpu=selector.gpu,
-                min_vram_mb=selector.min_vram_mb,
-            )
-        )
-        is not None
+        if (why := device_mismatch(device, tool, spec.on)) is not None
     ]
     if len(reasons) == len(context.devices):
         raise InvalidOutput(
