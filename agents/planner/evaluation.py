@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import networkx as nx
 import yaml
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.constellation.model import STAR_ID_PATTERN, PlanSpec, StarSpec, lines_of
 from agents.constellation.plan_file import PlanLoader
+from agents.constellation.validation import dependency_graph
 from devices.registry import DeviceInfo
 
 __all__ = [
@@ -75,7 +76,7 @@ BUILTIN_TOOLS: frozenset[str] = frozenset(
 """The tools every device offers unless its policy turns them off (`devices.tools`)."""
 
 Category = Literal["files", "reporting", "build", "backup", "monitoring", "transfer"]
-CATEGORIES: tuple[str, ...] = ("files", "reporting", "build", "backup", "monitoring", "transfer")
+CATEGORIES: tuple[str, ...] = get_args(Category)
 
 CASE_ID_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 
@@ -377,12 +378,9 @@ def expected_edges(case: EvalCase) -> list[tuple[str, str]]:
 
 
 def _plan_graph(spec: PlanSpec) -> nx.DiGraph:
-    graph = nx.DiGraph()
-    graph.add_nodes_from(star.id for star in spec.stars)
-    graph.add_edges_from(
-        line.key for line in lines_of(spec) if line.source in graph and line.target in graph
-    )
-    return graph
+    ids = {star.id for star in spec.stars}
+    lines = [line for line in lines_of(spec) if line.source in ids and line.target in ids]
+    return dependency_graph(ids, lines)
 
 
 def _independent_stars(

@@ -48,7 +48,7 @@ def plan_schema(context: PlanningContext, *, max_stars: int = MAX_STARS) -> dict
     return {
         "type": "object",
         "properties": {
-            "rationale": _text(RATIONALE_CHARS),
+            "rationale": {"$ref": "#/$defs/why"},
             "stars": _star_list(ids, minimum=1),
         },
         "required": ["rationale", "stars"],
@@ -104,7 +104,6 @@ def edit_schema(
             "additionalProperties": False,
         }
     )
-    defs["why"] = _text(RATIONALE_CHARS)
     return {
         "type": "object",
         "properties": {"decision": {"anyOf": alternatives}},
@@ -133,6 +132,7 @@ def _star_list(ids: Sequence[str], *, minimum: int) -> dict[str, Any]:
 def shared_defs(context: PlanningContext) -> dict[str, Any]:
     """Definitions every star refers to, so the grammar holds each rule once."""
     defs: dict[str, Any] = {
+        "why": _text(RATIONALE_CHARS),
         "title": _text(TITLE_CHARS),
         "arg": _text(ARG_CHARS),
         "long-arg": _text(LONG_ARG_CHARS),
