@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from agents.constellation import Constellation
     from agents.events import Listener
+    from agents.orchestrator import Orchestrator
     from app.client import Orrery, Run, RunResult
     from app.planning import RequestPlanner
     from app.progress import LiveProgress
@@ -476,17 +477,26 @@ def _run_one(
     workspace: Path,
     err: Console,
     store: Store,
+    *,
+    run_until: Callable[[Coroutine[Any, Any, Constellation]], Constellation] = asyncio.run,
+    dispatcher: LocalDispatcher | None = None,
+    attach: Callable[[Orchestrator], Callable[[], None]] | None = None,
 ) -> int:
+    """Run on this machine with the live display; `run_until` runs the coroutine (a loop
+    of the caller's, to share it with a loaded model), `dispatcher`/`attach` as for
+    `run_locally`."""
     from app.local_run import run_locally
 
     def execute(listeners: list[Listener]) -> Constellation:
-        return asyncio.run(
+        return run_until(
             run_locally(
                 constellation,
                 workspace=workspace,
                 listeners=listeners,
                 max_tasks=options.max_tasks,
                 store=store,
+                dispatcher=dispatcher,
+                attach=attach,
             )
         )
 
@@ -597,7 +607,7 @@ def _run_request(options: argparse.Namespace, request: str) -> int:
     from rich.console import Console
 
     from app.config import data_dir, workspace_dir
-    from app.local_run import run_locally
+    from app.local_run import local_dispatcher
     from app.planning import RequestPlanner
     from app.settings import ConfigError
 
@@ -607,49 +617,33 @@ def _run_request(options: argparse.Namespace, request: str) -> int:
     store = _open_store(options)
     if store is None:
         return EXIT_BAD_INPUT
-    loop = asyncio.new_event_loop()  # one loop: the model loaded to plan also reviews
     with store:
-        dispatcher = loop.run_until_complete(_make_local_dispatcher(workspace, options))
+        dispatcher = local_dispatcher(workspace, max_tasks=options.max_tasks)
         try:
             planner = RequestPlanner.from_data_dir(data, dispatcher.tool_schemas)
         except ConfigError as exc:
             print(f"orrery: error: {exc}", file=sys.stderr)
-            loop.run_until_complete(dispatcher.aclose())
-            loop.close()
             return EXIT_BAD_INPUT
+        loop = asyncio.new_event_loop()  # one loop: the model loaded to plan also reviews
         try:
             planned = plan_for_cli(
                 planner, request, dispatcher.devices(), loop.run_until_complete, options, err
             )
             if isinstance(planned, int):
                 return planned
-            constellation = planned
-
-            def execute(listeners: list[Listener]) -> Constellation:
-                return loop.run_until_complete(
-                    run_locally(
-                        constellation,
-                        workspace=workspace,
-                        listeners=listeners,
-                        max_tasks=options.max_tasks,
-                        store=store,
-                        dispatcher=dispatcher,
-                        attach=lambda orch: planner.review_runs(orch, dispatcher.devices),
-                    )
-                )
-
-            return run_and_report(
-                constellation, options, err, execute, where=f"workspace {workspace}"
+            return _run_one(
+                planned,
+                options,
+                workspace,
+                err,
+                store,
+                run_until=loop.run_until_complete,
+                dispatcher=dispatcher,
+                attach=lambda orch: planner.review_runs(orch, dispatcher.devices),
             )
         finally:
             loop.run_until_complete(planner.close())
             loop.close()
-
-
-async def _make_local_dispatcher(workspace: Path, options: argparse.Namespace) -> LocalDispatcher:
-    from app.local_run import local_dispatcher
-
-    return local_dispatcher(workspace, max_tasks=options.max_tasks)
 
 
 def _run_remote(options: argparse.Namespace, plan: Path | None, request: str | None) -> int:

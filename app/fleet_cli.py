@@ -7,12 +7,16 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agents.constellation import Constellation
 from agents.events import Listener
 from app.fleet import DeviceProcesses, DevicesMissing, Orchestra
 from memory import Store
 from protocol.session import ServerConfig
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -56,7 +60,7 @@ def run_on_fleet(
     planner model; the worst exit code."""
     from rich.console import Console
 
-    from app.cli import EXIT_INTERRUPTED, run_and_report
+    from app.cli import EXIT_INTERRUPTED
 
     err = Console(stderr=True, highlight=False)
     orchestra = Orchestra(
@@ -91,13 +95,7 @@ def run_on_fleet(
             where = f"devices {', '.join(orchestra.connected())}"
             worst = EXIT_OK
             for constellation in plans:
-
-                def execute(
-                    listeners: list[Listener], c: Constellation = constellation
-                ) -> Constellation:
-                    return runner.run(orchestra.run(c, listeners))
-
-                code = run_and_report(constellation, options, err, execute, where=where)
+                code = _run_reported(options, runner, orchestra, constellation, err, where)
                 worst = max(worst, code)
                 if code == EXIT_INTERRUPTED:
                     break
@@ -107,6 +105,23 @@ def run_on_fleet(
         finally:
             processes.stop_all()
             runner.run(orchestra.__aexit__(None, None, None))
+
+
+def _run_reported(
+    options: argparse.Namespace,
+    runner: asyncio.Runner,
+    orchestra: Orchestra,
+    constellation: Constellation,
+    err: Console,
+    where: str,
+) -> int:
+    """Run one constellation on the fleet with the live display (or JSON); its exit code."""
+    from app.cli import run_and_report
+
+    def execute(listeners: list[Listener]) -> Constellation:
+        return runner.run(orchestra.run(constellation, listeners))
+
+    return run_and_report(constellation, options, err, execute, where=where)
 
 
 def _run_requests(
@@ -119,19 +134,16 @@ def _run_requests(
     """Plan each request with the planner model for the connected devices and run it."""
     from rich.console import Console
 
-    from app.cli import EXIT_INTERRUPTED, plan_for_cli, run_and_report
-    from app.planning import RequestPlanner
+    from app.cli import EXIT_INTERRUPTED, plan_for_cli
+    from app.planning import plan_on
     from app.settings import ConfigError
 
     err = Console(stderr=True, highlight=False)
     try:
-        planner = RequestPlanner.from_data_dir(
-            orchestra.data_dir, orchestra.dispatcher.tool_schemas
-        )
+        planner, stop_reviews = plan_on(orchestra)
     except ConfigError as exc:
         print(f"orrery: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    stop_reviews = planner.review_runs(orchestra.orchestrator, orchestra.dispatcher.devices)
     worst = EXIT_OK
     try:
         for request in requests:
@@ -141,14 +153,7 @@ def _run_requests(
             if isinstance(planned, int):
                 worst = max(worst, planned)
                 continue
-            constellation = planned
-
-            def execute(
-                listeners: list[Listener], c: Constellation = constellation
-            ) -> Constellation:
-                return runner.run(orchestra.run(c, listeners))
-
-            code = run_and_report(constellation, options, err, execute, where=where)
+            code = _run_reported(options, runner, orchestra, planned, err, where)
             worst = max(worst, code)
             if code == EXIT_INTERRUPTED:
                 break

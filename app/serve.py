@@ -49,13 +49,9 @@ async def serve(
     request_planner = None
     stop_reviews = None
     if planner:
-        from app.planning import RequestPlanner
+        from app.planning import plan_on
 
-        request_planner = RequestPlanner.from_data_dir(data_dir, orchestra.dispatcher.tool_schemas)
-        orchestra.plan_request = request_planner.plan
-        stop_reviews = request_planner.review_runs(
-            orchestra.orchestrator, orchestra.dispatcher.devices
-        )
+        request_planner, stop_reviews = plan_on(orchestra)
     try:
         async with orchestra:
             print(f"orrery: serving AIP at {orchestra.url}", flush=True)
