@@ -22,9 +22,9 @@ from app.client import (
     SyncOrrery,
     control_url,
 )
-from app.fleet import DeviceProcesses, Orchestra
-from devices.agent import DeviceAgent
+from app.fleet import Orchestra
 from memory import Store
+from tests.app.in_process_device import in_process_device
 
 WAIT = 30.0
 
@@ -53,28 +53,10 @@ stars:
 """
 
 
-@contextlib.asynccontextmanager
-async def device(orchestra: Orchestra, store: Store, tmp_path: Path) -> AsyncIterator[None]:
-    processes = DeviceProcesses(store, tmp_path / "devices")
-    if "worker" not in [row.name for row in store.devices()]:
-        processes.add("worker")
-        (tmp_path / "worker.token").write_text(processes.token("worker"))
-    agent = DeviceAgent(
-        orchestra.url,
-        "worker",
-        (tmp_path / "worker.token").read_text(),
-        data_dir=tmp_path / "worker",
-        shutdown_grace=0.5,
-    )
-    stop = asyncio.Event()
-    running = asyncio.create_task(agent.run(stop))
-    try:
-        await orchestra.wait_for_devices(1, within=WAIT)
-        yield
-    finally:
-        stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(running, WAIT)
+def device(
+    orchestra: Orchestra, store: Store, tmp_path: Path
+) -> contextlib.AbstractAsyncContextManager[None]:
+    return in_process_device(orchestra, store, tmp_path, shutdown_grace=0.5, within=WAIT)
 
 
 @pytest.fixture

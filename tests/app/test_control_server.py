@@ -17,9 +17,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.control.token import TOKEN_FILE, read_token
-from app.fleet import DeviceProcesses, Orchestra
-from devices.agent import DeviceAgent
+from app.fleet import Orchestra
 from memory import EventRecordIn, Store
+from tests.app.in_process_device import in_process_device
 
 WAIT = 20.0
 
@@ -67,26 +67,18 @@ class Fixture:
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Fixture]:
     with Store.open_path(tmp_path / "orrery.db") as store:
-        async with Orchestra(store, tmp_path) as orchestra:
-            processes = DeviceProcesses(store, tmp_path / "devices")
-            processes.add("worker", ["linux"])
-            agent = DeviceAgent(
-                orchestra.url,
-                "worker",
-                processes.token("worker"),
-                data_dir=tmp_path / "worker",
+        async with (
+            Orchestra(store, tmp_path) as orchestra,
+            in_process_device(
+                orchestra,
+                store,
+                tmp_path,
                 labels=["linux"],
                 needs_approval=shell_needs_approval,
-            )
-            stop = asyncio.Event()
-            running = asyncio.create_task(agent.run(stop))
-            try:
-                await orchestra.wait_for_devices(1, within=WAIT)
-                yield Fixture(orchestra, tmp_path)
-            finally:
-                stop.set()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(running, WAIT)
+                within=WAIT,
+            ),
+        ):
+            yield Fixture(orchestra, tmp_path)
 
 
 class Raw:
