@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from pathlib import Path
@@ -24,6 +25,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from protocol.messages import DEFAULT_MAX_FRAME
 from protocol.session import SessionEvent
@@ -40,7 +42,19 @@ Frames between `max_frame` and that bound reach the session, which answers them 
 """
 
 CLOSE_TIMEOUT: Final = 10.0  # seconds the closing handshake may take before the socket is cut
+
+READ_SIZE: Final = 64 * 1024
+"""Bytes asked of the socket (or of TLS) per read.
+
+asyncio asks 256 KiB per read, and CPython allocates a 256 KiB buffer for each and then
+shrinks it to what arrived. That is above glibc's default mmap threshold (128 KiB), so in
+a process whose allocator has not raised the threshold, every received frame costs an
+`mmap`, an `mremap` and a `munmap` with their page faults: about 20 us a frame, a third
+of an AIP round trip (`bench/bench_protocol.py`). 64 KiB reads stay on the heap; a 1 MiB
+frame takes 16 reads instead of 4.
+"""
 _MAX_CLOSE_REASON = 123  # bytes (RFC 6455)
+_FRAME_HEADER = 16  # bytes: a WebSocket frame header is at most 14, deflate's tail 4 fewer
 
 
 # ------------------------------------------------------------------ errors
@@ -88,6 +102,7 @@ class Connection:
 
     def __init__(self, websocket: ServerConnection | ClientConnection) -> None:
         self._ws = websocket
+        _read_in_smaller_chunks(websocket.transport)
         address = websocket.remote_address
         if isinstance(address, tuple) and len(address) >= 2:
             host = f"[{address[0]}]" if ":" in str(address[0]) else str(address[0])
@@ -111,6 +126,19 @@ class Connection:
         except ConnectionClosed as exc:
             raise TransportClosed.from_websockets(exc) from None
 
+    def can_send_now(self, frame: str | bytes) -> bool:
+        """Whether sending `frame` would hand it to the socket without waiting.
+
+        True while the connection is open and its write buffer has room for the frame
+        below the high-water mark, so that `send_all` cannot pause for the peer to read.
+        """
+        transport = self._ws.transport
+        if self._ws.state is not State.OPEN or transport.is_closing():
+            return False
+        _, high = transport.get_write_buffer_limits()
+        size = len(frame) if isinstance(frame, bytes) else 4 * len(frame)  # UTF-8 at most
+        return transport.get_write_buffer_size() + size + _FRAME_HEADER <= high
+
     async def close(self, reason: str = "") -> None:
         """Close normally (code 1000) and wait for the socket to end; never raises."""
         encoded = reason.encode()[:_MAX_CLOSE_REASON]
@@ -123,6 +151,18 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection {self.remote}>"
+
+
+def _read_in_smaller_chunks(transport: object) -> None:
+    """Have asyncio read `READ_SIZE` bytes at a time (see there).
+
+    `max_size` is a private attribute of asyncio's selector socket transport (plain
+    connections) and of its TLS protocol (`wss://`); where neither exists (another event
+    loop), nothing changes.
+    """
+    for reader in (transport, getattr(transport, "_ssl_protocol", None)):
+        if isinstance(getattr(reader, "max_size", None), int):
+            setattr(reader, "max_size", READ_SIZE)  # noqa: B010 (not in typeshed)
 
 
 # ------------------------------------------------------------------ server
@@ -305,21 +345,18 @@ class FrameSession(Protocol):
 EventHandler = Callable[[list[SessionEvent]], None]
 
 
-class _CloseMarker:
-    pass
-
-
-_CLOSE = _CloseMarker()
-
-
 class SessionDriver:
     """Moves frames between one session and one connection until either ends.
 
-    `run()` reads frames into the session and hands its events to `on_events`; one writer
-    task sends the session's frames in order and closes the socket once the session has
-    closed. Whoever calls a session method outside `on_events` (a tool's result, a
-    heartbeat timer) must call `flush()` afterwards. `on_events` runs synchronously; it
-    may call session methods, and what they queue is sent without another `flush()`.
+    `run()` reads frames into the session and hands its events to `on_events`. Frames go
+    out in order, one sender at a time: what a received frame causes (a reply, an ack, a
+    task assigned from within `on_events`) is sent by the reading task itself as long as
+    the socket takes it without waiting, which saves a task switch per frame; the rest,
+    and whatever is flushed from outside, is sent by a writer task, which also closes the
+    socket once the session has closed. Whoever calls a session method outside
+    `on_events` (a tool's result, a heartbeat timer) must call `flush()` afterwards.
+    `on_events` runs synchronously; it may call session methods, and what they queue is
+    sent without another `flush()`.
     """
 
     def __init__(
@@ -328,7 +365,12 @@ class SessionDriver:
         self.session = session
         self.connection = connection
         self._on_events = on_events
-        self._outgoing: asyncio.Queue[str | bytes | _CloseMarker] = asyncio.Queue()
+        self._pending: deque[str | bytes] = deque()  # frames not yet handed to the socket
+        self._wake = asyncio.Event()  # the writer has something to do
+        self._idle = asyncio.Event()  # nothing pending and nobody sending
+        self._idle.set()
+        self._sending = False  # a task is handing frames to the socket: only one may
+        self._reading = False  # run() is handling a frame and sends what it causes after
         self._flushing = False
         self._closing = False
         self._closed = asyncio.Event()  # the writer stopped: nothing more goes out
@@ -339,18 +381,19 @@ class SessionDriver:
             return
         self._flushing = True
         try:
-            while True:
-                for frame in self.session.data_to_send():
-                    self._outgoing.put_nowait(frame)
-                events = self.session.events_received()
-                if not events:
-                    break
+            while events := self.session.events_received():
                 self._on_events(events)
+            # Taken after the events were handled, so that what the handlers queued travels
+            # in one batch frame with what the session queued itself (an accept and a result).
+            self._pending.extend(self.session.data_to_send())
         finally:
             self._flushing = False
-        if self.session.closed and not self._closing:
+        if self.session.closed:
             self._closing = True
-            self._outgoing.put_nowait(_CLOSE)
+        if self._pending:
+            self._idle.clear()
+        if not self._reading:
+            self._hand_over()
 
     async def run(self) -> None:
         """Drive until the session has closed and the socket is gone; then return.
@@ -360,17 +403,24 @@ class SessionDriver:
         """
         writer = asyncio.create_task(self._write(), name=f"aip-writer {self.connection.remote}")
         try:
+            self._reading = True
             self.flush()
+            await self._send_caused()
             while True:
+                self._reading = False
                 try:
                     frame, binary = await self.connection.recv()
                 except TransportClosed as closed:
                     self.session.connection_lost(str(closed))
                     self.flush()
                     return
+                self._reading = True
                 self.session.receive_frame(frame, binary=binary)
                 self.flush()
+                await self._send_caused()
         finally:
+            self._reading = False
+            self._hand_over()
             if not writer.done():
                 if self._closing:  # let the last frames (an error, a bye) go out first
                     await asyncio.wait({writer}, timeout=CLOSE_TIMEOUT)
@@ -380,32 +430,62 @@ class SessionDriver:
 
     async def drained(self) -> None:
         """Wait until every frame queued so far was handed to the socket (or it closed)."""
-        if self._closing or self._closed.is_set() or self._outgoing.empty():
+        if self._closing or self._closed.is_set() or self._idle.is_set():
             return
-        waiter = asyncio.ensure_future(self._outgoing.join())
+        idle = asyncio.ensure_future(self._idle.wait())
         closed = asyncio.ensure_future(self._closed.wait())
         try:
-            await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({idle, closed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            waiter.cancel()
+            idle.cancel()
             closed.cancel()
+
+    async def _send_caused(self) -> None:
+        """Send, from the reading task, what the frame just read caused, while the socket
+        takes it without waiting; leave the rest to the writer."""
+        if self._sending or self._closed.is_set():
+            self._hand_over()
+            return
+        self._sending = True
+        try:
+            while self._pending and self.connection.can_send_now(self._pending[0]):
+                await self.connection.send_all([self._pending.popleft()])
+        except TransportClosed:
+            self._pending.clear()  # the next recv() reports the closure
+        finally:
+            self._sending = False
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Wake the writer for what is left, or note that nothing is."""
+        if self._pending or self._closing:
+            self._wake.set()
+        elif not self._sending:
+            self._idle.set()
 
     async def _write(self) -> None:
         try:
             while True:
-                item = await self._outgoing.get()
+                await self._wake.wait()
+                self._wake.clear()
+                if self._sending:  # the reading task is sending; it wakes us if it stops early
+                    continue
+                self._sending = True
                 try:
-                    if isinstance(item, _CloseMarker):
-                        await self.connection.close(self.session.close_reason or "")
-                        return
-                    try:
-                        await self.connection.send_all([item])
-                    except TransportClosed:
-                        return  # the reader sees the same closure and ends the run
+                    while self._pending:
+                        await self.connection.send_all([self._pending.popleft()])
+                except TransportClosed:
+                    return  # the reader sees the same closure and ends the run
                 finally:
-                    self._outgoing.task_done()
+                    self._sending = False
+                if self._closing and not self._pending:
+                    await self.connection.close(self.session.close_reason or "")
+                    return
+                self._hand_over()
         finally:
+            self._pending.clear()
             self._closed.set()
+            self._idle.set()
 
 
 async def drive(session: FrameSession, connection: Connection, on_events: EventHandler) -> None:
@@ -417,6 +497,7 @@ __all__ = [
     "AIP_PATH",
     "CLOSE_TIMEOUT",
     "OVERSIZE_FACTOR",
+    "READ_SIZE",
     "AipServer",
     "ConnectFailed",
     "Connection",

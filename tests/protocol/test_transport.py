@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import shutil
 import socket
@@ -16,19 +17,23 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from protocol.messages import Error, ErrorCode, parse_message
+from protocol.messages import Error, ErrorCode, parse_frame, parse_message
 from protocol.session import (
+    AssignmentReceived,
     DeviceAuthenticated,
     DeviceSession,
+    ResultReceived,
     ServerConfig,
     ServerSession,
     SessionClosed,
     SessionEvent,
     Welcomed,
 )
+from protocol.tasks import TaskResult
 from protocol.transport import (
     AIP_PATH,
     OVERSIZE_FACTOR,
+    READ_SIZE,
     AipServer,
     ConnectFailed,
     Connection,
@@ -410,3 +415,214 @@ async def test_a_dropped_socket_closes_the_session_as_dropped() -> None:
     assert events[0].dropped
     assert not events[0].lost  # "lost" means missed heartbeats, which is not what happened
     assert "pulled the plug" in events[0].reason
+
+
+async def test_a_reply_and_what_on_events_adds_to_it_leave_in_one_frame(aip: Kit) -> None:
+    """The device's automatic `task.accept` and the `task.result` its handler sends at once
+    cross as one batch frame, not two."""
+    frames_after_assign: list[str | bytes] = []
+
+    async def orchestrate(connection: Connection) -> None:
+        session = ServerSession(keys=aip.key_lookup("dev-a"), now=lambda: 0.0)
+        assigned = False
+        while True:
+            frame, binary = await connection.recv()
+            if assigned:
+                frames_after_assign.append(frame)
+            session.receive_frame(frame, binary=binary)
+            for event in session.events_received():
+                if isinstance(event, DeviceAuthenticated):
+                    session.welcome()
+                    session.assign(aip.assignment("s1"))
+                    assigned = True
+                elif isinstance(event, ResultReceived):
+                    return
+            await connection.send_all(session.data_to_send())
+
+    async with serving(orchestrate, max_frame=65536) as (server, handled):
+        connection = await connect_aip(f"ws://127.0.0.1:{server.port}")
+        device = aip.enrolled("dev-a")
+        session = DeviceSession(hello=aip.hello_body("dev-a"), token=device.token, now=lambda: 0.0)
+
+        def on_events(events: list[SessionEvent]) -> None:
+            for event in events:
+                if isinstance(event, AssignmentReceived):
+                    session.send_result(TaskResult.success(event.assignment, {"ok": True}))
+
+        session.start()
+        running = asyncio.create_task(SessionDriver(session, connection, on_events).run())
+        await handled.next()
+        await bounded(running)
+
+    assert len(frames_after_assign) == 1
+    (batch,) = frames_after_assign
+    assert [message.type for message in parse_batch(batch)] == ["task.accept", "task.result"]
+
+
+def parse_batch(frame: str | bytes) -> list[Any]:
+    outcomes = parse_frame(frame)
+    assert all(not isinstance(outcome, Exception) for outcome in outcomes), outcomes
+    return outcomes
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
+async def test_connections_read_in_read_size_chunks(
+    tls: bool, certificate: tuple[Path, Path]
+) -> None:
+    """asyncio's 256 KiB reads would map and unmap memory per frame (see `READ_SIZE`).
+
+    This looks at asyncio's private `max_size` attributes, which is what the transport sets;
+    it fails if a Python release renames them, which is when the transport needs a look."""
+    cert, key = certificate
+    server_ssl = server_ssl_context(cert, key) if tls else None
+    seen: list[Connection] = []
+
+    async def keep(connection: Connection) -> None:
+        seen.append(connection)
+        with contextlib.suppress(TransportClosed):
+            await connection.recv()
+
+    async with serving(keep, ssl=server_ssl) as (server, handled):
+        scheme = "wss" if tls else "ws"
+        client = await connect_aip(
+            f"{scheme}://127.0.0.1:{server.port}", ssl=client_ssl_context(cert) if tls else None
+        )
+        await client.send_all(["x" * (3 * READ_SIZE // 2)])  # a frame wider than one read
+        await client.close()
+        await handled.next()
+    for connection in (client, *seen):
+        transport = connection._ws.transport
+        reader = transport._ssl_protocol if tls else transport  # type: ignore[attr-defined]
+        assert reader.max_size == READ_SIZE
+
+
+# ------------------------------------------------------------------ driver internals
+
+
+async def spin(turns: int = 20) -> None:
+    """Let every ready task run a few steps (nothing here waits on a clock)."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+class ScriptedSession:
+    """A `FrameSession` that answers every frame it receives with "re:<frame>"."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.close_reason: str | None = None
+        self.outgoing: list[str | bytes] = []
+        self.received: list[str | bytes] = []
+
+    def receive_frame(self, frame: str | bytes, *, binary: bool = False) -> None:
+        self.received.append(frame)
+        self.outgoing.append(f"re:{frame!s}")
+
+    def data_to_send(self) -> list[str | bytes]:
+        frames, self.outgoing = self.outgoing, []
+        return frames
+
+    def events_received(self) -> list[SessionEvent]:
+        return []
+
+    def connection_lost(self, reason: str = "connection lost") -> None:
+        self.closed, self.close_reason = True, reason
+
+
+class GatedConnection(Connection):
+    """A `Connection` without a socket: frames in from a queue; sends wait for `gate`.
+
+    `room` is what `can_send_now` says, so a test can have a send in progress while the
+    socket claims to have room again (as when its buffer just drained)."""
+
+    def __init__(self) -> None:  # no websocket behind it
+        self.remote = "gated"
+        self.incoming: asyncio.Queue[str | None] = asyncio.Queue()
+        self.gate = asyncio.Event()
+        self.room = True
+        self.sent: list[tuple[str | bytes, asyncio.Task[Any] | None]] = []
+
+    async def recv(self) -> tuple[str | bytes, bool]:
+        frame = await self.incoming.get()
+        if frame is None:
+            raise TransportClosed(1000, "test over")
+        return frame, False
+
+    def can_send_now(self, frame: str | bytes) -> bool:
+        return self.room
+
+    async def send_all(self, frames: list[str | bytes]) -> None:
+        await self.gate.wait()
+        self.sent += [(frame, asyncio.current_task()) for frame in frames]
+
+    async def close(self, reason: str = "") -> None:
+        pass
+
+
+async def test_a_reply_is_sent_by_the_reading_task_when_the_socket_has_room() -> None:
+    connection = GatedConnection()
+    connection.gate.set()
+    driver = SessionDriver(ScriptedSession(), connection, lambda events: None)
+    running = asyncio.create_task(driver.run())
+    connection.incoming.put_nowait("a")
+    connection.incoming.put_nowait(None)
+    await bounded(running)
+    assert [(frame, task is running) for frame, task in connection.sent] == [("re:a", True)]
+
+
+@pytest.mark.parametrize("room", [False, True], ids=["buffer-full", "buffer-drained"])
+async def test_the_reader_keeps_reading_while_the_writer_waits_and_order_holds(
+    room: bool,
+) -> None:
+    """Frames flushed from outside go to the writer; while its send waits, replies to what
+    the reader takes queue behind them instead of blocking the reader."""
+    session = ScriptedSession()
+    connection = GatedConnection()  # gate closed: a send started now does not finish
+    connection.room = room
+    driver = SessionDriver(session, connection, lambda events: None)
+    running = asyncio.create_task(driver.run())
+    await spin()  # the reader waits for a frame
+    session.outgoing += ["first", "second"]
+    driver.flush()  # from outside the driver: the writer sends these
+    drained = asyncio.create_task(driver.drained())
+    await spin()  # the writer is inside its send of "first"
+    connection.incoming.put_nowait("question")
+    connection.incoming.put_nowait("again")
+    await spin()  # the reader takes both frames and queues the replies
+    assert session.received == ["question", "again"]
+    assert connection.sent == []
+    assert not drained.done()
+    connection.gate.set()
+    await bounded(drained)
+    connection.incoming.put_nowait(None)
+    await bounded(running)
+    assert [frame for frame, _ in connection.sent] == ["first", "second", "re:question", "re:again"]
+
+
+async def test_a_reply_goes_to_the_writer_when_the_socket_is_full() -> None:
+    session = ScriptedSession()
+    connection = GatedConnection()
+    connection.room = False  # the write buffer is over its high-water mark
+    driver = SessionDriver(session, connection, lambda events: None)
+    running = asyncio.create_task(driver.run())
+    connection.incoming.put_nowait("question")
+    connection.incoming.put_nowait("again")
+    await spin()
+    assert session.received == ["question", "again"]  # the reader did not wait for room
+    assert connection.sent == []
+    connection.gate.set()
+    await bounded(driver.drained())
+    connection.incoming.put_nowait(None)
+    await bounded(running)
+    assert [frame for frame, _ in connection.sent] == ["re:question", "re:again"]
+    assert all(task is not running for _, task in connection.sent)  # the writer sent them
+
+
+async def test_can_send_now_is_false_when_a_send_would_wait_or_fail() -> None:
+    async with serving(echo) as (server, handled):
+        connection = await connect_aip(f"ws://127.0.0.1:{server.port}")
+        assert connection.can_send_now("x" * 100)
+        assert not connection.can_send_now(b"x" * 65536)  # over websockets' 32 KiB mark
+        await connection.close()
+        assert not connection.can_send_now("x")
+        await handled.next()
