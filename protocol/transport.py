@@ -54,7 +54,7 @@ of an AIP round trip (`bench/bench_protocol.py`). 64 KiB reads stay on the heap;
 frame takes 16 reads instead of 4.
 """
 _MAX_CLOSE_REASON = 123  # bytes (RFC 6455)
-_FRAME_HEADER = 16  # bytes: a WebSocket frame header is at most 14, deflate's tail 4 fewer
+_FRAME_HEADER = 16  # bytes a frame may add to its payload (a WebSocket header is at most 14)
 
 
 # ------------------------------------------------------------------ errors
@@ -154,7 +154,7 @@ class Connection:
 
 
 def _read_in_smaller_chunks(transport: object) -> None:
-    """Have asyncio read `READ_SIZE` bytes at a time (see there).
+    """Have asyncio read `READ_SIZE` bytes at a time (see `READ_SIZE` for why).
 
     `max_size` is a private attribute of asyncio's selector socket transport (plain
     connections) and of its TLS protocol (`wss://`); where neither exists (another event
