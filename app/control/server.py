@@ -431,16 +431,20 @@ class ControlSession:
                 "this server has no planner; submit a plan (YAML) instead of a request",
                 "request",
             )
-        from agents.planner.errors import NoCapableDevice
+        from agents.models.errors import ModelError
+        from agents.planner.errors import NoCapableDevice, PlanningError
 
         devices: Sequence[Any] = list(self.orchestra.dispatcher.devices())
         try:
             return await planner(text, devices)
         except NoCapableDevice as exc:
             raise Refused(ErrorCode.NO_CAPABLE_DEVICE, str(exc), "request") from None
-        except Exception as exc:  # PlanRejected and any other planner failure
-            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-            raise Refused(ErrorCode.PLAN_REJECTED, str(reason), "request") from None
+        except PlanningError as exc:
+            raise Refused(ErrorCode.PLAN_REJECTED, str(exc), "request") from None
+        except ModelError as exc:  # a planner model that is missing, corrupt or failing
+            message = f"the planner's model failed: {exc}"
+            raise Refused(ErrorCode.PLAN_REJECTED, message, "request") from None
+        # Anything else is a bug: `_answer` logs it and replies `internal`.
 
     def _subscribe(self, request: SubscribeRequest) -> None:
         cid = request.constellation

@@ -130,7 +130,8 @@ async def test_errors_are_typed(orchestra: Orchestra, tmp_path: Path) -> None:
 
 async def test_a_request_in_words_goes_to_the_planner(orchestra: Orchestra, tmp_path: Path) -> None:
     from agents.constellation.plan_file import parse_plan
-    from agents.planner.errors import NoCapableDevice
+    from agents.models.errors import ModelFileMissing
+    from agents.planner.errors import NoCapableDevice, PlanRejected
     from devices.registry import DeviceInfo
 
     asked: list[tuple[str, list[str]]] = []
@@ -139,9 +140,13 @@ async def test_a_request_in_words_goes_to_the_planner(orchestra: Orchestra, tmp_
         assert isinstance(devices, list)
         asked.append((text, [d.name for d in devices if isinstance(d, DeviceInfo)]))
         if "impossible" in text:
-            raise ValueError("no tool can do that")
+            raise PlanRejected("plan", ["no tool can do that"])
         if "nowhere" in text:
             raise NoCapableDevice([])
+        if "unloadable" in text:
+            raise ModelFileMissing(tmp_path / "gone.gguf")
+        if "buggy" in text:
+            raise KeyError("a bug in the planner")
         return parse_plan(PLAN)
 
     orchestra.plan_request = planner  # type: ignore[assignment]
@@ -152,8 +157,18 @@ async def test_a_request_in_words_goes_to_the_planner(orchestra: Orchestra, tmp_
             await client.submit(request="run it nowhere")
         with pytest.raises(RequestRejected) as rejected:
             await client.submit(request="something impossible")
-    assert (rejected.value.code, rejected.value.reason) == ("plan_rejected", "no tool can do that")
+        with pytest.raises(RequestRejected) as unloadable:
+            await client.submit(request="an unloadable model")
+        with pytest.raises(RequestRejected) as buggy:
+            await client.submit(request="a buggy planner")
+    assert rejected.value.code == "plan_rejected"
+    assert "last problem: no tool can do that" in rejected.value.reason
     assert (nowhere.value.code, nowhere.value.field) == ("no_capable_device", "request")
+    assert unloadable.value.code == "plan_rejected"
+    assert unloadable.value.reason.startswith("the planner's model failed:")
+    assert "gone.gguf" in unloadable.value.reason
+    assert buggy.value.code == "internal"  # a bug is not reported as a rejected plan
+    assert "KeyError" in buggy.value.reason
     assert asked[0] == ("write a note and read it", ["worker"])
     # One positional argument: plan text, a plan file, or else a request in words.
     plan_file = tmp_path / "plan.yaml"
@@ -165,7 +180,7 @@ async def test_a_request_in_words_goes_to_the_planner(orchestra: Orchestra, tmp_
         with pytest.raises(ValueError, match="exactly one"):
             await client.submit(PLAN, request="and this too")
     assert asked[-1][0] == "tidy up, please"
-    assert len(asked) == 4  # the plan and the plan file did not go to the planner
+    assert len(asked) == 6  # the plan and the plan file did not go to the planner
 
 
 async def test_the_sync_client_runs_a_plan(orchestra: Orchestra, tmp_path: Path) -> None:
