@@ -3,18 +3,22 @@
 Server and clients share one asyncio event loop in this process, all on `websockets.asyncio`
 with its default settings (permessage-deflate on). AIP's side runs on its own transport,
 `protocol/transport.py` (`serve_aip`, `connect_aip`, `SessionDriver`), as `orrery serve`
-and `orrery device` do.
+and `orrery device` do. Every socket reads 64 KiB per `recv`, as AIP's transport does
+(`protocol.transport.READ_SIZE`), except in (a256).
 
-(a) raw baseline: a stock websockets echo server; the client sends a 1 KiB JSON text frame
-    and waits for the echo. One round trip = client `send` to client `recv` returned.
-(a64) the same echo with asyncio reading 64 KiB per `recv` (`protocol.transport.READ_SIZE`)
-    instead of its 256 KiB, as AIP's transport does. With glibc's default mmap threshold
-    (128 KiB) every 256 KiB read maps and unmaps memory; see `READ_SIZE`. (a) minus (a64)
-    is that cost.
+(a) raw baseline: a websockets echo server; the client sends a 1 KiB JSON text frame and
+    waits for the echo. One round trip = client `send` to client `recv` returned.
+(a256) the same echo with asyncio's own 256 KiB reads, for reference only. CPython
+    allocates the whole 256 KiB for every read; when the process's heap cannot serve
+    that, glibc maps and unmaps memory for each read, which costs ~40 µs per round trip.
+    Whether it can depends on what the process allocated and freed before, so this case
+    measures either about (a) or about (a) + 40 µs, and its value moves with unrelated
+    code changes. It is why the transport reads 64 KiB.
 (a3) raw, AIP's frame pattern: the same three frames as (b) (1 KiB out; one frame back
     carrying a small and a 1 KiB part, as AIP batches `task.accept` with `task.result`; a
-    small frame out), as opaque text answered by plain websockets code reading 64 KiB
-    like (a64), timed like (b). (b) minus (a3) is what the sessions and their driver add.
+    small frame out), as opaque text answered by plain websockets code and timed like (b).
+    (b) minus (a3) is what the sessions and their driver add; (a3) minus (a) is what
+    three frames cost instead of two.
 (b) AIP task round trip: a minimal orchestrator serves `ServerSession`s through
     `serve_aip` and `SessionDriver`; a device drives a `DeviceSession` the same way
     through `connect_aip` (authenticated once, with a key from `enroll()`). One round
@@ -35,19 +39,14 @@ and `orrery device` do.
     Bounded to 20,000 tasks or 30 s, whichever comes first; tasks/s = results acked /
     time from the first assign to the last ack. Same 1 KiB args and outputs as (b).
 
-glibc raises its mmap threshold by itself once the process frees a large mapped block,
-after which (a) costs about what (a64) does; whether that has happened depends on what
-ran before. The bench pins the threshold at glibc's default (128 KiB) first, so that (a)
-is measured the same way in every run. The orchestrator's rate limit is raised for (b)
-and (c): the default (500 frames/s per device) would cap one device at 250 tasks/s,
-which is the point of a rate limit, not a cost of the protocol. Each latency case gets
-200 untimed round trips of warm-up, then N = 2,000 timed ones, in 10 rounds that
-alternate blocks of 200 between the cases, so a slow spell of the machine hits every case
-alike. Medians and p99s are over all N.
+The orchestrator's rate limit is raised for (b) and (c): the default (500 frames/s per
+device) would cap one device at 250 tasks/s, which is the point of a rate limit, not a
+cost of the protocol. Each latency case gets 200 untimed round trips of warm-up, then
+N = 2,000 timed ones, in 10 rounds that alternate blocks of 200 between the cases, so a
+slow spell of the machine hits every case alike. Medians and p99s are over all N.
 
 The table ends with the line
-`roundtrip_ratio=<(b) median / (a) median> tasks_per_s=<(c)>`; the line before it gives
-(b) against (a64) as well.
+`roundtrip_ratio=<(b) median / (a) median> tasks_per_s=<(c)>`.
 
 Usage: python bench/bench_protocol.py [--n 2000] [--warmup 200] [--rounds 10]
                      [--devices 100] [--tasks 20000] [--seconds 30]
@@ -57,8 +56,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
-import ctypes.util
 import gc
 import json
 import math
@@ -100,8 +97,6 @@ HOST = "127.0.0.1"
 PAYLOAD_BYTES = 1024
 CONFIG = ServerConfig(rate=1e9, burst=1e9)  # see the module docstring
 TOOL = ToolDescription(name="bench.echo", description="answers at once")
-M_MMAP_THRESHOLD = -3  # mallopt(3)
-GLIBC_DEFAULT_MMAP_THRESHOLD = 128 * 1024
 
 
 def filler(target: int, wrap: Callable[[str], Any]) -> Any:
@@ -150,27 +145,17 @@ Block = Callable[[int], Awaitable[list[float]]]
 """Run `k` timed round trips of one case back to back; returns their durations (s)."""
 
 
-def pin_mmap_threshold() -> str:
-    """Fix glibc's mmap threshold at its default (see the module docstring); says what it did."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        pinned = libc.mallopt(M_MMAP_THRESHOLD, GLIBC_DEFAULT_MMAP_THRESHOLD) == 1
-    except (OSError, AttributeError):
-        pinned = False
-    if pinned:
-        return f"glibc mmap threshold pinned at {GLIBC_DEFAULT_MMAP_THRESHOLD // 1024} KiB"
-    return "no glibc mallopt here: (a) may cost what (a64) does"
+def read_size(ws: ServerConnection | ClientConnection, size: int) -> None:
+    """Have asyncio read `size` bytes per `recv` on `ws`, as `protocol.transport` does."""
+    ws.transport.max_size = size  # type: ignore[attr-defined]
 
 
-def read_size(ws: ServerConnection | ClientConnection, size: int | None) -> None:
-    """Have asyncio read `size` bytes per `recv` on `ws` (None: its default, 256 KiB)."""
-    if size is not None:
-        ws.transport.max_size = size  # type: ignore[attr-defined]
+ASYNCIO_READ_SIZE = 256 * 1024  # what asyncio's selector transport asks per recv
 
 
 @asynccontextmanager
-async def raw_echo(size: int | None = None) -> AsyncIterator[Block]:
-    """(a), (a64): client sends 1 KiB, the server echoes it; timed on the client."""
+async def raw_echo(size: int = READ_SIZE) -> AsyncIterator[Block]:
+    """(a), (a256): client sends 1 KiB, the server echoes it; timed on the client."""
 
     async def echo(ws: ServerConnection) -> None:
         read_size(ws, size)
@@ -539,28 +524,27 @@ async def bench_dispatch(devices: int, max_tasks: int, total: int, limit: float)
 
 
 async def run(options: argparse.Namespace) -> None:
-    allocator = pin_mmap_threshold()
     async with (
         raw_echo() as a,
-        raw_echo(READ_SIZE) as a64,
+        raw_echo(ASYNCIO_READ_SIZE) as a256,
         raw_pattern() as a3,
         aip_roundtrip() as b,
         sans_io() as b0,
     ):
-        cases = {"a": a, "a64": a64, "a3": a3, "b": b, "b0": b0}
+        cases = {"a": a, "a256": a256, "a3": a3, "b": b, "b0": b0}
         stats = await measure_latencies(cases, options.n, options.warmup, options.rounds)
     throughput = await bench_dispatch(options.devices, 4, options.tasks, options.seconds)
 
     raw = stats["a"]
     print(
-        f"127.0.0.1, one event loop, websockets defaults (permessage-deflate on), {allocator}; "
-        f"latency cases alternate in {options.rounds} rounds"
+        "127.0.0.1, one event loop, websockets defaults (permessage-deflate on), 64 KiB "
+        f"reads but in (a256); latency cases alternate in {options.rounds} rounds"
     )
     print(f"{'case':<54} {'n':>6} {'median us':>10} {'p99 us':>9} {'vs (a)':>7}")
     labels = {
         "a": "(a) raw websockets echo, 1 KiB text frame",
-        "a64": "(a64) the same, reading 64 KiB per recv",
-        "a3": "(a3) raw websockets, AIP's 3-frame pattern, 64 KiB",
+        "a256": "(a256) the same, asyncio's 256 KiB reads (reference)",
+        "a3": "(a3) raw websockets, AIP's 3-frame pattern",
         "b": "(b) AIP assign→accept→result→ack, 1 KiB each way",
         "b0": "(b0) the same, sessions only (no sockets)",
     }
@@ -574,8 +558,6 @@ async def run(options: argparse.Namespace) -> None:
         f"(c) dispatch: {throughput.devices} devices x 4 slots, {throughput.tasks} tasks in "
         f"{throughput.seconds:.2f} s = {throughput.per_second:,.0f} tasks/s"
     )
-    against_a64 = stats["b"].median_us / stats["a64"].median_us
-    print(f"(b) against (a64), an echo that reads as AIP does: {against_a64:.2f}")
     print(
         f"roundtrip_ratio={stats['b'].median_us / raw.median_us:.2f} "
         f"tasks_per_s={throughput.per_second:.0f}"
