@@ -168,6 +168,7 @@ class AipDispatcher:
     def cancel(self, assignment: TaskAssignment, reason: str) -> None:
         key = assignment.key
         self._assigned.get(assignment.device, {}).pop(key, None)
+        self._forget_approvals(assignment.device, key)
         self._update_state(assignment.device)
         device = self._devices.get(assignment.device)
         if device is not None and device.connected:
@@ -286,6 +287,7 @@ class AipDispatcher:
         is_new = self.ledger.record(result, device_name)
         session.ack_result(result, event.message_id)
         self._assigned.get(device_name, {}).pop(result.key, None)
+        self._forget_approvals(device_name, result.key)
         self._update_state(device_name)
         if is_new and self._sink is not None:
             self._sink.on_result(result)
@@ -330,6 +332,18 @@ class AipDispatcher:
         device.session.decide(request, approved, by=by, reason=reason)
         self._flush(device)
         return pending
+
+    def _forget_approvals(self, device: str, key: tuple[str, str, int] | None = None) -> None:
+        """Drop what `device` waits on for attempt `key` (for every attempt without `key`):
+        the attempt ended or was cancelled, or the connection is gone, so nobody waits."""
+        stale = [
+            request
+            for request, pending in self.approvals.items()
+            if pending.device == device and (key is None or pending.request.task.key == key)
+        ]
+        for request in stale:
+            del self.approvals[request]
+            log.info("approval %s of device %s no longer waits; dropped", request, device)
 
     # ---------------------------------------------------------------- artifacts
 
@@ -398,6 +412,7 @@ class AipDispatcher:
         if device.liveness is not None:
             device.liveness.cancel()
         log.info("device %s disconnected: %s", device.name, event.reason)
+        self._forget_approvals(device.name)  # the device takes them as refused (protocol.md)
         self._observe(device.name, "offline", sorted(device.info.labels))
         if self._sink is not None:
             self._sink.on_devices_changed()

@@ -119,3 +119,22 @@ async def test_an_unknown_approval_is_a_clear_error(
     orchestra, _, _ = setup
     with pytest.raises(LookupError, match="no pending approval 'nope'"):
         orchestra.approve("nope", True)
+
+
+async def test_cancelling_a_run_withdraws_its_pending_approval(
+    setup: tuple[Orchestra, list[Event], Path],
+) -> None:
+    """`approvals` must not list a call whose attempt no longer runs."""
+    orchestra, events, workspace = setup
+    handle = orchestra.start(two_stars())  # type: ignore[arg-type]
+    needed = await waiting_request(events)
+    assert [p.request.request for p in orchestra.pending_approvals()] == [needed.request]
+
+    handle.cancel("changed my mind")
+    final = await asyncio.wait_for(handle.wait(), 30)
+
+    assert final.status is ConstellationStatus.CANCELLED
+    assert orchestra.pending_approvals() == []
+    with pytest.raises(LookupError, match="no pending approval"):
+        orchestra.approve(needed.request, True)
+    assert not (workspace / "ran.txt").exists()
