@@ -213,8 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="one JSON object")
     show.add_argument("--png", metavar="FILE", help="also draw the graph into this PNG file")
 
+    from app.control_cli import add_control_parsers
     from app.models_cli import add_models_parser
 
+    add_control_parsers(commands)
     add_models_parser(commands)
     return parser
 
@@ -249,6 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve_command(options)
     if options.command == "device":
         return _device_command(options)
+    if options.command in ("approvals", "approve", "cancel"):
+        from app.control_cli import control_command
+
+        return control_command(options)
     if options.command == "models":
         from app.config import data_dir
         from app.models_cli import models_command
@@ -737,7 +743,7 @@ async def _watch_remote(options: argparse.Namespace, client: Orrery, run: Run) -
 
     out = Console(highlight=False)
     out.print(f"[bold]{run.name}[/]: {run.stars} stars, server {client.url}")
-    with star_bars(out) as progress:
+    with star_bars(out, server=client.url) as progress:
         async for event in run.events():
             progress(event)
     result = await run.wait()
@@ -746,7 +752,7 @@ async def _watch_remote(options: argparse.Namespace, client: Orrery, run: Run) -
     return result
 
 
-def star_bars(console: Console) -> LiveProgress:
+def star_bars(console: Console, *, server: str | None = None) -> LiveProgress:
     """The live display of `app.progress` with, besides, a bar per running star."""
     from rich.progress import TaskID
 
@@ -754,8 +760,8 @@ def star_bars(console: Console) -> LiveProgress:
     from app.progress import LiveProgress
 
     class StarBars(LiveProgress):
-        def __init__(self, console: Console) -> None:
-            super().__init__(console)
+        def __init__(self, console: Console, server: str | None) -> None:
+            super().__init__(console, server=server)
             self._bars: dict[str, TaskID] = {}
 
         def __call__(self, event: Event) -> None:
@@ -768,7 +774,7 @@ def star_bars(console: Console) -> LiveProgress:
                 if bar is not None:
                     self._progress.remove_task(bar)
 
-    return StarBars(console)
+    return StarBars(console, server)
 
 
 # ------------------------------------------------------------------ show

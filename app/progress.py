@@ -10,6 +10,7 @@ import sys
 from typing import TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -55,8 +56,9 @@ class JsonLines:
 class LiveProgress:
     """Listener that shows progress on a console while stars run."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, server: str | None = None) -> None:
         self.console = console
+        self.server = server  # a run on `orrery serve`: approvals are answered there
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -101,9 +103,11 @@ class LiveProgress:
         elif isinstance(event, EditApplied):
             self.console.print(f"  [magenta]edit[/]   version {event.version}: {event.rationale}")
         elif isinstance(event, ApprovalNeeded):
+            answer = f"; `orrery approve {event.request} --server {self.server}` or --deny"
             self.console.print(
-                f"  [yellow]approve?[/] {event.star_id} on {event.device}: {event.summary} "
-                f"(request {event.request})",
+                f"  [yellow]approve?[/] {event.star_id} on {event.device}: "
+                f"{escape(event.summary)} "
+                f"(request {escape(event.request)}{escape(answer) if self.server else ''})",
                 highlight=False,
             )
         elif isinstance(event, ApprovalGiven):

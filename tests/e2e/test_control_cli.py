@@ -5,9 +5,11 @@ subprocesses on 127.0.0.1, `orrery run` as a third, each exit code covered once;
 from __future__ import annotations
 
 import json
+import queue
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -318,6 +320,101 @@ def test_the_python_client_approves_cancels_and_survives_a_server_restart(
             assert {entry.id for entry in client.history()} == {run.id, waiting.id}
     finally:
         for process in (device, serve):
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+
+
+class EventLines:
+    """The JSON event lines of a running `orrery run --json`, read on a thread (bounded)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def next_of(self, kind: str, within: float = TIMEOUT) -> dict[str, object]:
+        deadline = time.monotonic() + within
+        while True:
+            line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, f"the run ended before a {kind} event"
+            event = json.loads(line)
+            if event["type"] == kind:
+                return dict(event)
+
+
+def test_approvals_approve_and_cancel_from_the_command_line(tmp_path: Path) -> None:
+    home = tmp_path / "orchestrator"
+    token = subprocess.run(
+        orrery(home, "devices", "enroll", "careful"), capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (tmp_path / "policy.toml").write_text('[approval]\nrequired = ["shell.run"]\n')
+    serve, aip, url = start_serve(home, free_port())
+    device = subprocess.Popen(
+        orrery(tmp_path / "device", "device", "--server", aip, "--name", "careful",
+               "--token", token, "--policy", str(tmp_path / "policy.toml")),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    plan = write(tmp_path, GUARDED)
+    runs: list[subprocess.Popen[str]] = []
+
+    def start_run() -> EventLines:
+        run = subprocess.Popen(
+            orrery(home, "run", "--server", url, "--json", plan),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        runs.append(run)
+        return EventLines(run)
+
+    try:
+        wait_for_device(url, home, "careful")
+        # Approve: the run waits, `approvals` lists the call, `approve` lets it run.
+        first = start_run()
+        needed = first.next_of("approval.needed")
+        listed = run_cli(home, "approvals", "--server", url, "--json")
+        assert listed.returncode == 0, listed.stderr
+        (pending,) = events_of(listed.stdout)
+        assert (pending["request"], pending["tool"]) == (needed["request"], "shell.run")
+        assert pending["constellation"] == needed["constellation_id"]
+        approved = run_cli(home, "approve", str(needed["request"]), "--server", url,
+                           "--reason", "looks harmless")  # fmt: skip
+        assert approved.returncode == 0, approved.stderr
+        assert first.next_of("approval.given")["approved"] is True
+        assert first.process.wait(timeout=TIMEOUT) == 0
+        # Deny: the call is refused, so its star and the run fail (exit 1).
+        second = start_run()
+        request = second.next_of("approval.needed")["request"]
+        denied = run_cli(home, "approve", str(request), "--server", url, "--deny")
+        assert denied.returncode == 0, denied.stderr
+        assert second.next_of("approval.given")["approved"] is False
+        assert second.process.wait(timeout=TIMEOUT) == 1
+        # Cancel: a third run waits on its approval; `cancel` ends it (exit 1 for the run).
+        third = start_run()
+        waiting = third.next_of("approval.needed")
+        cancelled = run_cli(home, "cancel", str(waiting["constellation_id"]), "--server", url)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert "is cancelled" in cancelled.stderr
+        assert third.process.wait(timeout=TIMEOUT) == 1
+        # Unknown ids are refused with exit 2, naming the problem; a dead server is exit 4.
+        unknown = run_cli(home, "approve", "no-such-request", "--server", url)
+        assert unknown.returncode == 2
+        assert "no-such-request" in unknown.stderr
+        assert run_cli(home, "cancel", "no-such-run", "--server", url).returncode == 2
+        nothing = run_cli(home, "approvals", "--server", url)
+        assert (nothing.returncode, nothing.stdout) == (0, "")
+        closed = run_cli(home, "approvals", "--server", f"ws://127.0.0.1:{free_port()}")
+        assert closed.returncode == 4
+    finally:
+        for process in (*runs, device, serve):
             if process.poll() is None:
                 process.terminate()
                 process.wait(timeout=30)

@@ -1,0 +1,148 @@
+"""`orrery approvals`, `orrery approve` and `orrery cancel`: answer a running `orrery serve`
+from the command line, through its control API (docs/control-api.md).
+
+`orrery run --server` shows a tool call that waits for a person as `approve? ... (request
+R)`; `orrery approve R --server URL` lets it run, `--deny` refuses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the client (websockets) loads only when one of these commands runs
+    from app.client import Orrery
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_UNREACHABLE = 4
+
+COMMANDS = ("approvals", "approve", "cancel")
+EXIT_CODES_HELP = "exit codes: 0 done; 2 refused (unknown id, bad token); 4 cannot reach the server"
+
+
+Action = Callable[["Orrery"], Awaitable[None]]
+"""What one command does once connected; errors from the client become exit codes."""
+
+
+def add_control_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    approvals = commands.add_parser(
+        "approvals",
+        help="list the tool calls waiting for a person's approval on a server",
+        description="List the tool calls that devices of `orrery serve` wait on, oldest first.",
+        epilog=EXIT_CODES_HELP,
+    )
+    _add_server_options(approvals)
+    approvals.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    approve = commands.add_parser(
+        "approve",
+        help="allow (or with --deny refuse) a tool call a device waits on",
+        description="Answer the approval request REQUEST (the id `orrery run` shows after "
+        "`approve?`, or `orrery approvals` lists): the device makes the call, or with "
+        "--deny does not, and that attempt of the star fails.",
+        epilog=EXIT_CODES_HELP,
+    )
+    approve.add_argument("request", metavar="REQUEST")
+    _add_server_options(approve)
+    approve.add_argument("--deny", action="store_true", help="refuse the call instead")
+    approve.add_argument("--reason", default="", metavar="TEXT", help="recorded with the answer")
+
+    cancel = commands.add_parser(
+        "cancel",
+        help="cancel a constellation running on a server",
+        description="Cancel constellation ID on `orrery serve`: running stars are told to "
+        "stop and nothing new starts. A constellation that already ended keeps its status.",
+        epilog=EXIT_CODES_HELP,
+    )
+    cancel.add_argument("id", metavar="ID")
+    _add_server_options(cancel)
+    cancel.add_argument(
+        "--reason", default="cancelled from the command line", metavar="TEXT", help="recorded"
+    )
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", required=True, metavar="URL", help="ws://HOST:PORT")
+    parser.add_argument(
+        "--token",
+        metavar="T",
+        help="its control token (default: $ORRERY_CONTROL_TOKEN, else DATA_DIR/control.token)",
+    )
+
+
+def control_command(options: argparse.Namespace) -> int:
+    """Run one of `COMMANDS`; returns the exit code."""
+    action: Action
+    if options.command == "approvals":
+        action = _list_approvals(options.json)
+    elif options.command == "approve":
+        action = _approve(options.request, not options.deny, options.reason)
+    else:
+        action = _cancel(options.id, options.reason)
+    try:
+        return asyncio.run(_with_client(options, action))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _with_client(options: argparse.Namespace, action: Action) -> int:
+    from app.client import AuthRefused, Orrery, RequestRejected, ServerUnreachable
+
+    try:
+        async with Orrery(
+            options.server,
+            token=options.token,
+            data_dir=options.data_dir,
+            client_name=f"orrery {options.command}",
+            reconnect_within=0,
+        ) as client:
+            await action(client)
+    except RequestRejected as exc:
+        print(f"orrery: error: {exc.reason}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except AuthRefused as exc:
+        print(f"orrery: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ServerUnreachable as exc:
+        print(f"orrery: error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ValueError as exc:  # a malformed --server URL
+        print(f"orrery: error: --server: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def _list_approvals(as_json: bool) -> Action:
+    async def action(client: Orrery) -> None:
+        pending = await client.approvals()
+        for item in pending:
+            if as_json:
+                print(json.dumps(item.model_dump(), ensure_ascii=False))
+            else:
+                where = f"{item.constellation}/{item.star}#{item.attempt}"
+                print(f"{item.request}  {where}  on {item.device}  {item.tool}: {item.summary}")
+        if not pending and not as_json:
+            print("no tool call waits for approval", file=sys.stderr)
+
+    return action
+
+
+def _approve(request: str, approved: bool, reason: str) -> Action:
+    async def action(client: Orrery) -> None:
+        await client.approve(request, approved, reason)
+        print(f"{'approved' if approved else 'refused'} {request}", file=sys.stderr)
+
+    return action
+
+
+def _cancel(constellation: str, reason: str) -> Action:
+    async def action(client: Orrery) -> None:
+        status = await client.cancel(constellation, reason)
+        print(f"constellation {constellation} is {status}", file=sys.stderr)
+
+    return action
