@@ -672,7 +672,8 @@ async def _follow_remote(
     """Submit to the server, show its events, and turn the outcome into the exit code."""
     import signal
 
-    from app.client import AuthRefused, Orrery, RequestRejected, RunInterrupted, ServerUnreachable
+    from app.client import AuthRefused, Orrery, RequestRejected, ServerUnreachable
+    from app.control_cli import exit_for_client_error
 
     interrupted = False
     try:
@@ -682,8 +683,7 @@ async def _follow_remote(
             try:
                 run = await client.submit(plan_text=plan_text, request=request, source=source)
             except RequestRejected as exc:
-                print(f"orrery: error: {exc.reason}", file=sys.stderr)
-                return EXIT_NO_DEVICE if exc.code == "no_capable_device" else EXIT_BAD_INPUT
+                return exit_for_client_error(exc)
             loop = asyncio.get_running_loop()
             cancelling: list[asyncio.Future[str]] = []
 
@@ -702,18 +702,8 @@ async def _follow_remote(
             finally:
                 for signum in installed:
                     loop.remove_signal_handler(signum)
-    except AuthRefused as exc:
-        print(f"orrery: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except RunInterrupted as exc:
-        print(f"orrery: error: the server lost the run: {exc.reason}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except ServerUnreachable as exc:
-        print(f"orrery: error: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except ValueError as exc:  # a malformed --server URL
-        print(f"orrery: error: --server: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except (AuthRefused, RequestRejected, ServerUnreachable, ValueError) as exc:
+        return exit_for_client_error(exc)  # RequestRejected here: RunInterrupted
     if result.succeeded:
         if not options.json:
             print(f"orrery: constellation {run.name!r} succeeded", file=sys.stderr)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the client (websockets) loads only when one of these comman
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
+EXIT_NO_DEVICE = 3
 EXIT_UNREACHABLE = 4
 
 COMMANDS = ("approvals", "approve", "cancel")
@@ -102,19 +103,30 @@ async def _with_client(options: argparse.Namespace, action: Action) -> int:
             reconnect_within=0,
         ) as client:
             await action(client)
-    except RequestRejected as exc:
-        print(f"orrery: error: {exc.reason}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except AuthRefused as exc:
-        print(f"orrery: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ServerUnreachable as exc:
-        print(f"orrery: error: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except ValueError as exc:  # a malformed --server URL
-        print(f"orrery: error: --server: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except (RequestRejected, AuthRefused, ServerUnreachable, ValueError) as exc:
+        return exit_for_client_error(exc)
     return EXIT_OK
+
+
+def exit_for_client_error(exc: Exception) -> int:
+    """Say what went wrong with a control-API call on stderr; the exit code it means.
+
+    `exc` is a control-client error, or the `ValueError` of a malformed --server URL."""
+    from app.client import RequestRejected, RunInterrupted, ServerUnreachable
+
+    code = EXIT_BAD_INPUT
+    message = str(exc)
+    if isinstance(exc, RunInterrupted):
+        code, message = EXIT_UNREACHABLE, f"the server lost the run: {exc.reason}"
+    elif isinstance(exc, RequestRejected):
+        code = EXIT_NO_DEVICE if exc.code == "no_capable_device" else EXIT_BAD_INPUT
+        message = exc.reason
+    elif isinstance(exc, ServerUnreachable):
+        code = EXIT_UNREACHABLE
+    elif isinstance(exc, ValueError):
+        message = f"--server: {exc}"
+    print(f"orrery: error: {message}", file=sys.stderr)
+    return code
 
 
 def _list_approvals(as_json: bool) -> Action:

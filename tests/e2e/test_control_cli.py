@@ -277,15 +277,16 @@ def start_serve(home: Path, port: int) -> tuple[subprocess.Popen[str], str, str]
     return serve, aip, control
 
 
-def test_the_python_client_approves_cancels_and_survives_a_server_restart(
-    tmp_path: Path,
-) -> None:
+def start_careful_fleet(
+    tmp_path: Path, port: int
+) -> tuple[Path, subprocess.Popen[str], str, subprocess.Popen[bytes]]:
+    """`orrery serve` on `port` (its data dir, the process, the control URL) and a device
+    `careful` whose policy wants every `shell.run` approved."""
     home = tmp_path / "orchestrator"
     token = subprocess.run(
         orrery(home, "devices", "enroll", "careful"), capture_output=True, text=True, check=True
     ).stdout.strip()
     (tmp_path / "policy.toml").write_text('[approval]\nrequired = ["shell.run"]\n')
-    port = free_port()
     serve, aip, url = start_serve(home, port)
     device = subprocess.Popen(
         orrery(tmp_path / "device", "device", "--server", aip, "--name", "careful",
@@ -293,6 +294,14 @@ def test_the_python_client_approves_cancels_and_survives_a_server_restart(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    return home, serve, url, device
+
+
+def test_the_python_client_approves_cancels_and_survives_a_server_restart(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    home, serve, url, device = start_careful_fleet(tmp_path, port)
     try:
         wait_for_device(url, home, "careful")
         with SyncOrrery(url, data_dir=home, reconnect_within=60) as client:
@@ -350,18 +359,7 @@ class EventLines:
 
 
 def test_approvals_approve_and_cancel_from_the_command_line(tmp_path: Path) -> None:
-    home = tmp_path / "orchestrator"
-    token = subprocess.run(
-        orrery(home, "devices", "enroll", "careful"), capture_output=True, text=True, check=True
-    ).stdout.strip()
-    (tmp_path / "policy.toml").write_text('[approval]\nrequired = ["shell.run"]\n')
-    serve, aip, url = start_serve(home, free_port())
-    device = subprocess.Popen(
-        orrery(tmp_path / "device", "device", "--server", aip, "--name", "careful",
-               "--token", token, "--policy", str(tmp_path / "policy.toml")),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    home, serve, url, device = start_careful_fleet(tmp_path, free_port())
     plan = write(tmp_path, GUARDED)
     runs: list[subprocess.Popen[str]] = []
 
