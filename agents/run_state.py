@@ -91,11 +91,16 @@ class RunState:
                 outcome = line_outcome(line, upstream)
                 if not outcome.satisfied and skip_reason is None:
                     skip_reason = outcome.reason
-            self.waiting[star_id] = undecided
             if skip_reason is not None:
+                # Decided: will be skipped, as in `downstream_decisions`. Skipping another
+                # star decided here may complete one of its lines first; that must not
+                # count it down to ready.
+                self.waiting[star_id] = -1
                 decided.append((star_id, skip_reason))
-            elif undecided == 0:
-                decided.append((star_id, None))
+            else:
+                self.waiting[star_id] = undecided
+                if undecided == 0:
+                    decided.append((star_id, None))
         self.unfinished = unfinished
         return decided
 

@@ -173,6 +173,32 @@ def test_new_success_line_from_a_failed_star_skips_its_target_at_once(sim: Sim) 
     assert sim.assignments("c") == []
 
 
+def test_a_star_skipped_by_an_edit_stays_skipped_when_another_skip_completes_it(
+    sim: Sim,
+) -> None:
+    """One edit gives c and d each a success line from a failed star; d also waits for c
+    to complete. Skipping c completes d's completion line, but d must stay skipped, not
+    start. (Found by test_properties.test_orchestrated_runs.)"""
+    sim.script("a", fail("nope"))
+    sim.script("b", HANG)
+    handle = sim.submit(
+        star("a", allow_failure=True), star("b"), star("c", "b"), star("d"),
+        lines=[line("c", "d", "completion")],
+    )  # fmt: skip
+    sim.clock.advance(1)
+    assert sim.star(handle, "a").status is FAILED
+
+    sim.orch.apply_edits("c1", batch(AddLine(line=line("a", "c")), AddLine(line=line("a", "d"))))
+    sim.clock.advance(5)
+
+    assert sim.star(handle, "c").status is SKIPPED
+    d = sim.star(handle, "d")
+    assert d.status is SKIPPED
+    assert d.skip_reason == "upstream star 'a' failed"
+    assert sim.of(StarReady, "d") == []
+    assert sim.assignments("d") == []
+
+
 def test_added_star_no_device_can_run_fails_fast(sim: Sim) -> None:
     sim.script("a", HANG)
     handle = sim.submit(star("a"))
