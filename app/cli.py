@@ -24,6 +24,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.exit_codes import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NO_DEVICE,
+    EXIT_OK,
+)
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
     from typing import Any
@@ -40,12 +48,6 @@ if TYPE_CHECKING:
     from devices.registry import DeviceInfo
     from memory import ConstellationRow, Store
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_NO_DEVICE = 3
-EXIT_UNREACHABLE = 4
-EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = (
     "exit codes: 0 success; 1 the plan failed; 2 bad input (invalid plan, rejected request, "

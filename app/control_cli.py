@@ -14,13 +14,17 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from app.exit_codes import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_NO_DEVICE,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+)
+
 if TYPE_CHECKING:  # the client (websockets) loads only when one of these commands runs
     from app.client import Orrery
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_NO_DEVICE = 3
-EXIT_UNREACHABLE = 4
 
 COMMANDS = ("approvals", "approve", "cancel")
 EXIT_CODES_HELP = "exit codes: 0 done; 2 refused (unknown id, bad token); 4 cannot reach the server"
@@ -88,7 +92,7 @@ def control_command(options: argparse.Namespace) -> int:
     try:
         return asyncio.run(_with_client(options, action))
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 async def _with_client(options: argparse.Namespace, action: Action) -> int:

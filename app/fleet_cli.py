@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from agents.constellation import Constellation
 from agents.events import Listener
+from app.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NO_DEVICE, EXIT_OK
 from app.fleet import DeviceProcesses, DevicesMissing, Orchestra
 from memory import Store
 from protocol.session import ServerConfig
@@ -18,9 +19,6 @@ from protocol.session import ServerConfig
 if TYPE_CHECKING:
     from rich.console import Console
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_NO_DEVICE = 3
 
 DEMO_DEVICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("atlas", ("reports",)),
@@ -59,8 +57,6 @@ def run_on_fleet(
     in turn with a live display, then plan and run each of `requests` (in words) with the
     planner model; the worst exit code."""
     from rich.console import Console
-
-    from app.cli import EXIT_INTERRUPTED
 
     err = Console(stderr=True, highlight=False)
     orchestra = Orchestra(
@@ -134,7 +130,7 @@ def _run_requests(
     """Plan each request with the planner model for the connected devices and run it."""
     from rich.console import Console
 
-    from app.cli import EXIT_INTERRUPTED, plan_for_cli
+    from app.cli import plan_for_cli
     from app.planning import plan_on
     from app.settings import ConfigError
 

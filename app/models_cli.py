@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.exit_codes import EXIT_BAD_INPUT, EXIT_OK
+
 if TYPE_CHECKING:  # the model layer (gguf, numpy) loads only when a models command runs
     from agents.models.manager import ModelConfig, ModelManager
     from agents.models.registry import ModelEntry, ModelRegistry
-
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
 
 
 def add_models_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

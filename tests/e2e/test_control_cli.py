@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import queue
-import socket
 import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -20,6 +18,15 @@ import pytest
 
 from agents.events import ApprovalNeeded
 from app.client import SyncOrrery
+from tests.e2e.processes import (
+    enroll,
+    free_port,
+    orrery,
+    start_device,
+    start_serve,
+    stop,
+    wait_for_devices,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -63,10 +70,6 @@ stars:
 """
 
 
-def orrery(home: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "app.cli", "--data-dir", str(home), *args]
-
-
 @dataclass
 class Server:
     home: Path
@@ -78,45 +81,15 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("control-cli")
     home = root / "orchestrator"
-    token = subprocess.run(
-        orrery(home, "devices", "enroll", "box"), capture_output=True, text=True, check=True
-    ).stdout.strip()
-    serve = subprocess.Popen(
-        orrery(home, "serve", "--port", "0", "--no-planner"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    token = enroll(home, "box")
+    serve, aip, control = start_serve(home, 0, "--no-planner")
     device = None
     try:
-        assert serve.stdout is not None
-        aip = serve.stdout.readline()
-        assert "serving AIP at ws://" in aip, aip + (serve.stderr.read() if serve.stderr else "")
-        control = serve.stdout.readline()
-        assert "control API at ws://" in control, control
-        aip_url = aip.split(" at ")[1].strip()
-        control_url = control.split(" at ")[1].split()[0]
-        device = subprocess.Popen(
-            orrery(root / "device", "device", "--server", aip_url, "--name", "box",
-                   "--token", token, "--labels", "linux"),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_for_device(control_url, home, "box")
-        yield Server(home, control_url, serve)
+        device = start_device(root / "device", aip, "box", token, "--labels", "linux")
+        wait_for_devices(control, home, ["box"])
+        yield Server(home, control, serve)
     finally:
-        for process in (device, serve):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(timeout=30)
-
-
-def wait_for_device(url: str, home: Path, name: str, within: float = 60) -> None:
-    deadline = time.monotonic() + within
-    with SyncOrrery(url, data_dir=home) as client:
-        while not any(d.name == name and d.connected for d in client.devices()):
-            assert time.monotonic() < deadline, f"device {name} did not connect in {within}s"
-            time.sleep(0.1)
+        stop([device, serve])
 
 
 _plans = 0
@@ -200,10 +173,7 @@ def test_a_star_no_device_can_run_exits_3(server: Server, tmp_path: Path) -> Non
 
 
 def test_a_closed_port_exits_4(server: Server, tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    result = run_cli(server.home, "run", "--server", f"ws://127.0.0.1:{port}", "--json",
+    result = run_cli(server.home, "run", "--server", f"ws://127.0.0.1:{free_port()}", "--json",
                      write(tmp_path, GOOD))  # fmt: skip
     assert result.returncode == 4
     assert "cannot reach the Orrery server" in result.stderr
@@ -258,42 +228,17 @@ stars:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_serve(home: Path, port: int) -> tuple[subprocess.Popen[str], str, str]:
-    serve = subprocess.Popen(
-        orrery(home, "serve", "--port", str(port)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert serve.stdout is not None
-    aip = serve.stdout.readline().split(" at ")[1].strip()
-    control = serve.stdout.readline().split(" at ")[1].split()[0]
-    return serve, aip, control
-
-
 def start_careful_fleet(
     tmp_path: Path, port: int
-) -> tuple[Path, subprocess.Popen[str], str, subprocess.Popen[bytes]]:
+) -> tuple[Path, subprocess.Popen[str], str, subprocess.Popen[str]]:
     """`orrery serve` on `port` (its data dir, the process, the control URL) and a device
     `careful` whose policy wants every `shell.run` approved."""
     home = tmp_path / "orchestrator"
-    token = subprocess.run(
-        orrery(home, "devices", "enroll", "careful"), capture_output=True, text=True, check=True
-    ).stdout.strip()
+    token = enroll(home, "careful")
     (tmp_path / "policy.toml").write_text('[approval]\nrequired = ["shell.run"]\n')
     serve, aip, url = start_serve(home, port)
-    device = subprocess.Popen(
-        orrery(tmp_path / "device", "device", "--server", aip, "--name", "careful",
-               "--token", token, "--policy", str(tmp_path / "policy.toml")),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    policy = str(tmp_path / "policy.toml")
+    device = start_device(tmp_path / "device", aip, "careful", token, "--policy", policy)
     return home, serve, url, device
 
 
@@ -303,7 +248,7 @@ def test_the_python_client_approves_cancels_and_survives_a_server_restart(
     port = free_port()
     home, serve, url, device = start_careful_fleet(tmp_path, port)
     try:
-        wait_for_device(url, home, "careful")
+        wait_for_devices(url, home, ["careful"])
         with SyncOrrery(url, data_dir=home, reconnect_within=60) as client:
             # Approve: the device asks, the client says yes, the star runs.
             run = client.submit(plan_text=GUARDED)
@@ -328,10 +273,7 @@ def test_the_python_client_approves_cancels_and_survives_a_server_restart(
             assert replayed == seen
             assert {entry.id for entry in client.history()} == {run.id, waiting.id}
     finally:
-        for process in (device, serve):
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=30)
+        stop([device, serve])
 
 
 class EventLines:
@@ -374,7 +316,7 @@ def test_approvals_approve_and_cancel_from_the_command_line(tmp_path: Path) -> N
         return EventLines(run)
 
     try:
-        wait_for_device(url, home, "careful")
+        wait_for_devices(url, home, ["careful"])
         # Approve: the run waits, `approvals` lists the call, `approve` lets it run.
         first = start_run()
         needed = first.next_of("approval.needed")
@@ -412,7 +354,4 @@ def test_approvals_approve_and_cancel_from_the_command_line(tmp_path: Path) -> N
         closed = run_cli(home, "approvals", "--server", f"ws://127.0.0.1:{free_port()}")
         assert closed.returncode == 4
     finally:
-        for process in (*runs, device, serve):
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=30)
+        stop([*runs, device, serve])

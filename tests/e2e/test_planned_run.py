@@ -6,25 +6,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.client import SyncOrrery
 from tests.agents.models.embedded import default_model_entry
+from tests.e2e.processes import enroll, orrery, start_device, start_serve, stop, wait_for_devices
 
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 300
 REQUEST = "collect disk usage from every linux device and write a summary on laptop"
-
-
-def orrery(home: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "app.cli", "--data-dir", str(home), *args]
 
 
 def events_of(stdout: str) -> list[dict[str, Any]]:
@@ -39,55 +33,15 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]
     home = root / "orchestrator"
     processes: list[subprocess.Popen[str]] = []
     try:
-        tokens = {
-            name: subprocess.run(
-                orrery(home, "devices", "enroll", name), capture_output=True, text=True, check=True
-            ).stdout.strip()
-            for name in ("laptop", "nas")
-        }
-        serve = subprocess.Popen(
-            orrery(home, "serve", "--port", "0"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        tokens = {name: enroll(home, name) for name in ("laptop", "nas")}
+        serve, aip, control = start_serve(home)
         processes.append(serve)
-        assert serve.stdout is not None
-        aip = serve.stdout.readline().split(" at ")[1].strip()
-        control = serve.stdout.readline().split(" at ")[1].split()[0]
         for name, token in tokens.items():
-            processes.append(
-                subprocess.Popen(
-                    orrery(
-                        root / name,
-                        "device",
-                        "--server",
-                        aip,
-                        "--name",
-                        name,
-                        "--token",
-                        token,
-                        "--labels",
-                        "linux",
-                    ),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    text=True,
-                )
-            )
-        with SyncOrrery(control, data_dir=home) as client:
-            for _ in range(600):
-                if {d.name for d in client.devices() if d.connected} == set(tokens):
-                    break
-                time.sleep(0.1)
-            else:
-                pytest.fail("the devices did not connect within 60 s")
+            processes.append(start_device(root / name, aip, name, token, "--labels", "linux"))
+        wait_for_devices(control, home, tokens)
         yield home, control
     finally:
-        for process in reversed(processes):
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=30)
+        stop(reversed(processes))
 
 
 def test_a_request_in_words_is_planned_run_and_completed_on_the_server(

@@ -4,11 +4,12 @@ subprocesses of the command line on 127.0.0.1."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.processes import enroll, orrery, start_device, stop
 
 pytestmark = pytest.mark.slow
 
@@ -21,18 +22,11 @@ stars:
 """
 
 
-def orrery(home: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "app.cli", "--data-dir", str(home), *args]
-
-
 @pytest.fixture
 def processes() -> Iterator[list[subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
     yield started
-    for process in started:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
+    stop(started)
 
 
 def serve_and_device(
@@ -42,10 +36,7 @@ def serve_and_device(
     *serve_args: str,
 ) -> subprocess.CompletedProcess[str]:
     home, device_home = tmp_path / "orchestrator", tmp_path / "device"
-    enrolled = subprocess.run(
-        orrery(home, "devices", "enroll", "careful"), capture_output=True, text=True, check=True
-    )
-    token = enrolled.stdout.strip()
+    token = enroll(home, "careful")
     (tmp_path / "plan.yaml").write_text(PLAN)
     (tmp_path / "policy.toml").write_text(policy)
     serve = subprocess.Popen(
@@ -59,14 +50,8 @@ def serve_and_device(
     first = serve.stderr.readline()
     assert "serving AIP at ws://" in first, first
     url = first.split(" at ")[1].strip()
-    device = subprocess.Popen(
-        orrery(device_home, "device", "--server", url, "--name", "careful", "--token", token,
-               "--policy", str(tmp_path / "policy.toml")),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )  # fmt: skip
-    processes.append(device)
+    policy_file = str(tmp_path / "policy.toml")
+    processes.append(start_device(device_home, url, "careful", token, "--policy", policy_file))
     stdout, stderr = serve.communicate(timeout=120)
     return subprocess.CompletedProcess(serve.args, serve.returncode, stdout, first + stderr)
 

@@ -1,0 +1,77 @@
+"""`orrery serve` and `orrery device` as real subprocesses on 127.0.0.1, for the e2e tests
+that drive them from the outside (the command line, the control API client)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from app.client import SyncOrrery
+
+
+def orrery(home: Path, *args: str) -> list[str]:
+    """The command line of `orrery --data-dir HOME ARGS...` in this interpreter."""
+    return [sys.executable, "-m", "app.cli", "--data-dir", str(home), *args]
+
+
+def enroll(home: Path, name: str) -> str:
+    """Enrol device `name` with the orchestrator whose data dir is `home`; its token."""
+    return subprocess.run(
+        orrery(home, "devices", "enroll", name), capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_serve(home: Path, port: int = 0, *options: str) -> tuple[subprocess.Popen[str], str, str]:
+    """`orrery serve --port PORT OPTIONS...`: the process, its AIP URL, its control URL."""
+    serve = subprocess.Popen(
+        orrery(home, "serve", "--port", str(port), *options),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert serve.stdout is not None
+    aip = serve.stdout.readline()
+    assert "serving AIP at ws://" in aip, f"orrery serve did not start: {aip!r}"
+    control = serve.stdout.readline()
+    assert "control API at ws://" in control, f"orrery serve did not start: {control!r}"
+    return serve, aip.split(" at ")[1].strip(), control.split(" at ")[1].split()[0]
+
+
+def start_device(
+    data_dir: Path, aip: str, name: str, token: str, *options: str
+) -> subprocess.Popen[str]:
+    """`orrery device` named `name`, connecting to `aip`, with its own data dir."""
+    return subprocess.Popen(
+        orrery(data_dir, "device", "--server", aip, "--name", name, "--token", token, *options),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def wait_for_devices(url: str, home: Path, names: Iterable[str], within: float = 60) -> None:
+    """Return once every device in `names` is connected to the server at control `url`."""
+    wanted = set(names)
+    deadline = time.monotonic() + within
+    with SyncOrrery(url, data_dir=home) as client:
+        while not wanted <= {d.name for d in client.devices() if d.connected}:
+            assert time.monotonic() < deadline, f"devices {sorted(wanted)} not all in {within}s"
+            time.sleep(0.1)
+
+
+def stop(processes: Iterable[subprocess.Popen[str] | None]) -> None:
+    """Terminate whichever of `processes` still run, and wait for them."""
+    for process in processes:
+        if process is not None and process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
