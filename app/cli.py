@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.control_cli import COMMANDS as CONTROL_COMMANDS
+from app.control_cli import add_control_parsers, add_token_option, control_command
 from app.exit_codes import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -83,11 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a plan file (an existing file, or a name ending .yaml/.yml), else a request in words",
     )
     run.add_argument("--server", metavar="URL", help="run on this orchestrator (ws://HOST:PORT)")
-    run.add_argument(
-        "--token",
-        metavar="T",
-        help="its control token (default: $ORRERY_CONTROL_TOKEN, else DATA_DIR/control.token)",
-    )
+    add_token_option(run)
     _add_run_options(run)
 
     demo = commands.add_parser(
@@ -215,7 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="one JSON object")
     show.add_argument("--png", metavar="FILE", help="also draw the graph into this PNG file")
 
-    from app.control_cli import add_control_parsers
     from app.models_cli import add_models_parser
 
     add_control_parsers(commands)
@@ -253,9 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve_command(options)
     if options.command == "device":
         return _device_command(options)
-    if options.command in ("approvals", "approve", "cancel"):
-        from app.control_cli import control_command
-
+    if options.command in CONTROL_COMMANDS:
         return control_command(options)
     if options.command == "models":
         from app.config import data_dir

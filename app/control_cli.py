@@ -26,12 +26,7 @@ if TYPE_CHECKING:  # the client (websockets) loads only when one of these comman
     from app.client import Orrery
 
 
-COMMANDS = ("approvals", "approve", "cancel")
 EXIT_CODES_HELP = "exit codes: 0 done; 2 refused (unknown id, bad token); 4 cannot reach the server"
-
-
-Action = Callable[["Orrery"], Awaitable[None]]
-"""What one command does once connected; errors from the client become exit codes."""
 
 
 def add_control_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,6 +68,11 @@ def add_control_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", required=True, metavar="URL", help="ws://HOST:PORT")
+    add_token_option(parser)
+
+
+def add_token_option(parser: argparse.ArgumentParser) -> None:
+    """`--token T`: the server's control token, for every command that takes `--server`."""
     parser.add_argument(
         "--token",
         metavar="T",
@@ -82,20 +82,13 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
 
 def control_command(options: argparse.Namespace) -> int:
     """Run one of `COMMANDS`; returns the exit code."""
-    action: Action
-    if options.command == "approvals":
-        action = _list_approvals(options.json)
-    elif options.command == "approve":
-        action = _approve(options.request, not options.deny, options.reason)
-    else:
-        action = _cancel(options.id, options.reason)
     try:
-        return asyncio.run(_with_client(options, action))
+        return asyncio.run(_with_client(options))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
 
-async def _with_client(options: argparse.Namespace, action: Action) -> int:
+async def _with_client(options: argparse.Namespace) -> int:
     from app.client import AuthRefused, Orrery, RequestRejected, ServerUnreachable
 
     try:
@@ -106,7 +99,7 @@ async def _with_client(options: argparse.Namespace, action: Action) -> int:
             client_name=f"orrery {options.command}",
             reconnect_within=0,
         ) as client:
-            await action(client)
+            await _ACTIONS[options.command](client, options)
     except (RequestRejected, AuthRefused, ServerUnreachable, ValueError) as exc:
         return exit_for_client_error(exc)
     return EXIT_OK
@@ -133,32 +126,33 @@ def exit_for_client_error(exc: Exception) -> int:
     return code
 
 
-def _list_approvals(as_json: bool) -> Action:
-    async def action(client: Orrery) -> None:
-        pending = await client.approvals()
-        for item in pending:
-            if as_json:
-                print(json.dumps(item.model_dump(), ensure_ascii=False))
-            else:
-                where = f"{item.constellation}/{item.star}#{item.attempt}"
-                print(f"{item.request}  {where}  on {item.device}  {item.tool}: {item.summary}")
-        if not pending and not as_json:
-            print("no tool call waits for approval", file=sys.stderr)
-
-    return action
+async def _list_approvals(client: Orrery, options: argparse.Namespace) -> None:
+    pending = await client.approvals()
+    for item in pending:
+        if options.json:
+            print(json.dumps(item.model_dump(), ensure_ascii=False))
+        else:
+            where = f"{item.constellation}/{item.star}#{item.attempt}"
+            print(f"{item.request}  {where}  on {item.device}  {item.tool}: {item.summary}")
+    if not pending and not options.json:
+        print("no tool call waits for approval", file=sys.stderr)
 
 
-def _approve(request: str, approved: bool, reason: str) -> Action:
-    async def action(client: Orrery) -> None:
-        await client.approve(request, approved, reason)
-        print(f"{'approved' if approved else 'refused'} {request}", file=sys.stderr)
-
-    return action
+async def _approve(client: Orrery, options: argparse.Namespace) -> None:
+    await client.approve(options.request, not options.deny, options.reason)
+    print(f"{'refused' if options.deny else 'approved'} {options.request}", file=sys.stderr)
 
 
-def _cancel(constellation: str, reason: str) -> Action:
-    async def action(client: Orrery) -> None:
-        status = await client.cancel(constellation, reason)
-        print(f"constellation {constellation} is {status}", file=sys.stderr)
+async def _cancel(client: Orrery, options: argparse.Namespace) -> None:
+    status = await client.cancel(options.id, options.reason)
+    print(f"constellation {options.id} is {status}", file=sys.stderr)
 
-    return action
+
+_ACTIONS: dict[str, Callable[[Orrery, argparse.Namespace], Awaitable[None]]] = {
+    "approvals": _list_approvals,
+    "approve": _approve,
+    "cancel": _cancel,
+}
+"""What each of `COMMANDS` does once connected; the client's errors become exit codes."""
+
+COMMANDS = tuple(_ACTIONS)
