@@ -86,7 +86,6 @@ from protocol.session import (
 from protocol.tasks import TaskAssignment, TaskResult
 from protocol.transport import (
     READ_SIZE,
-    AipServer,
     Connection,
     SessionDriver,
     connect_aip,
@@ -316,16 +315,6 @@ def enrolled(count: int) -> tuple[dict[str, DeviceKey], dict[str, str]]:
 
 
 @asynccontextmanager
-async def aip_server(orchestrator: Orchestrator) -> AsyncIterator[AipServer]:
-    server = await serve_aip(orchestrator.handle, HOST, 0)
-    try:
-        yield server
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-@asynccontextmanager
 async def aip_roundtrip() -> AsyncIterator[Block]:
     """(b): assign → accept → result → ack over a real connection; timed by the orchestrator."""
     keys, tokens = enrolled(1)
@@ -357,7 +346,7 @@ async def aip_roundtrip() -> AsyncIterator[Block]:
             finished.set_result(list(samples))
 
     orchestrator = Orchestrator(keys, on_ready, on_result)
-    async with aip_server(orchestrator) as server:
+    async with await serve_aip(orchestrator.handle, HOST, 0) as server:
         device = asyncio.create_task(
             run_device(server.port, name, tokens[name], 1, asyncio.Event())
         )
@@ -504,7 +493,7 @@ async def bench_dispatch(devices: int, max_tasks: int, total: int, limit: float)
         dispatch()
 
     orchestrator = Orchestrator(keys, on_ready, on_result)
-    async with aip_server(orchestrator) as server:
+    async with await serve_aip(orchestrator.handle, HOST, 0) as server:
         ups = [asyncio.Event() for _ in tokens]
         clients = [
             asyncio.create_task(run_device(server.port, name, token, max_tasks, up))
