@@ -1,9 +1,11 @@
 """What AIP costs on top of a bare WebSocket, measured side by side in one run on 127.0.0.1.
 
-Server and clients share one asyncio event loop in this process, all on `websockets.asyncio`
-with its default settings (permessage-deflate on). AIP's side runs on its own transport,
-`protocol/transport.py` (`serve_aip`, `connect_aip`, `SessionDriver`), as `orrery serve`
-and `orrery device` do. Every socket reads 64 KiB per `recv`, as AIP's transport does
+Server and clients share one asyncio event loop in this process, all on `websockets.asyncio`.
+The raw cases use websockets' default settings, permessage-deflate included, as a plain
+websockets echo does. AIP's side runs on its own transport, `protocol/transport.py`
+(`serve_aip`, `connect_aip`, `SessionDriver`), as `orrery serve` and `orrery device` do,
+with its own settings: no compression (`protocol.transport.COMPRESSION`) and frames handled
+in the read callback. Every socket reads 64 KiB per `recv`, as AIP's transport does
 (`protocol.transport.READ_SIZE`), except in (a256).
 
 (a) raw baseline: a websockets echo server; the client sends a 1 KiB JSON text frame and
@@ -14,6 +16,8 @@ and `orrery device` do. Every socket reads 64 KiB per `recv`, as AIP's transport
     Whether it can depends on what the process allocated and freed before, so this case
     measures either about (a) or about (a) + 40 µs, and its value moves with unrelated
     code changes. It is why the transport reads 64 KiB.
+(a0) the same echo without compression, as AIP's connections run: for reference, to show
+    what AIP's choice not to compress is worth; (b) / (a0) is in the table too.
 (a3) raw, AIP's frame pattern: the same three frames as (b) (1 KiB out; one frame back
     carrying a small and a 1 KiB part, as AIP batches `task.accept` with `task.result`; a
     small frame out), as opaque text answered by plain websockets code and timed like (b).
@@ -23,7 +27,8 @@ and `orrery device` do. Every socket reads 64 KiB per `recv`, as AIP's transport
     `serve_aip` and `SessionDriver`; a device drives a `DeviceSession` the same way
     through `connect_aip` (authenticated once, with a key from `enroll()`). One round
     trip, measured on the orchestrator side, runs from just before `ServerSession.assign`
-    (1 KiB of `args`: encoding and sending `task.assign` included) until the `ack` frame
+    (1 KiB of `args`; the orchestrator has built the `TaskAssignment` before; encoding
+    and sending `task.assign` are included) until the `ack` frame
     has been handed to the socket, after the device's `task.accept` and `task.result`
     (1 KiB of `output`) were received and parsed:
         assign → [device: parse, accept, result] → accept, result parsed → ack sent.
@@ -153,17 +158,19 @@ ASYNCIO_READ_SIZE = 256 * 1024  # what asyncio's selector transport asks per rec
 
 
 @asynccontextmanager
-async def raw_echo(size: int = READ_SIZE) -> AsyncIterator[Block]:
-    """(a), (a256): client sends 1 KiB, the server echoes it; timed on the client."""
+async def raw_echo(size: int = READ_SIZE, *, compress: bool = True) -> AsyncIterator[Block]:
+    """(a), (a256), (a0): client sends 1 KiB, the server echoes it; timed on the client."""
+    compression = "deflate" if compress else None
 
     async def echo(ws: ServerConnection) -> None:
         read_size(ws, size)
         async for message in ws:
             await ws.send(message)
 
-    async with serve(echo, HOST, 0) as server:
+    async with serve(echo, HOST, 0, compression=compression) as server:
         port = server.sockets[0].getsockname()[1]
-        async with connect(f"ws://{HOST}:{port}/") as ws:
+        async with connect(f"ws://{HOST}:{port}/", compression=compression) as ws:
+            assert bool(ws.protocol.extensions) == compress
             read_size(ws, size)
 
             async def block(k: int) -> list[float]:
@@ -267,10 +274,9 @@ class Orchestrator:
                 elif isinstance(event, PeerError):
                     self.errors.append(f"device: {event.code}: {event.message}")
 
-        send_all = connection.send_all
+        send_now, send_all = connection.send_now, connection.send_all
 
-        async def send_and_report(frames: list[str | bytes]) -> None:
-            await send_all(frames)
+        def handed_over(frames: list[str | bytes]) -> None:
             self.errors += [
                 item
                 for item in frames
@@ -279,6 +285,17 @@ class Orchestrator:
             while link.acked:  # their acks are now with the socket
                 self.on_result(link, link.acked.pop(0))
 
+        def send_now_and_report(frame: str | bytes) -> bool:
+            if not send_now(frame):
+                return False
+            handed_over([frame])
+            return True
+
+        async def send_and_report(frames: list[str | bytes]) -> None:
+            await send_all(frames)
+            handed_over(frames)
+
+        connection.send_now = send_now_and_report  # type: ignore[method-assign]
         connection.send_all = send_and_report  # type: ignore[method-assign]
         link = Link(session, SessionDriver(session, connection, on_events))
         await link.driver.run()
@@ -329,8 +346,9 @@ async def aip_roundtrip() -> AsyncIterator[Block]:
     def assign_next(link: Link) -> None:
         nonlocal started, number
         number += 1
+        task = assignment(number, name)  # the orchestrator's, before the protocol's part
         started = time.perf_counter()
-        link.session.assign(assignment(number, name))
+        link.session.assign(task)
         link.driver.flush()
 
     def on_ready(link: Link) -> None:
@@ -409,8 +427,9 @@ async def sans_io() -> AsyncIterator[Block]:
         samples = []
         for _ in range(k):
             number += 1
+            task = assignment(number, name)
             started = time.perf_counter()
-            server.assign(assignment(number, name))
+            server.assign(task)
             (received,) = [e for e in pump() if isinstance(e, ResultReceived)]
             server.ack_result(received.result, received.message_id)
             pump()
@@ -516,23 +535,26 @@ async def run(options: argparse.Namespace) -> None:
     async with (
         raw_echo() as a,
         raw_echo(ASYNCIO_READ_SIZE) as a256,
+        raw_echo(compress=False) as a0,
         raw_pattern() as a3,
         aip_roundtrip() as b,
         sans_io() as b0,
     ):
-        cases = {"a": a, "a256": a256, "a3": a3, "b": b, "b0": b0}
+        cases = {"a": a, "a256": a256, "a0": a0, "a3": a3, "b": b, "b0": b0}
         stats = await measure_latencies(cases, options.n, options.warmup, options.rounds)
     throughput = await bench_dispatch(options.devices, 4, options.tasks, options.seconds)
 
     raw = stats["a"]
     print(
-        "127.0.0.1, one event loop, websockets defaults (permessage-deflate on), 64 KiB "
-        f"reads but in (a256); latency cases alternate in {options.rounds} rounds"
+        "127.0.0.1, one event loop; raw cases on websockets defaults (permessage-deflate "
+        "on) but (a0), AIP without compression; 64 KiB reads but in (a256); latency cases "
+        f"alternate in {options.rounds} rounds"
     )
     print(f"{'case':<54} {'n':>6} {'median us':>10} {'p99 us':>9} {'vs (a)':>7}")
     labels = {
         "a": "(a) raw websockets echo, 1 KiB text frame",
         "a256": "(a256) the same, asyncio's 256 KiB reads (reference)",
+        "a0": "(a0) the same, no compression (as AIP runs)",
         "a3": "(a3) raw websockets, AIP's 3-frame pattern",
         "b": "(b) AIP assign→accept→result→ack, 1 KiB each way",
         "b0": "(b0) the same, sessions only (no sockets)",
@@ -543,6 +565,10 @@ async def run(options: argparse.Namespace) -> None:
             f"{label:<54} {len(row.samples):>6} {row.median_us:>10.1f} {row.p99_us:>9.1f} "
             f"{row.median_us / raw.median_us:>7.2f}"
         )
+    print(
+        f"(b) against (a0), an echo without compression as AIP runs: "
+        f"{stats['b'].median_us / stats['a0'].median_us:.2f}"
+    )
     print(
         f"(c) dispatch: {throughput.devices} devices x 4 slots, {throughput.tasks} tasks in "
         f"{throughput.seconds:.2f} s = {throughput.per_second:,.0f} tasks/s"

@@ -24,8 +24,9 @@ from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
+from websockets.protocol import Event, State
 
 from protocol.messages import DEFAULT_MAX_FRAME
 from protocol.session import SessionEvent
@@ -52,6 +53,16 @@ a process whose allocator has not raised the threshold, every received frame cos
 `mmap`, an `mremap` and a `munmap` with their page faults: about 20 us a frame, a third
 of an AIP round trip (`bench/bench_protocol.py`). 64 KiB reads stay on the heap; a 1 MiB
 frame takes 16 reads instead of 4.
+"""
+COMPRESSION: Final = None
+"""AIP connections negotiate no permessage-deflate, on either side.
+
+Compressing costs CPU on every frame (about 20 us of a 1 KiB task round trip on
+127.0.0.1, `bench/bench_protocol.py`) and some 64 KiB of zlib state per connection and
+direction, for frames that are mostly small or, for artifacts, often compressed already.
+It would also put secrets and peer-influenced text through one compressor on `wss://`,
+which is what compression side channels (CRIME, BREACH) exploit. A peer that offers the
+extension is answered without it.
 """
 _MAX_CLOSE_REASON = 123  # bytes (RFC 6455)
 _FRAME_HEADER = 16  # bytes a frame may add to its payload (a WebSocket header is at most 14)
@@ -97,12 +108,62 @@ class ConnectFailed(TransportError):
 # ------------------------------------------------------------------ connection
 
 
+FrameSink = Callable[[str | bytes, bool], None]
+"""Takes one received frame (text as str, binary as bytes) and whether it is binary."""
+
+
+class _SinkingConnection:
+    """Mixed into websockets' connections: complete frames go straight to `frame_sink`.
+
+    websockets hands every received frame to a queue that `recv()` reads from another
+    task, so each frame costs a task switch and an extra turn of the event loop before
+    anyone looks at it. With a sink set, a complete text or binary frame is handed to it
+    synchronously, from the callback that read it off the socket, as long as no earlier
+    frame waits in that queue; everything else (frames that arrived before the sink was
+    set and those behind them, fragmented messages, invalid UTF-8) takes the queue, so
+    `recv()` still returns them, in order, and websockets still closes with 1007 for bad
+    text.
+    """
+
+    frame_sink: FrameSink | None = None
+
+    def process_event(self, event: Event) -> None:
+        sink = self.frame_sink
+        if (
+            sink is not None
+            and isinstance(event, Frame)
+            and event.fin
+            and not len(self.recv_messages.frames)  # type: ignore[attr-defined]
+        ):
+            if event.opcode is Opcode.TEXT:
+                try:
+                    text = str(event.data, "utf-8")
+                except UnicodeDecodeError:
+                    pass  # the queue's reader fails the connection with 1007
+                else:
+                    sink(text, False)
+                    return
+            elif event.opcode is Opcode.BINARY:
+                sink(bytes(event.data), True)
+                return
+        super().process_event(event)  # type: ignore[misc]
+
+
+class _AipServerConnection(_SinkingConnection, ServerConnection):
+    pass
+
+
+class _AipClientConnection(_SinkingConnection, ClientConnection):
+    pass
+
+
 class Connection:
     """One open AIP WebSocket: frames in, frames out. Made by `serve_aip` or `connect_aip`."""
 
     def __init__(self, websocket: ServerConnection | ClientConnection) -> None:
         self._ws = websocket
         _read_in_smaller_chunks(websocket.transport)
+        _, self._high_water = websocket.transport.get_write_buffer_limits()  # set by websockets
         address = websocket.remote_address
         if isinstance(address, tuple) and len(address) >= 2:
             host = f"[{address[0]}]" if ":" in str(address[0]) else str(address[0])
@@ -126,18 +187,46 @@ class Connection:
         except ConnectionClosed as exc:
             raise TransportClosed.from_websockets(exc) from None
 
-    def can_send_now(self, frame: str | bytes) -> bool:
-        """Whether sending `frame` would hand it to the socket without waiting.
+    def deliver_to(self, sink: FrameSink | None) -> None:
+        """Hand received frames to `sink` as they arrive instead of queueing them for
+        `recv()`; `None` goes back to queueing.
 
-        True while the connection is open and its write buffer has room for the frame
-        below the high-water mark, so that `send_all` cannot pause for the peer to read.
+        `sink` runs inside the event loop's read callback and must not block. Frames that
+        arrived before, and the odd frame the fast path cannot take (see
+        `_SinkingConnection`), still wait for `recv()`, so whoever sets a sink keeps
+        calling `recv()` as well, and handles what it returns before anything newer can
+        reach the sink.
         """
-        transport = self._ws.transport
-        if self._ws.state is not State.OPEN or transport.is_closing():
+        if not isinstance(self._ws, _SinkingConnection):
+            raise TypeError(f"{self._ws!r} was not opened by serve_aip or connect_aip")
+        if not hasattr(self._ws.recv_messages, "frames"):  # websockets changed its queue:
+            return  # every frame keeps going through recv(), which is slower but right
+        self._ws.frame_sink = sink
+
+    def send_now(self, frame: str | bytes) -> bool:
+        """Hand `frame` to the socket now if it takes it without waiting; whether it did.
+
+        It does while the connection is open and the frame fits in its write buffer below
+        the high-water mark, where `send_all([frame])` would not pause for the peer to
+        read; it then has the same effect, without a coroutine and a turn of the event
+        loop. Otherwise nothing is sent.
+        """
+        ws = self._ws
+        protocol, transport = ws.protocol, ws.transport
+        data = frame.encode() if isinstance(frame, str) else frame
+        if (
+            protocol.state is not State.OPEN
+            or transport.is_closing()
+            or transport.get_write_buffer_size() + len(data) + _FRAME_HEADER > self._high_water
+        ):
             return False
-        _, high = transport.get_write_buffer_limits()
-        size = len(frame) if isinstance(frame, bytes) else 4 * len(frame)  # UTF-8 at most
-        return transport.get_write_buffer_size() + size + _FRAME_HEADER <= high
+        if isinstance(frame, str):
+            protocol.send_text(data)
+        else:
+            protocol.send_binary(data)
+        for chunk in protocol.data_to_send():
+            transport.write(chunk)
+        return True
 
     async def close(self, reason: str = "") -> None:
         """Close normally (code 1000) and wait for the socket to end; never raises."""
@@ -247,6 +336,8 @@ async def serve_aip(
         process_request=_known_paths(frozenset(handlers)),
         max_size=OVERSIZE_FACTOR * max_frame,
         close_timeout=CLOSE_TIMEOUT,
+        compression=COMPRESSION,
+        create_connection=_AipServerConnection,
     )
     return AipServer(server)
 
@@ -296,6 +387,8 @@ async def connect_aip(
             open_timeout=open_timeout,
             max_size=OVERSIZE_FACTOR * max_frame,
             close_timeout=CLOSE_TIMEOUT,
+            compression=COMPRESSION,
+            create_connection=_AipClientConnection,
         )
     except (OSError, TimeoutError, WebSocketException) as exc:
         raise ConnectFailed(target, exc) from exc
@@ -348,15 +441,16 @@ EventHandler = Callable[[list[SessionEvent]], None]
 class SessionDriver:
     """Moves frames between one session and one connection until either ends.
 
-    `run()` reads frames into the session and hands its events to `on_events`. Frames go
-    out in order, one sender at a time: what a received frame causes (a reply, an ack, a
-    task assigned from within `on_events`) is sent by the reading task itself as long as
-    the socket takes it without waiting, which saves a task switch per frame; the rest,
-    and whatever is flushed from outside, is sent by a writer task, which also closes the
-    socket once the session has closed. Whoever calls a session method outside
-    `on_events` (a tool's result, a heartbeat timer) must call `flush()` afterwards.
-    `on_events` runs synchronously; it may call session methods, and what they queue is
-    sent without another `flush()`.
+    `run()` feeds received frames into the session and hands its events to `on_events`.
+    Frames are handled where they are read: the connection delivers each complete frame
+    synchronously from its read callback (`Connection.deliver_to`), so a reply goes out
+    before the event loop turns again. Frames go out in order, one sender at a time:
+    `flush()` hands them to the socket at once while it takes them without waiting, and
+    leaves the rest to a writer task, which keeps the order, lets reading go on while the
+    socket is full, and closes the socket once the session has closed. Whoever calls a
+    session method outside `on_events` (a tool's result, a heartbeat timer) must call
+    `flush()` afterwards. `on_events` runs synchronously and must not block; it may call
+    session methods, and what they queue is sent without another `flush()`.
     """
 
     def __init__(
@@ -369,14 +463,16 @@ class SessionDriver:
         self._wake = asyncio.Event()  # the writer has something to do
         self._idle = asyncio.Event()  # nothing pending and nobody sending
         self._idle.set()
-        self._sending = False  # a task is handing frames to the socket: only one may
-        self._reading = False  # run() is handling a frame and sends what it causes after
+        self._sending = False  # the writer is handing frames to the socket: only it may
+        self._handing = False  # flush() is handing frames to the socket
         self._flushing = False
         self._closing = False
         self._closed = asyncio.Event()  # the writer stopped: nothing more goes out
+        self._reader: asyncio.Task[None] | None = None  # the task in run()
+        self._failure: BaseException | None = None  # raised by on_events in the callback
 
     def flush(self) -> None:
-        """Queue the session's frames for sending and hand its events to `on_events`."""
+        """Hand the session's events to `on_events` and send the frames it queued."""
         if self._flushing:  # called from within on_events: the outer loop picks it up
             return
         self._flushing = True
@@ -390,10 +486,7 @@ class SessionDriver:
             self._flushing = False
         if self.session.closed:
             self._closing = True
-        if self._pending:
-            self._idle.clear()
-        if not self._reading:
-            self._hand_over()
+        self._send_ready()
 
     async def run(self) -> None:
         """Drive until the session has closed and the socket is gone; then return.
@@ -401,25 +494,25 @@ class SessionDriver:
         A lost socket is reported to the session (`connection_lost`), whose `SessionClosed`
         event reaches `on_events`. Exceptions from `on_events` propagate.
         """
+        self._reader = asyncio.current_task()
         writer = asyncio.create_task(self._write(), name=f"aip-writer {self.connection.remote}")
         try:
-            self._reading = True
             self.flush()
-            await self._send_caused()
-            while True:
-                self._reading = False
+            self.connection.deliver_to(self._receive_delivered)
+            while True:  # frames the connection could not deliver, and its closure
                 try:
                     frame, binary = await self.connection.recv()
                 except TransportClosed as closed:
                     self.session.connection_lost(str(closed))
                     self.flush()
                     return
-                self._reading = True
-                self.session.receive_frame(frame, binary=binary)
-                self.flush()
-                await self._send_caused()
+                except asyncio.CancelledError:
+                    self._raise_failure()
+                    raise
+                self._receive(frame, binary)
         finally:
-            self._reading = False
+            self.connection.deliver_to(None)
+            self._reader = None
             self._hand_over()
             if not writer.done():
                 if self._closing:  # let the last frames (an error, a bye) go out first
@@ -440,21 +533,47 @@ class SessionDriver:
             idle.cancel()
             closed.cancel()
 
-    async def _send_caused(self) -> None:
-        """Send, from the reading task, what the frame just read caused, while the socket
-        takes it without waiting; leave the rest to the writer."""
-        if self._sending or self._closed.is_set():
-            self._hand_over()
+    def _receive(self, frame: str | bytes, binary: bool) -> None:
+        self.session.receive_frame(frame, binary=binary)
+        self.flush()
+
+    def _receive_delivered(self, frame: str | bytes, binary: bool) -> None:
+        """The connection's sink: runs in its read callback, where nothing may escape, so
+        an exception from `on_events` stops delivery and is raised by `run()` instead."""
+        if self._failure is not None:
             return
-        self._sending = True
         try:
-            while self._pending and self.connection.can_send_now(self._pending[0]):
-                await self.connection.send_all([self._pending.popleft()])
-        except TransportClosed:
-            self._pending.clear()  # the next recv() reports the closure
-        finally:
-            self._sending = False
-            self._hand_over()
+            self._receive(frame, binary)
+        except BaseException as exc:
+            self._failure = exc
+            self.connection.deliver_to(None)
+            if self._reader is not None:
+                self._reader.cancel()
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            assert self._reader is not None
+            self._reader.uncancel()
+            raise failure
+
+    def _send_ready(self) -> None:
+        """Hand pending frames to the socket now, while it takes them without waiting and
+        the writer is not busy; leave the rest to the writer."""
+        if self._handing:  # a flush from within send_now: the loop below picks it up
+            return
+        if self._pending:
+            self._idle.clear()
+            if not self._sending and not self._closed.is_set():
+                self._handing = True
+                try:
+                    while self._pending and self.connection.send_now(self._pending[0]):
+                        self._pending.popleft()
+                except TransportClosed:
+                    self._pending.clear()  # recv() reports the closure
+                finally:
+                    self._handing = False
+        self._hand_over()
 
     def _hand_over(self) -> None:
         """Wake the writer for what is left, or note that nothing is."""
@@ -468,8 +587,6 @@ class SessionDriver:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                if self._sending:  # the reading task is sending; it wakes us if it stops early
-                    continue
                 self._sending = True
                 try:
                     while self._pending:
@@ -496,6 +613,7 @@ async def drive(session: FrameSession, connection: Connection, on_events: EventH
 __all__ = [
     "AIP_PATH",
     "CLOSE_TIMEOUT",
+    "COMPRESSION",
     "OVERSIZE_FACTOR",
     "READ_SIZE",
     "AipServer",
@@ -503,6 +621,7 @@ __all__ = [
     "Connection",
     "EventHandler",
     "FrameSession",
+    "FrameSink",
     "Handler",
     "SessionDriver",
     "TransportClosed",

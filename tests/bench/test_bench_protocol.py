@@ -27,7 +27,10 @@ def test_the_protocol_bench_reports_every_case_and_its_last_line() -> None:
     )
     assert finished.returncode == 0, finished.stderr
     lines = finished.stdout.strip().splitlines()
-    for case in ("(a) ", "(a256) ", "(a3) ", "(b) AIP", "(b0) ", "(c) dispatch: 3 devices"):
+    for case in (
+        *("(a) ", "(a256) ", "(a0) ", "(a3) ", "(b) AIP", "(b0) ", "(b) against (a0)"),
+        "(c) dispatch: 3 devices",
+    ):
         assert any(line.startswith(case) for line in lines), (case, lines)
     assert "60 tasks" in finished.stdout  # every task of the budget was acked
     assert LAST_LINE.match(lines[-1]), lines[-1]

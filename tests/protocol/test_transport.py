@@ -12,10 +12,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from ssl import SSLContext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from protocol.messages import Error, ErrorCode, parse_frame, parse_message
 from protocol.session import (
@@ -37,6 +40,7 @@ from protocol.transport import (
     AipServer,
     ConnectFailed,
     Connection,
+    FrameSink,
     SessionDriver,
     TransportClosed,
     aip_url,
@@ -496,6 +500,114 @@ async def test_connections_read_in_read_size_chunks(
         assert reader.max_size == READ_SIZE
 
 
+# ------------------------------------------------------------------ frames in the read callback
+
+
+async def answer_with_driver(connection: Connection) -> list[str | bytes]:
+    """Drive a `ScriptedSession` ("re:<frame>" for each frame) until the socket closes."""
+    session = ScriptedSession()
+    await SessionDriver(session, connection, lambda events: None).run()
+    return session.received
+
+
+async def test_a_sink_gets_complete_frames_from_the_read_callback() -> None:
+    """Fails if a websockets release renames the queue the fast path checks (then every
+    frame silently takes the slower `recv()` path, and the transport needs a look)."""
+    delivered: list[tuple[str | bytes, bool, asyncio.Task[Any] | None]] = []
+    got_two, sink_removed = asyncio.Event(), asyncio.Event()
+
+    async def sink_only(connection: Connection) -> None:
+        def sink(frame: str | bytes, binary: bool) -> None:
+            delivered.append((frame, binary, asyncio.current_task()))
+            if len(delivered) == 2:
+                got_two.set()
+
+        connection.deliver_to(sink)
+        await bounded(got_two.wait())
+        connection.deliver_to(None)
+        sink_removed.set()
+        assert await bounded(connection.recv()) == ("queued again", False)
+
+    async with serving(sink_only) as (server, handled):
+        connection = await connect_aip(f"ws://127.0.0.1:{server.port}")
+        await connection.send_all(["text", b"\x01binary"])
+        await bounded(sink_removed.wait())
+        await connection.send_all(["queued again"])
+        await handled.next()
+        await connection.close()
+    assert delivered == [("text", False, None), (b"\x01binary", True, None)]  # no task
+
+
+async def test_a_fragmented_message_and_the_frames_around_it_are_answered_in_order() -> None:
+    """A fragmented message cannot be handed over in the read callback; it takes `recv()`,
+    and the complete frames behind it wait their turn instead of overtaking it."""
+    async with serving(answer_with_driver) as (server, handled):
+        async with ws_connect(f"ws://127.0.0.1:{server.port}{AIP_PATH}") as ws:
+            await ws.send("before")
+            await ws.send(["frag", "mented"])  # two frames: text, then continuation
+            await ws.send("after")
+            replies = [await bounded(ws.recv()) for _ in range(3)]
+        assert await handled.next() == ["before", "fragmented", "after"]
+    assert replies == ["re:before", "re:fragmented", "re:after"]
+
+
+async def test_frames_that_arrived_before_the_driver_started_are_answered_first() -> None:
+    started = asyncio.Event()
+
+    async def late_driver(connection: Connection) -> list[str | bytes]:
+        queued = connection._ws.recv_messages.frames  # websockets' queue for recv()
+        async with asyncio.timeout(WAIT):
+            while len(queued) < 3:
+                await asyncio.sleep(0.001)
+        started.set()
+        return await answer_with_driver(connection)
+
+    async with serving(late_driver) as (server, handled):
+        async with ws_connect(f"ws://127.0.0.1:{server.port}{AIP_PATH}") as ws:
+            for frame in ("one", "two", "three"):
+                await ws.send(frame)
+            await bounded(started.wait())
+            await ws.send("four")  # arrives once the driver's callback is set
+            replies = [await bounded(ws.recv()) for _ in range(4)]
+        assert await handled.next() == ["one", "two", "three", "four"]
+    assert replies == ["re:one", "re:two", "re:three", "re:four"]
+
+
+async def test_invalid_utf8_in_a_text_frame_still_closes_with_1007() -> None:
+    async with serving(answer_with_driver) as (server, handled):
+        async with ws_connect(f"ws://127.0.0.1:{server.port}{AIP_PATH}") as ws:
+            await ws.send("fine")
+            assert await bounded(ws.recv()) == "re:fine"
+            await ws.send(b"\xff\xfe not utf-8", text=True)
+            with pytest.raises(ConnectionClosed):
+                await bounded(ws.recv())
+            assert ws.close_code == 1007
+        assert await handled.next() == ["fine"]
+
+
+async def test_no_compression_is_negotiated_whatever_the_peer_offers() -> None:
+    """See `protocol.transport.COMPRESSION` for why AIP does not compress."""
+    async with serving(echo) as (server, handled):
+        async with ws_connect(f"ws://127.0.0.1:{server.port}{AIP_PATH}") as ws:  # offers it
+            assert ws.request is not None
+            assert "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]
+            assert ws.response is not None
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
+            assert ws.protocol.extensions == []
+        await handled.next()
+
+    async def accept_anything(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+
+    async with ws_serve(accept_anything, "127.0.0.1", 0) as plain:  # would accept it
+        port = plain.sockets[0].getsockname()[1]
+        connection = await connect_aip(f"ws://127.0.0.1:{port}")
+        assert connection._ws.request is not None
+        assert "Sec-WebSocket-Extensions" not in connection._ws.request.headers
+        assert connection._ws.protocol.extensions == []
+        await connection.close()
+
+
 # ------------------------------------------------------------------ driver internals
 
 
@@ -530,17 +642,28 @@ class ScriptedSession:
 
 
 class GatedConnection(Connection):
-    """A `Connection` without a socket: frames in from a queue; sends wait for `gate`.
+    """A `Connection` without a socket. Frames come in through the sink the driver sets
+    (`deliver`) or from a queue (`recv`, the slow path); `send_now` succeeds while `room`
+    is true, and `send_all` (the writer's path) waits for `gate`. `sent` records each frame
+    with who sent it: "now" (synchronously, by `flush`) or "writer".
 
-    `room` is what `can_send_now` says, so a test can have a send in progress while the
-    socket claims to have room again (as when its buffer just drained)."""
+    Setting `room` while a send waits for `gate` stands for a socket whose buffer has just
+    drained, with the writer still inside its send."""
 
     def __init__(self) -> None:  # no websocket behind it
         self.remote = "gated"
         self.incoming: asyncio.Queue[str | None] = asyncio.Queue()
         self.gate = asyncio.Event()
         self.room = True
-        self.sent: list[tuple[str | bytes, asyncio.Task[Any] | None]] = []
+        self.sent: list[tuple[str | bytes, str]] = []
+        self.sink: FrameSink | None = None
+
+    def deliver(self, frame: str) -> None:
+        assert self.sink is not None, "the driver has not set its sink"
+        self.sink(frame, False)
+
+    def deliver_to(self, sink: FrameSink | None) -> None:
+        self.sink = sink
 
     async def recv(self) -> tuple[str | bytes, bool]:
         frame = await self.incoming.get()
@@ -548,81 +671,139 @@ class GatedConnection(Connection):
             raise TransportClosed(1000, "test over")
         return frame, False
 
-    def can_send_now(self, frame: str | bytes) -> bool:
+    def send_now(self, frame: str | bytes) -> bool:
+        if self.room:
+            self.sent.append((frame, "now"))
         return self.room
 
     async def send_all(self, frames: list[str | bytes]) -> None:
         await self.gate.wait()
-        self.sent += [(frame, asyncio.current_task()) for frame in frames]
+        self.sent += [(frame, "writer") for frame in frames]
 
     async def close(self, reason: str = "") -> None:
         pass
 
 
-async def test_a_reply_is_sent_by_the_reading_task_when_the_socket_has_room() -> None:
-    connection = GatedConnection()
-    connection.gate.set()
-    driver = SessionDriver(ScriptedSession(), connection, lambda events: None)
-    running = asyncio.create_task(driver.run())
-    connection.incoming.put_nowait("a")
+async def end(connection: GatedConnection, running: asyncio.Task[None]) -> None:
     connection.incoming.put_nowait(None)
     await bounded(running)
-    assert [(frame, task is running) for frame, task in connection.sent] == [("re:a", True)]
+
+
+async def test_a_reply_is_sent_before_the_frame_callback_returns_when_the_socket_has_room() -> None:
+    connection = GatedConnection()
+    driver = SessionDriver(ScriptedSession(), connection, lambda events: None)
+    running = asyncio.create_task(driver.run())
+    await spin()
+    connection.deliver("a")
+    assert connection.sent == [("re:a", "now")]  # no turn of the event loop in between
+    await end(connection, running)
+
+
+async def test_frames_that_take_the_slow_path_are_answered_in_order_too() -> None:
+    session = ScriptedSession()
+    connection = GatedConnection()
+    driver = SessionDriver(session, connection, lambda events: None)
+    running = asyncio.create_task(driver.run())
+    connection.incoming.put_nowait("queued")  # as if it arrived before the sink was set
+    await spin()
+    connection.deliver("delivered")
+    await end(connection, running)
+    assert session.received == ["queued", "delivered"]
+    assert connection.sent == [("re:queued", "now"), ("re:delivered", "now")]
 
 
 @pytest.mark.parametrize("room", [False, True], ids=["buffer-full", "buffer-drained"])
-async def test_the_reader_keeps_reading_while_the_writer_waits_and_order_holds(
-    room: bool,
-) -> None:
-    """Frames flushed from outside go to the writer; while its send waits, replies to what
-    the reader takes queue behind them instead of blocking the reader."""
+async def test_frames_keep_coming_in_while_the_writer_waits_and_order_holds(room: bool) -> None:
+    """Frames the socket cannot take at once go to the writer; while its send waits,
+    replies to what comes in queue behind them instead of jumping ahead or blocking."""
     session = ScriptedSession()
     connection = GatedConnection()  # gate closed: a send started now does not finish
-    connection.room = room
+    connection.room = False
     driver = SessionDriver(session, connection, lambda events: None)
     running = asyncio.create_task(driver.run())
-    await spin()  # the reader waits for a frame
+    await spin()
     session.outgoing += ["first", "second"]
-    driver.flush()  # from outside the driver: the writer sends these
+    driver.flush()  # from outside the driver, with the socket full: the writer sends these
     drained = asyncio.create_task(driver.drained())
     await spin()  # the writer is inside its send of "first"
-    connection.incoming.put_nowait("question")
-    connection.incoming.put_nowait("again")
-    await spin()  # the reader takes both frames and queues the replies
+    connection.room = room
+    connection.deliver("question")
+    connection.deliver("again")
     assert session.received == ["question", "again"]
     assert connection.sent == []
     assert not drained.done()
     connection.gate.set()
     await bounded(drained)
-    connection.incoming.put_nowait(None)
-    await bounded(running)
-    assert [frame for frame, _ in connection.sent] == ["first", "second", "re:question", "re:again"]
+    await end(connection, running)
+    assert connection.sent == [
+        ("first", "writer"),
+        ("second", "writer"),
+        ("re:question", "writer"),
+        ("re:again", "writer"),
+    ]
 
 
-async def test_a_reply_goes_to_the_writer_when_the_socket_is_full() -> None:
+async def test_a_flush_from_outside_sends_at_once_when_the_socket_has_room() -> None:
     session = ScriptedSession()
     connection = GatedConnection()
-    connection.room = False  # the write buffer is over its high-water mark
     driver = SessionDriver(session, connection, lambda events: None)
     running = asyncio.create_task(driver.run())
-    connection.incoming.put_nowait("question")
-    connection.incoming.put_nowait("again")
     await spin()
-    assert session.received == ["question", "again"]  # the reader did not wait for room
-    assert connection.sent == []
-    connection.gate.set()
+    session.outgoing.append("assign")
+    driver.flush()
+    assert connection.sent == [("assign", "now")]
     await bounded(driver.drained())
-    connection.incoming.put_nowait(None)
-    await bounded(running)
-    assert [frame for frame, _ in connection.sent] == ["re:question", "re:again"]
-    assert all(task is not running for _, task in connection.sent)  # the writer sent them
+    await end(connection, running)
 
 
-async def test_can_send_now_is_false_when_a_send_would_wait_or_fail() -> None:
+class TellingSession(ScriptedSession):
+    """A `ScriptedSession` with an event for each frame it receives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[SessionEvent] = []
+
+    def receive_frame(self, frame: str | bytes, *, binary: bool = False) -> None:
+        super().receive_frame(frame, binary=binary)
+        self.events.append(cast(SessionEvent, frame))
+
+    def events_received(self) -> list[SessionEvent]:
+        events, self.events = self.events, []
+        return events
+
+
+async def test_an_exception_from_on_events_in_the_frame_callback_ends_run_with_it() -> None:
+    """The frame callback runs in the event loop's read callback, where an exception would
+    only be logged; the driver stops delivery and raises it from `run()`, as a handler's
+    exception always did."""
+
+    class HandlerFailed(Exception):
+        pass
+
+    handled: list[object] = []
+
+    def on_events(events: list[SessionEvent]) -> None:
+        handled.extend(events)
+        raise HandlerFailed("while a frame was delivered")
+
+    connection = GatedConnection()
+    running = asyncio.create_task(SessionDriver(TellingSession(), connection, on_events).run())
+    await spin()
+    connection.deliver("question")  # does not raise into the callback
+    assert connection.sink is None  # nothing more is delivered
+    with pytest.raises(HandlerFailed, match="while a frame was delivered"):
+        await bounded(running)
+    assert handled == ["question"]
+
+
+async def test_send_now_sends_only_what_the_socket_takes_without_waiting() -> None:
     async with serving(echo) as (server, handled):
         connection = await connect_aip(f"ws://127.0.0.1:{server.port}")
-        assert connection.can_send_now("x" * 100)
-        assert not connection.can_send_now(b"x" * 65536)  # over websockets' 32 KiB mark
+        assert connection.send_now("x" * 100)
+        assert await bounded(connection.recv()) == ("x" * 100, False)
+        assert not connection.send_now(b"x" * 65536)  # over websockets' 32 KiB mark
+        assert connection.send_now(b"\x07")
+        assert await bounded(connection.recv()) == (b"\x07", True)  # the big one never went
         await connection.close()
-        assert not connection.can_send_now("x")
-        await handled.next()
+        assert not connection.send_now("x")
+        assert await handled.next() == [("x" * 100, False), (b"\x07", True)]
