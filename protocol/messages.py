@@ -514,5 +514,5 @@ def encode_envelope(
         raise TypeError(f"{envelope.__name__} carries {body_type.__name__}, not {body!r}")
     return (
         f'{{"v":{PROTOCOL_VERSION},"id":"{message_id}","ts":{float(ts)!r},'
-        f'"type":"{kind}","body":{body.model_dump_json()}}}'
+        f'"type":"{kind}","body":{body.__pydantic_serializer__.to_json(body).decode()}}}'
     )
