@@ -57,7 +57,7 @@ frame takes 16 reads instead of 4.
 COMPRESSION: Final = None
 """AIP connections negotiate no permessage-deflate, on either side.
 
-Compressing costs CPU on every frame (about 20 us of a 1 KiB task round trip on
+Compressing costs CPU on every frame (about 45 us of a 1 KiB task round trip on
 127.0.0.1, `bench/bench_protocol.py`) and some 64 KiB of zlib state per connection and
 direction, for frames that are mostly small or, for artifacts, often compressed already.
 It would also put secrets and peer-influenced text through one compressor on `wss://`,
@@ -540,8 +540,6 @@ class SessionDriver:
     def _receive_delivered(self, frame: str | bytes, binary: bool) -> None:
         """The connection's sink: runs in its read callback, where nothing may escape, so
         an exception from `on_events` stops delivery and is raised by `run()` instead."""
-        if self._failure is not None:
-            return
         try:
             self._receive(frame, binary)
         except BaseException as exc:
@@ -566,11 +564,9 @@ class SessionDriver:
             self._idle.clear()
             if not self._sending and not self._closed.is_set():
                 self._handing = True
-                try:
+                try:  # send_now refuses a closed connection; recv() reports the closure
                     while self._pending and self.connection.send_now(self._pending[0]):
                         self._pending.popleft()
-                except TransportClosed:
-                    self._pending.clear()  # recv() reports the closure
                 finally:
                     self._handing = False
         self._hand_over()
