@@ -677,10 +677,7 @@ async def _follow_remote(
         async with Orrery(
             options.server, token=options.token, data_dir=options.data_dir, client_name="orrery run"
         ) as client:
-            try:
-                run = await client.submit(plan_text=plan_text, request=request, source=source)
-            except RequestRejected as exc:
-                return exit_for_client_error(exc)
+            run = await client.submit(plan_text=plan_text, request=request, source=source)
             loop = asyncio.get_running_loop()
             cancelling: list[asyncio.Future[str]] = []
 
@@ -700,7 +697,7 @@ async def _follow_remote(
                 for signum in installed:
                     loop.remove_signal_handler(signum)
     except (AuthRefused, RequestRejected, ServerUnreachable, ValueError) as exc:
-        return exit_for_client_error(exc)  # RequestRejected here: RunInterrupted
+        return exit_for_client_error(exc)  # a refused submit, or a run the server lost
     if result.succeeded:
         if not options.json:
             print(f"orrery: constellation {run.name!r} succeeded", file=sys.stderr)
