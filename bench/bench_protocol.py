@@ -21,8 +21,9 @@ in the read callback. Every socket reads 64 KiB per `recv`, as AIP's transport d
 (a3) raw, AIP's frame pattern: the same three frames as (b) (1 KiB out; one frame back
     carrying a small and a 1 KiB part, as AIP batches `task.accept` with `task.result`; a
     small frame out), as opaque text answered by plain websockets code and timed like (b).
-    (b) minus (a3) is what the sessions and their driver add; (a3) minus (a) is what
-    three frames cost instead of two.
+    It compresses, as (a) does: (a3) minus (a) is what three frames cost instead of two.
+    (b) minus (a3) is what the sessions and their driver add, less what (b) saves by not
+    compressing.
 (b) AIP task round trip: a minimal orchestrator serves `ServerSession`s through
     `serve_aip` and `SessionDriver`; a device drives a `DeviceSession` the same way
     through `connect_aip` (authenticated once, with a key from `enroll()`). One round
