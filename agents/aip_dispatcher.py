@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agents.artifact_store import ArtifactStore
 from agents.clock import Clock, RealClock, Timer
-from agents.dispatch import TaskSink
+from agents.dispatch import ApprovalAsked, DeviceChange, TaskSink, UnknownApproval
 from devices.registry import DeviceInfo
 from protocol.artifact_stream import send_artifact
 from protocol.artifacts import ArtifactError, ArtifactReceiver
@@ -66,10 +66,6 @@ class KeyStore(Protocol):
     def device_key(self, device: str) -> DeviceKey | None: ...
 
 
-DeviceStateObserver = Callable[[str, str, list[str]], None]
-"""Told (device, state, labels) when a device goes "online", "offline" or "lost"."""
-
-
 @dataclass(slots=True)
 class _Device:
     name: str
@@ -83,23 +79,15 @@ class _Device:
     state: str = "online"  # "online" or "busy" (every slot taken) while connected
 
 
-@dataclass(frozen=True)
-class PendingApproval:
-    """A tool call that waits for a person: which device asked, about what."""
-
-    device: str
-    request: ApprovalRequested
-
-
-class UnknownApproval(LookupError):
-    def __init__(self, request: str, pending: list[str]) -> None:
-        listing = ", ".join(pending) or "none"
-        super().__init__(f"no pending approval {request!r}; pending: {listing}")
-        self.request = request
+__all__ = ["AipDispatcher", "KeyStore", "ResultLedger", "UnknownApproval"]
 
 
 class AipDispatcher:
-    """A `Dispatcher` whose devices are AIP connections (see `handle`)."""
+    """A `Dispatcher` (and `Approvals`) whose devices are AIP connections (see `handle`).
+
+    Device state changes and approval requests go to the attached sink
+    (`TaskSink.on_device_change`, `TaskSink.on_approval`).
+    """
 
     def __init__(
         self,
@@ -108,16 +96,13 @@ class AipDispatcher:
         ledger: ResultLedger,
         clock: Clock | None = None,
         config: ServerConfig | None = None,
-        observe: DeviceStateObserver | None = None,
         artifacts: ArtifactStore | None = None,
     ) -> None:
         self.keys = keys
         self.artifacts = artifacts
         self._receivers: dict[ServerSession, ArtifactReceiver] = {}
-        self.approvals: dict[str, PendingApproval] = {}  # request id -> what waits
-        self.on_approval: Callable[[PendingApproval], None] | None = None
+        self._approvals: dict[str, ApprovalAsked] = {}  # request id -> what waits
         self._sending: set[asyncio.Task[None]] = set()
-        self.observe = observe
         self.ledger = ledger
         self.clock: Clock = clock or RealClock()
         self.config = config or ServerConfig()
@@ -236,11 +221,19 @@ class AipDispatcher:
             elif isinstance(event, ArtifactRequested):
                 self._fetch(session, driver, event)
             elif isinstance(event, ApprovalRequested) and session.device is not None:
-                pending = PendingApproval(session.device, event)
-                self.approvals[event.request] = pending
+                asked = ApprovalAsked(
+                    request=event.request,
+                    constellation_id=event.task.constellation_id,
+                    star_id=event.task.star_id,
+                    attempt=event.task.attempt,
+                    device=session.device,
+                    tool=event.tool,
+                    summary=event.summary,
+                )
+                self._approvals[event.request] = asked
                 log.info("device %s asks approval for %s", session.device, event.summary)
-                if self.on_approval is not None:
-                    self.on_approval(pending)
+                if self._sink is not None:
+                    self._sink.on_approval(asked)
 
     def _authenticated(
         self, session: ServerSession, driver: SessionDriver, event: DeviceAuthenticated
@@ -275,9 +268,9 @@ class AipDispatcher:
         session.welcome()
         self._schedule_liveness(device)
         log.info("device %s connected (%d tools)", hello.device, len(info.tools))
-        self._observe(hello.device, "online", list(hello.labels))
         if self._sink is not None:
             self._sink.on_devices_changed()
+        self._update_state(hello.device, joined=True)
         return device
 
     def _result(self, session: ServerSession, event: ResultReceived) -> None:
@@ -318,13 +311,17 @@ class AipDispatcher:
 
     # ---------------------------------------------------------------- approvals
 
+    def pending_approvals(self) -> list[ApprovalAsked]:
+        """The tool calls devices wait on, oldest first."""
+        return list(self._approvals.values())
+
     def decide(
         self, request: str, approved: bool, *, by: str = "", reason: str = ""
-    ) -> PendingApproval:
+    ) -> ApprovalAsked:
         """Answer a pending approval (returned); `UnknownApproval` if none has that id."""
-        pending = self.approvals.pop(request, None)
+        pending = self._approvals.pop(request, None)
         if pending is None:
-            raise UnknownApproval(request, list(self.approvals))
+            raise UnknownApproval(request, list(self._approvals))
         device = self._devices.get(pending.device)
         if device is None or not device.connected:
             log.info("approval %s decided, but device %s is gone", request, pending.device)
@@ -338,11 +335,12 @@ class AipDispatcher:
         the attempt ended or was cancelled, or the connection is gone, so nobody waits."""
         stale = [
             request
-            for request, pending in self.approvals.items()
-            if pending.device == device and (key is None or pending.request.task.key == key)
+            for request, pending in self._approvals.items()
+            if pending.device == device
+            and (key is None or (pending.constellation_id, pending.star_id, pending.attempt) == key)
         ]
         for request in stale:
-            del self.approvals[request]
+            del self._approvals[request]
             log.info("approval %s of device %s no longer waits; dropped", request, device)
 
     # ---------------------------------------------------------------- artifacts
@@ -413,9 +411,9 @@ class AipDispatcher:
             device.liveness.cancel()
         log.info("device %s disconnected: %s", device.name, event.reason)
         self._forget_approvals(device.name)  # the device takes them as refused (protocol.md)
-        self._observe(device.name, "offline", sorted(device.info.labels))
         if self._sink is not None:
             self._sink.on_devices_changed()
+        self._report_state(device, "offline", event.reason)
         if event.lost:
             self._lost(device, event.reason)
             return
@@ -431,7 +429,7 @@ class AipDispatcher:
         del self._devices[device.name]
         running = self._assigned.pop(device.name, {})
         log.warning("device %s lost (%s); %d attempts fail over", device.name, why, len(running))
-        self._observe(device.name, "lost", sorted(device.info.labels))
+        self._report_state(device, "lost", why, left=True)
         for assignment in running.values():
             self._report(TaskResult.failure(assignment, f"device {device.name!r} lost: {why}"))
 
@@ -440,23 +438,36 @@ class AipDispatcher:
             if timer is not None:
                 timer.cancel()
 
-    def _update_state(self, name: str) -> None:
-        """Record "busy" when a device's slots are all taken, "online" when one frees."""
+    def _update_state(self, name: str, *, joined: bool = False) -> None:
+        """Report "busy" when a device's slots are all taken, "online" when one frees
+        (and, with `joined`, that it connected)."""
         device = self._devices.get(name)
         if device is None or not device.connected:
             return
         taken = len(self._assigned.get(name, {}))
         state = "busy" if taken >= device.info.max_tasks else "online"
-        if state != device.state:
+        if state != device.state or joined:
             device.state = state
-            self._observe(name, state, sorted(device.info.labels))
+            self._report_state(device, state, "connected" if joined else "", joined=joined)
 
-    def _observe(self, device: str, state: str, labels: list[str]) -> None:
-        if self.observe is not None:
-            try:
-                self.observe(device, state, labels)
-            except Exception:
-                log.exception("recording the state of device %s failed", device)
+    def _report_state(
+        self, device: _Device, state: str, reason: str, *, joined: bool = False, left: bool = False
+    ) -> None:
+        if self._sink is None:
+            return
+        change = DeviceChange(
+            device=device.name,
+            state=state,
+            info=device.info if joined else None,
+            reason=reason,
+            running=len(self._assigned.get(device.name, {})),
+            joined=joined,
+            left=left,
+        )
+        try:
+            self._sink.on_device_change(change)
+        except Exception:
+            log.exception("reporting the state of device %s failed", device.name)
 
     def _report(self, result: TaskResult) -> None:
         if self._sink is not None:

@@ -1,6 +1,9 @@
 """What the orchestrator tells the world: typed events and the stream that carries them.
 
-Every state change of a constellation becomes one event with a sequence number.
+Every state change of a constellation becomes one event with a sequence number, and so
+does every change of the fleet: a device joining, going busy or online, leaving or being
+lost; a request being planned; a tool call waiting for a person. Fleet events that belong
+to no constellation have `constellation_id == ""`.
 Synchronous listeners (the store, a progress display) see each event as it happens;
 async subscribers (the GUI, the control API) read from their own queue.
 """
@@ -130,6 +133,61 @@ class ApprovalGiven(Event):
     reason: str = ""
 
 
+@dataclass(slots=True, kw_only=True)
+class DeviceJoined(Event):
+    """A device connected (or came back) and can take work: what it offers."""
+
+    type: Literal["device.joined"] = "device.joined"
+    device: str
+    platform: str
+    labels: list[str] = field(default_factory=list)
+    tools: list[str] = field(default_factory=list)
+    max_tasks: int = 1
+    gpu: bool = False
+    vram_free_mb: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class DeviceStateChanged(Event):
+    """A device is now "online", "busy" (every slot taken), "offline" or "lost"."""
+
+    type: Literal["device.state"] = "device.state"
+    device: str
+    state: str
+    reason: str = ""
+    running: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class DeviceLeft(Event):
+    """A device is gone: it said goodbye (`lost` False) or was declared lost."""
+
+    type: Literal["device.left"] = "device.left"
+    device: str
+    reason: str = ""
+    lost: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class PlanningStarted(Event):
+    """The planner began turning a request in words into a constellation."""
+
+    type: Literal["planning.started"] = "planning.started"
+    planning_id: str
+    request: str
+
+
+@dataclass(slots=True, kw_only=True)
+class PlanningFinished(Event):
+    """The planner is done: `planned` names the new constellation, else `error` says why."""
+
+    type: Literal["planning.finished"] = "planning.finished"
+    planning_id: str
+    planned: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
 AnyEvent = (
     ConstellationSubmitted
     | StarReady
@@ -142,7 +200,27 @@ AnyEvent = (
     | ConstellationFinished
     | ApprovalNeeded
     | ApprovalGiven
+    | DeviceJoined
+    | DeviceStateChanged
+    | DeviceLeft
+    | PlanningStarted
+    | PlanningFinished
 )
+
+FLEET_EVENT_TYPES = frozenset(
+    {
+        "constellation.submitted",
+        "constellation.finished",
+        "approval.needed",
+        "approval.given",
+        "device.joined",
+        "device.state",
+        "device.left",
+        "planning.started",
+        "planning.finished",
+    }
+)
+"""What a dashboard follows: the fleet and the runs coming and going, without star chatter."""
 
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 
@@ -157,19 +235,41 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     return result
 
 
+def event_from_dict(payload: dict[str, Any]) -> Event:
+    """The typed event of `event_to_dict`'s output; pydantic's `ValidationError` otherwise."""
+    event: Event = _ADAPTER.validate_python(payload)
+    return event
+
+
+def event_type(event: Event) -> str:
+    """The event's `type` ("star.finished", "device.state", ...)."""
+    return str(getattr(event, "type", ""))
+
+
 Listener = Callable[[Event], None]
 
 
 class Subscription:
-    """An async iterator over events; ends after its constellation finishes or on `close()`."""
+    """An async iterator over events; ends after its constellation finishes or on `close()`.
 
-    def __init__(self, stream: EventStream, constellation_id: str | None) -> None:
+    Without a constellation it sees every event (of the `types` given, if any) until closed.
+    """
+
+    def __init__(
+        self,
+        stream: EventStream,
+        constellation_id: str | None,
+        types: frozenset[str] | None = None,
+    ) -> None:
         self._stream = stream
         self._constellation_id = constellation_id
+        self._types = types
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
 
     def _offer(self, event: Event) -> None:
         if self._constellation_id is not None and event.constellation_id != self._constellation_id:
+            return
+        if self._types is not None and event_type(event) not in self._types:
             return
         self._queue.put_nowait(event)
         if self._constellation_id is not None and isinstance(event, ConstellationFinished):
@@ -222,8 +322,16 @@ class EventStream:
 
         return stop
 
-    def subscribe(self, constellation_id: str | None = None) -> Subscription:
-        """Events from now on, of one constellation (ending when it finishes) or of all."""
-        subscription = Subscription(self, constellation_id)
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the last event published (0 before the first)."""
+        return self._seq
+
+    def subscribe(
+        self, constellation_id: str | None = None, types: frozenset[str] | None = None
+    ) -> Subscription:
+        """Events from now on, of one constellation (ending when it finishes) or of all
+        (of `types` only, if given)."""
+        subscription = Subscription(self, constellation_id, types)
         self._subscriptions.add(subscription)
         return subscription

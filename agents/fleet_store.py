@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 from memory import Store
 from protocol.auth import DeviceKey
 from protocol.tasks import TaskResult
@@ -43,12 +40,3 @@ class StoreKeys:
             return None
         salt, key = found
         return DeviceKey(device=device, salt=salt, key=key)
-
-
-def store_observer(store: Store) -> Callable[[str, str, list[str]], None]:
-    """A `DeviceStateObserver` that keeps `orrery devices list` current."""
-
-    def observe(device: str, state: str, labels: list[str]) -> None:
-        store.update_device(device, state=state, last_seen=time.time(), labels=labels)
-
-    return observe

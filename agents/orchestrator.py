@@ -33,11 +33,15 @@ from agents.constellation import (
 )
 from agents.constellation.model import DeviceSelector
 from agents.constellation.references import UnresolvedReference, resolve_references
-from agents.dispatch import Dispatcher
+from agents.dispatch import ApprovalAsked, DeviceChange, Dispatcher
 from agents.events import (
+    ApprovalNeeded,
     AttemptFailed,
     ConstellationFinished,
     ConstellationSubmitted,
+    DeviceJoined,
+    DeviceLeft,
+    DeviceStateChanged,
     EditApplied,
     Event,
     EventStream,
@@ -150,7 +154,7 @@ class Orchestrator:
         run = RunState(editor=ConstellationEditor(constellation, known_tools=self.known_tools))
         self._runs[constellation.id] = run
         constellation.status = ConstellationStatus.RUNNING
-        self._emit(
+        self.emit(
             ConstellationSubmitted(
                 constellation_id=constellation.id,
                 name=constellation.name,
@@ -173,6 +177,10 @@ class Orchestrator:
 
     def constellations(self) -> list[Constellation]:
         return [run.constellation for run in self._runs.values()]
+
+    def running_attempts(self) -> list[TaskAssignment]:
+        """The attempts out on devices now."""
+        return [running.assignment for running in self._running.values()]
 
     async def wait(self, constellation_id: str) -> Constellation:
         run = self._run(constellation_id)
@@ -257,7 +265,7 @@ class Orchestrator:
         running = self._running.get((progress.constellation_id, progress.star_id))
         if running is None or running.assignment.attempt != progress.attempt:
             return
-        self._emit(
+        self.emit(
             StarProgress(
                 constellation_id=progress.constellation_id,
                 star_id=progress.star_id,
@@ -288,6 +296,53 @@ class Orchestrator:
             self._attempt_failed(run, star, result.error or "failed without a reason")
         self._check_finished(run)
         self._pump()
+
+    def on_device_change(self, change: DeviceChange) -> None:
+        info = change.info
+        if change.joined and info is not None:
+            self.emit(
+                DeviceJoined(
+                    constellation_id="",
+                    device=change.device,
+                    platform=info.platform,
+                    labels=sorted(info.labels),
+                    tools=sorted(info.tools),
+                    max_tasks=info.max_tasks,
+                    gpu=info.gpu,
+                    vram_free_mb=info.vram_free_mb,
+                )
+            )
+        self.emit(
+            DeviceStateChanged(
+                constellation_id="",
+                device=change.device,
+                state=change.state,
+                reason=change.reason,
+                running=change.running,
+            )
+        )
+        if change.left:
+            self.emit(
+                DeviceLeft(
+                    constellation_id="",
+                    device=change.device,
+                    reason=change.reason,
+                    lost=change.state == "lost",
+                )
+            )
+
+    def on_approval(self, asked: ApprovalAsked) -> None:
+        self.emit(
+            ApprovalNeeded(
+                constellation_id=asked.constellation_id,
+                star_id=asked.star_id,
+                attempt=asked.attempt,
+                device=asked.device,
+                request=asked.request,
+                tool=asked.tool,
+                summary=asked.summary,
+            )
+        )
 
     def on_devices_changed(self) -> None:
         self._read_devices()
@@ -448,7 +503,7 @@ class Orchestrator:
         self._free_slots -= 1
         if load >= device.max_tasks:
             del self._free[device.name]
-        self._emit(
+        self.emit(
             StarStarted(
                 constellation_id=cid,
                 star_id=star.id,
@@ -495,7 +550,7 @@ class Orchestrator:
         attempt = star.attempts[-1]
         attempt.error = error
         will_retry = len(star.attempts) <= star.retries and not run.cancelling
-        self._emit(
+        self.emit(
             AttemptFailed(
                 constellation_id=run.cid,
                 star_id=star.id,
@@ -554,7 +609,7 @@ class Orchestrator:
                 and not run.cancelling
             ):
                 run.first_failure = (current.id, current.error or str(target))
-            self._emit(
+            self.emit(
                 StarFinished(
                     constellation_id=cid,
                     star_id=current.id,
@@ -575,7 +630,7 @@ class Orchestrator:
 
     def _make_ready(self, run: RunState, star: Star) -> None:
         star.move_to(StarStatus.READY)
-        self._emit(StarReady(constellation_id=run.cid, star_id=star.id))
+        self.emit(StarReady(constellation_id=run.cid, star_id=star.id))
         self._enqueue(run, star)
 
     def _decide(self, run: RunState, decided: Sequence[tuple[str, str | None]]) -> None:
@@ -601,7 +656,7 @@ class Orchestrator:
         decided = run.rebuild()
         for key in [key for key in self._queued if key[0] == cid]:
             self._enqueue(run, constellation.stars[key[1]])
-        self._emit(
+        self.emit(
             EditApplied(
                 constellation_id=cid,
                 version=constellation.version,
@@ -622,7 +677,7 @@ class Orchestrator:
         status, reason, failed_star = run.final_status()
         constellation.status = status
         unrunnable = self._unrunnable.pop(constellation.id, set())
-        self._emit(
+        self.emit(
             ConstellationFinished(
                 constellation_id=constellation.id,
                 status=status.value,
@@ -673,7 +728,7 @@ class Orchestrator:
             current,
         )
         if run is not None:
-            self._emit(
+            self.emit(
                 StaleResultIgnored(
                     constellation_id=result.constellation_id,
                     star_id=result.star_id,
@@ -682,7 +737,8 @@ class Orchestrator:
                 )
             )
 
-    def _emit(self, event: Event) -> None:
+    def emit(self, event: Event) -> None:
+        """Publish `event` on this orchestrator's stream, stamped with its clock."""
         event.ts = self.clock.now()
         self.events.publish(event)
 

@@ -1,24 +1,30 @@
 """A Python client of the control API (`orrery serve`, docs/control-api.md).
 
     async with Orrery("ws://127.0.0.1:8765") as o:
-        run = await o.submit(plan_text=Path("plan.yaml").read_text())
-        async for event in run.events():       # agents.events types, replayed from the start
+        run = await o.submit(Path("plan.yaml"))   # or plan_text=..., or a request in words
+        async for event in run.events():          # agents.events types, replayed from the start
             print(event.type)
-        result = await run.wait()              # RunResult: status, reason, failed star
+        result = await run.wait()                 # RunResult: status, reason, failed star
+        async for event in o.events(types={"device.state"}):   # the fleet, live
+            ...
 
-`SyncOrrery` does the same for scripts without asyncio. The token comes from `token=`,
-else `$ORRERY_CONTROL_TOKEN`, else DATA_DIR/control.token (the server's data dir when
-both run on one machine).
+`Orrery` satisfies `app.interface.OrreryApi`, as the in-process runtime does, so code
+written against that interface drives either. `SyncOrrery` does the same for scripts
+without asyncio. The token comes from `token=`, else `$ORRERY_CONTROL_TOKEN`, else
+DATA_DIR/control.token (the server's data dir when both run on one machine); when the
+server refuses it, `AuthRefused` names where it was read. For a `wss://` server with a
+self-signed certificate pass `ssl=client_ssl_context(Path("ca.pem"))`.
 
 If the connection drops (the server restarted), the client reconnects for up to
-`reconnect_within` seconds and subscribes again after the last event it received, so a
-caller sees every event once, in order. A request in flight when the connection dropped
-fails with `ConnectionLost` (it may or may not have been carried out).
+`reconnect_within` seconds and subscribes again after the last event each stream
+received, so a caller sees every event once, in order (a fleet stream of a restarted
+server starts again from that server's first event). A request in flight when the
+connection dropped fails with `ConnectionLost` (it may or may not have been carried out).
 
-Errors: `OrreryError` is the base; `ServerUnreachable` (and its `ConnectionLost`) when the
-server cannot be reached, `AuthRefused` for a missing or wrong token, `RequestRejected`
-(with `code`, `field`, `reason`) for a refused request, and its `RunInterrupted` when the
-orchestrator running a constellation stopped before it finished.
+Errors (`app.errors`): `OrreryError` is the base; `ServerUnreachable` (and its
+`ConnectionLost`) when the server cannot be reached, `AuthRefused` for a missing or wrong
+token, `RequestRejected` (with `code`, `field`, `reason`) for a refused request, and its
+`RunInterrupted` when the orchestrator running a constellation stopped before it finished.
 
 Imports only websockets, pydantic and the light parts of Orrery (no Qt, no models).
 """
@@ -31,20 +37,20 @@ import itertools
 import logging
 import os
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Coroutine, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from ssl import SSLContext
 from types import TracebackType
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
 
-from agents.events import AnyEvent, ConstellationFinished, Event
+from agents.events import ConstellationFinished, Event, event_from_dict
 from app.control.messages import (
     CONTROL_PATH,
     MAX_FRAME,
@@ -55,82 +61,48 @@ from app.control.messages import (
     AuthRequest,
     Cancelled,
     CancelRequest,
+    CancelStarRequest,
     ConstellationRequest,
     Decided,
     DeviceEntry,
     DeviceList,
     DevicesRequest,
-    ErrorCode,
     ErrorReply,
     EventMessage,
     HistoryEntry,
     HistoryList,
     HistoryRequest,
     PendingApprovalInfo,
+    RetryRequest,
     ServerMessage,
     Snapshot,
+    StarCancelled,
     SubmitRequest,
     Submitted,
     Subscribed,
     SubscribeRequest,
+    UnsubscribeRequest,
     dump,
     parse_server_message,
 )
-from app.control.token import ENV_TOKEN, TokenError, read_token
+from app.control.token import ENV_TOKEN, TokenError, read_token, token_path
+from app.errors import (
+    AuthRefused,
+    BadServerUrl,
+    ConnectionLost,
+    OrreryError,
+    RequestRejected,
+    RunInterrupted,
+    ServerUnreachable,
+)
+from app.interface import Run, RunResult, read_submission
 
 log = logging.getLogger("orrery.client")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
-_EVENTS: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 _AIP_PATH = "/aip/v1"
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class OrreryError(Exception):
-    """Base of the client's errors."""
-
-
-class ServerUnreachable(OrreryError):
-    """No connection to the server at `url`; `cause` says why. Is `orrery serve` running
-    there, and is the URL (host, port, ws:// or wss://) right?"""
-
-    def __init__(self, url: str, cause: BaseException | str) -> None:
-        detail = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
-        super().__init__(f"cannot reach the Orrery server at {url}: {detail}")
-        self.url = url
-        self.cause = cause
-
-
-class ConnectionLost(ServerUnreachable):
-    """The connection dropped and could not be made again within the time allowed."""
-
-
-class AuthRefused(OrreryError):
-    """The server refused the token (or there is none to present); the message says which."""
-
-
-class RequestRejected(OrreryError):
-    """The server refused a request: `code` (an `ErrorCode` value), `reason`, and `field`,
-    the request field at fault when one is (`plan`, `constellation`, ...)."""
-
-    def __init__(self, code: str, reason: str, field: str | None = None) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
-        self.field = field
-
-    @classmethod
-    def from_reply(cls, reply: ErrorReply) -> RequestRejected:
-        kind = RunInterrupted if reply.code is ErrorCode.INTERRUPTED else RequestRejected
-        return kind(reply.code.value, reply.message, reply.field)
-
-
-class RunInterrupted(RequestRejected):
-    """The orchestrator that ran the constellation stopped before it finished."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -145,142 +117,79 @@ def control_url(url: str) -> str:
     parts = urlsplit(url.strip())
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"{url!r} is not a server URL; use ws://HOST:PORT or wss://HOST:PORT")
+        raise BadServerUrl(f"{url!r} is not a server URL; use ws://HOST:PORT or wss://HOST:PORT")
     path = parts.path.rstrip("/").removesuffix(_AIP_PATH)
     if not path.endswith(CONTROL_PATH):
         path += CONTROL_PATH
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
-def find_token(token: str | None, data_dir: str | Path | None) -> str:
+@dataclass(frozen=True, slots=True)
+class FoundToken:
+    """A control token and where it came from (said when the server refuses it)."""
+
+    token: str
+    source: str
+
+
+def find_token(token: str | None, data_dir: str | Path | None) -> FoundToken:
     """`token`, else $ORRERY_CONTROL_TOKEN, else the data dir's control.token."""
     if token:
-        return token
+        return FoundToken(token, "the token given")
     if os.environ.get(ENV_TOKEN):
-        return os.environ[ENV_TOKEN]
+        return FoundToken(os.environ[ENV_TOKEN], f"${ENV_TOKEN}")
     from app.config import data_dir as default_data_dir
 
+    folder = default_data_dir(data_dir)
     try:
-        return read_token(default_data_dir(data_dir))
+        return FoundToken(read_token(folder), str(token_path(folder)))
     except TokenError as exc:
         raise AuthRefused(str(exc)) from None
 
 
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """How a constellation ended (from its `constellation.finished` event)."""
-
-    constellation_id: str
-    status: str
-    reason: str | None
-    failed_star: str | None
-    no_capable_device: bool
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status == "succeeded"
+_END = object()
 
 
+@dataclass(slots=True, eq=False)
 class _Stream:
-    """The events of one constellation as received, deduplicated by seq."""
+    """One subscription as the caller sees it: events once each, in order, across
+    reconnects. `constellation_id` None is the fleet-wide stream."""
 
-    def __init__(self, constellation_id: str) -> None:
-        self.constellation_id = constellation_id
-        self.events: list[Event] = []
-        self.last_seq = 0
-        self.finished: ConstellationFinished | None = None
-        self.error: OrreryError | None = None
-        self._changed = asyncio.Event()
-
-    @property
-    def done(self) -> bool:
-        return self.finished is not None or self.error is not None
+    constellation_id: str | None
+    types: list[str] | None
+    last_seq: int = 0
+    epoch: str = ""
+    done: bool = False
+    items: asyncio.Queue[Event | OrreryError | object] = field(default_factory=asyncio.Queue)
 
     def offer(self, message: EventMessage) -> None:
-        if message.seq <= self.last_seq or self.finished is not None:
+        if self.done or message.seq <= self.last_seq:
             return  # already delivered (a replay after reconnecting)
-        try:
-            event = cast(Event, _EVENTS.validate_python(message.event))
-        except ValidationError as exc:
-            log.warning("c=%s: skipped an unreadable event #%d: %s", self.constellation_id,
-                        message.seq, exc.errors(include_url=False)[0]["msg"])  # fmt: skip
-            self.last_seq = message.seq
-            return
         self.last_seq = message.seq
-        self.events.append(event)
-        if isinstance(event, ConstellationFinished):
-            self.finished = event
-        self._notify()
+        try:
+            event = event_from_dict(message.event)
+        except ValidationError as exc:
+            log.warning("skipped an unreadable event #%d: %s", message.seq,
+                        exc.errors(include_url=False)[0]["msg"])  # fmt: skip
+            return
+        self.items.put_nowait(event)
+        if self.constellation_id is not None and isinstance(event, ConstellationFinished):
+            self.finish()
+
+    def opened(self, reply: Subscribed) -> None:
+        if self.constellation_id is None and self.epoch and reply.epoch != self.epoch:
+            self.last_seq = 0  # a new server process numbers its events anew
+        self.epoch = reply.epoch
 
     def fail(self, error: OrreryError) -> None:
         if not self.done:
-            self.error = error
-            self._notify()
+            self.done = True
+            self.items.put_nowait(error)
 
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def changed(self) -> None:
-        await self._changed.wait()
-
-
-# --------------------------------------------------------------------------- runs
-
-
-class Run:
-    """A constellation on the server: stream its events, wait for it, cancel it."""
-
-    def __init__(self, client: Orrery, constellation_id: str, name: str = "", stars: int = 0):
-        self._client = client
-        self.id = constellation_id
-        self.name = name
-        self.stars = stars
-        self._stream: _Stream | None = None
-
-    async def _subscribed(self) -> _Stream:
-        if self._stream is None:
-            self._stream = await self._client._subscribe(self.id)
-        return self._stream
-
-    async def events(self) -> AsyncGenerator[Event, None]:
-        """Every event of the constellation from its start, once each, in order; ends
-        after `constellation.finished`. Raises `RunInterrupted` or `ConnectionLost`."""
-        stream = await self._subscribed()
-        index = 0
-        while True:
-            while index < len(stream.events):
-                event = stream.events[index]
-                index += 1
-                yield event
-                if isinstance(event, ConstellationFinished):
-                    return
-            if stream.error is not None:
-                raise stream.error
-            await stream.changed()
-
-    async def wait(self) -> RunResult:
-        """Wait for the end; how it ended. Raises like `events`."""
-        stream = await self._subscribed()
-        while not stream.done:
-            await stream.changed()
-        if stream.finished is None:
-            assert stream.error is not None
-            raise stream.error
-        finished = stream.finished
-        return RunResult(
-            constellation_id=self.id,
-            status=finished.status,
-            reason=finished.reason,
-            failed_star=finished.failed_star,
-            no_capable_device=finished.no_capable_device,
-        )
-
-    async def cancel(self, reason: str = "cancelled by a control client") -> str:
-        return await self._client.cancel(self.id, reason)
-
-    async def snapshot(self) -> Snapshot:
-        return await self._client.constellation(self.id)
+    def finish(self) -> None:
+        if not self.done:
+            self.done = True
+            self.items.put_nowait(_END)
 
 
 # --------------------------------------------------------------------------- client
@@ -306,6 +215,7 @@ class Orrery:
         self._ssl = ssl
         self._token = token
         self._data_dir = data_dir
+        self._found: FoundToken | None = None
         self.client_name = client_name
         self.connect_timeout = connect_timeout
         self.reconnect_within = reconnect_within
@@ -313,7 +223,6 @@ class Orrery:
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._reconnecting: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
         self._pending: dict[str, asyncio.Future[ServerMessage]] = {}
         self._streams: dict[str, _Stream] = {}  # by the id of the subscribe that feeds it
         self._closed = False
@@ -336,9 +245,8 @@ class Orrery:
     async def connect(self) -> None:
         """Connect and authenticate; `ServerUnreachable` or `AuthRefused` otherwise."""
         self._closed = False
-        token = find_token(self._token, self._data_dir)
-        self._token = token
-        await self._open(token)
+        self._found = find_token(self._token, self._data_dir)
+        await self._open(self._found)
 
     async def close(self) -> None:
         self._closed = True
@@ -350,14 +258,13 @@ class Orrery:
         if self._ws is not None:
             await self._ws.close()
             self._ws = None
-        self._connected.clear()
         closed = ConnectionLost(self.url, "the client was closed")
         self._fail_pending(closed)
         for stream in self._streams.values():
             stream.fail(closed)
         self._streams.clear()
 
-    async def _open(self, token: str) -> None:
+    async def _open(self, found: FoundToken) -> None:
         try:
             tls: dict[str, Any] = {"ssl": self._ssl} if self._ssl is not None else {}
             ws = await ws_connect(
@@ -368,12 +275,13 @@ class Orrery:
                 **tls,  # wss:// without a context: websockets makes a default one
             )
         except InvalidURI as exc:
-            raise ValueError(f"{self.url!r} is not a server URL: {exc}") from None
+            raise BadServerUrl(f"{self.url!r} is not a server URL: {exc}") from None
         except (OSError, TimeoutError, WebSocketException) as exc:
-            raise ServerUnreachable(self.url, exc) from None
+            raise ServerUnreachable(self.url, _why_unreachable(exc)) from None
         try:
             request_id = self._next_id()
-            await ws.send(dump(AuthRequest(id=request_id, token=token, client=self.client_name)))
+            auth = AuthRequest(id=request_id, token=found.token, client=self.client_name)
+            await ws.send(dump(auth))
             async with asyncio.timeout(self.connect_timeout):
                 reply = parse_server_message(await ws.recv())
         except (ConnectionClosed, TimeoutError, ValidationError, ValueError) as exc:
@@ -381,14 +289,15 @@ class Orrery:
             raise ServerUnreachable(self.url, f"no answer to `auth`: {exc}") from None
         if isinstance(reply, ErrorReply):
             await ws.close()
-            raise AuthRefused(f"the server at {self.url} refused the token: {reply.message}")
+            raise AuthRefused(
+                f"the server at {self.url} refused the token from {found.source}: {reply.message}"
+            )
         if not isinstance(reply, Authenticated):
             await ws.close()
             raise ServerUnreachable(self.url, f"unexpected answer to `auth`: {reply.type}")
         self._ws = ws
         self._lost = None
         self._reader = asyncio.create_task(self._read(ws), name="orrery-client-reader")
-        self._connected.set()
         log.info("connected to %s", self.url)
 
     def _next_id(self) -> str:
@@ -409,7 +318,6 @@ class Orrery:
             pass
         if self._ws is ws:
             self._ws = None
-            self._connected.clear()
             self._dropped()
 
     def _route(self, message: ServerMessage) -> None:
@@ -417,7 +325,7 @@ class Orrery:
             stream = self._streams.get(message.id)
             if stream is not None:
                 stream.offer(message)
-                if stream.finished is not None:
+                if stream.done:
                     self._streams.pop(message.id, None)
             return
         future = self._pending.pop(message.id or "", None)
@@ -450,10 +358,10 @@ class Orrery:
         deadline = loop.time() + self.reconnect_within
         delay = 0.05
         last: OrreryError = ConnectionLost(self.url, "the connection dropped")
-        assert self._token is not None
+        assert self._found is not None
         while not self._closed:
             try:
-                await self._open(self._token)
+                await self._open(self._found)
                 break
             except AuthRefused as exc:
                 last = exc
@@ -474,7 +382,7 @@ class Orrery:
         streams, self._streams = list(self._streams.values()), {}
         for stream in streams:  # after the last event each received: no duplicates
             with contextlib.suppress(OrreryError):
-                await self._resubscribe(stream)
+                await self._subscribe(stream)
 
     # ---------------------------------------------------------------- requests
 
@@ -509,16 +417,16 @@ class Orrery:
             raise self._lost or ConnectionLost(self.url, "not connected")
         return self._ws
 
-    async def _subscribe(self, constellation_id: str) -> _Stream:
-        stream = _Stream(constellation_id)
-        await self._resubscribe(stream)
-        return stream
-
-    async def _resubscribe(self, stream: _Stream) -> None:
+    async def _subscribe(self, stream: _Stream) -> str:
+        """(Re)open `stream` after its last event; the subscribe id (also the stream's key)."""
         ws = await self._live()
         request_id = self._next_id()
+        after = stream.last_seq
         request = SubscribeRequest(
-            id=request_id, constellation=stream.constellation_id, after_seq=stream.last_seq
+            id=request_id,
+            constellation=stream.constellation_id,
+            after_seq=after,
+            types=stream.types,
         )
         future: asyncio.Future[ServerMessage] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
@@ -528,7 +436,7 @@ class Orrery:
             reply = await future
         except (ConnectionClosed, ConnectionLost):
             self._pending.pop(request_id, None)
-            return  # the reconnect subscribes the stream again (or fails it)
+            return request_id  # the reconnect subscribes the stream again (or fails it)
         if isinstance(reply, ErrorReply):
             self._streams.pop(request_id, None)
             error = RequestRejected.from_reply(reply)
@@ -536,9 +444,26 @@ class Orrery:
             raise error
         if not isinstance(reply, Subscribed):
             raise OrreryError(f"expected `subscribed` from the server, got {reply.type}")
-        log.debug("subscribed to c=%s after %d", stream.constellation_id, stream.last_seq)
+        stream.opened(reply)
+        if reply.truncated:
+            log.warning("the server no longer keeps every event after #%d", stream.last_seq)
+        what = f"c={stream.constellation_id}" if stream.constellation_id else "the fleet"
+        log.debug("subscribed to %s after %d", what, after)
+        return request_id
 
-    # ---------------------------------------------------------------- commands
+    async def _unsubscribe(self, stream: _Stream) -> None:
+        keys = [key for key, s in self._streams.items() if s is stream]
+        for key in keys:
+            del self._streams[key]
+        stream.finish()
+        if self._ws is None or self._closed:
+            return
+        with contextlib.suppress(OrreryError, ConnectionClosed):
+            await self._ws.send(
+                dump(UnsubscribeRequest(id=self._next_id(), constellation=stream.constellation_id))
+            )
+
+    # ---------------------------------------------------------------- OrreryApi
 
     async def submit(
         self,
@@ -549,37 +474,47 @@ class Orrery:
         source: str = "<submitted plan>",
     ) -> Run:
         """Run a plan or a request in words; `RequestRejected` (code `invalid_plan`,
-        `plan_rejected`, `no_planner`) if the server will not.
+        `plan_rejected`, `no_planner`, `no_capable_device`) if the server will not.
 
         `plan_or_request` is a plan file (a `Path`), a plan's YAML text (a mapping with
         `stars`), or else a request in words; `plan_text=` and `request=` say which
         explicitly."""
-        if isinstance(plan_or_request, Path):
-            text = await asyncio.to_thread(plan_or_request.read_text, encoding="utf-8")
-            plan_text = _given_once(plan_text, text)
-            source = str(plan_or_request)
-        elif plan_or_request is not None:
-            if _looks_like_plan(plan_or_request):
-                plan_text = _given_once(plan_text, plan_or_request)
-            else:
-                request = _given_once(request, plan_or_request)
-        if (plan_text is None) == (request is None):
-            raise ValueError("give exactly one plan or request")
+        given = await read_submission(plan_or_request, request, plan_text, source)
         reply = await self._call(
-            lambda i: SubmitRequest(id=i, plan=plan_text, request=request, source=source),
+            lambda i: SubmitRequest(
+                id=i, plan=given.plan_text, request=given.request, source=given.source
+            ),
             Submitted,
         )
-        return Run(self, reply.constellation, reply.name, reply.stars)
+        return self._run_of(reply)
 
     def run(self, constellation_id: str) -> Run:
         """A constellation already on the server (to follow, wait for or cancel)."""
         return Run(self, constellation_id)
+
+    async def retry(self, constellation_id: str, star_id: str | None = None) -> Run:
+        reply = await self._call(
+            lambda i: RetryRequest(id=i, constellation=constellation_id, star=star_id),
+            Submitted,
+        )
+        return self._run_of(reply)
 
     async def cancel(self, constellation_id: str, reason: str = "cancelled by a client") -> str:
         """Cancel a constellation; its status afterwards."""
         reply = await self._call(
             lambda i: CancelRequest(id=i, constellation=constellation_id, reason=reason),
             Cancelled,
+        )
+        return reply.status
+
+    async def cancel_star(
+        self, constellation_id: str, star_id: str, reason: str = "cancelled by a client"
+    ) -> str:
+        reply = await self._call(
+            lambda i: CancelStarRequest(
+                id=i, constellation=constellation_id, star=star_id, reason=reason
+            ),
+            StarCancelled,
         )
         return reply.status
 
@@ -607,6 +542,29 @@ class Orrery:
             lambda i: ConstellationRequest(id=i, constellation=constellation_id), Snapshot
         )
 
+    async def events(
+        self,
+        constellation_id: str | None = None,
+        *,
+        after_seq: int = 0,
+        types: Collection[str] | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        """As `OrreryApi.events`; survives reconnects (see the module docstring)."""
+        stream = _Stream(constellation_id, sorted(types) if types is not None else None)
+        stream.last_seq = after_seq
+        await self._subscribe(stream)
+        try:
+            while True:
+                item = await stream.items.get()
+                if item is _END:
+                    return
+                if isinstance(item, OrreryError):
+                    raise item
+                assert isinstance(item, Event)
+                yield item
+        finally:
+            await self._unsubscribe(stream)
+
     async def send_raw(self, text: str, reply_id: str | None = None) -> ServerMessage:
         """Send one frame as it is and return the reply with `reply_id` (None: the reply
         to a request whose id could not be read). For probing the server."""
@@ -615,6 +573,20 @@ class Orrery:
         self._pending[reply_id or ""] = future
         await ws.send(text)
         return await future
+
+    def _run_of(self, reply: Submitted) -> Run:
+        return Run(self, reply.constellation, reply.name, reply.stars, rationale=reply.rationale)
+
+
+def _why_unreachable(exc: BaseException) -> str:
+    """The reason a connection failed, with what to do where the fix is known."""
+    text = f"{type(exc).__name__}: {exc}"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            f"{text}; the server's certificate is not trusted: pass its CA certificate "
+            "with --tls-ca PEM (or `ssl=client_ssl_context(Path(PEM))` from Python)"
+        )
+    return text
 
 
 # --------------------------------------------------------------------------- sync wrapper
@@ -688,8 +660,16 @@ class SyncOrrery:
     def run(self, constellation_id: str) -> SyncRun:
         return SyncRun(self, self._client.run(constellation_id))
 
+    def retry(self, constellation_id: str, star_id: str | None = None) -> SyncRun:
+        return SyncRun(self, self._do(self._client.retry(constellation_id, star_id)))
+
     def cancel(self, constellation_id: str, reason: str = "cancelled by a client") -> str:
         return self._do(self._client.cancel(constellation_id, reason))
+
+    def cancel_star(
+        self, constellation_id: str, star_id: str, reason: str = "cancelled by a client"
+    ) -> str:
+        return self._do(self._client.cancel_star(constellation_id, star_id, reason))
 
     def approve(self, request: str, approved: bool = True, reason: str = "") -> None:
         self._do(self._client.approve(request, approved, reason))
@@ -743,7 +723,9 @@ async def _next(iterator: AsyncIterator[Event]) -> Event:
 
 __all__ = [
     "AuthRefused",
+    "BadServerUrl",
     "ConnectionLost",
+    "FoundToken",
     "Orrery",
     "OrreryError",
     "RequestRejected",
@@ -756,20 +738,3 @@ __all__ = [
     "control_url",
     "find_token",
 ]
-
-
-def _given_once(explicit: str | None, positional: str) -> str:
-    if explicit is not None:
-        raise ValueError("give exactly one plan or request")
-    return positional
-
-
-def _looks_like_plan(text: str) -> bool:
-    """True for YAML text that is a mapping with `stars` (a plan); a sentence is not."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return False
-    return isinstance(data, dict) and "stars" in data

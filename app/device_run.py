@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from pathlib import Path
 
 from agents.models.manager import LazyModelManager, ModelManager
@@ -53,8 +51,9 @@ async def run_device(
     tls_ca: Path | None = None,
     policy: DevicePolicy | None = None,
     shutdown_grace: float = 10.0,
+    stop: asyncio.Event,
 ) -> None:
-    """Connect (and reconnect) until SIGINT/SIGTERM; raises `DeviceRefused` if refused."""
+    """Connect (and reconnect) until `stop` is set; raises `DeviceRefused` if refused."""
     policy = policy or DevicePolicy()
     ssl = client_ssl_context(tls_ca) if server.startswith("wss") else None
     models = device_models(data_dir)
@@ -71,11 +70,6 @@ async def run_device(
         needs_approval=policy.approval_rule if policy.approval.required else None,
         shutdown_grace=shutdown_grace,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
     try:
         await agent.run(stop)
     finally:

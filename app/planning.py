@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agents.constellation import Constellation
 from agents.events import ConstellationFinished, ConstellationSubmitted, Event
@@ -24,9 +24,6 @@ from agents.planner.review import EditPolicy, PlanReviewer
 from app.device_run import device_models
 from app.settings import PlannerSettings, load_planner_settings
 from devices.registry import DeviceInfo
-
-if TYPE_CHECKING:
-    from app.fleet import Orchestra
 
 log = logging.getLogger("orrery.planning")
 
@@ -119,12 +116,3 @@ class RequestPlanner:
 
     async def close(self) -> None:
         await self.models.close()
-
-
-def plan_on(orchestra: Orchestra) -> tuple[RequestPlanner, Callable[[], None]]:
-    """The data dir's planner, set to plan requests for `orchestra`'s connected devices
-    (its control API's too) and to review the runs it planned; and the function that
-    stops the reviews. `ConfigError` if `orrery.toml` is wrong."""
-    planner = RequestPlanner.from_data_dir(orchestra.data_dir, orchestra.dispatcher.tool_schemas)
-    orchestra.plan_request = planner.plan
-    return planner, planner.review_runs(orchestra.orchestrator, orchestra.dispatcher.devices)

@@ -6,6 +6,7 @@ pipe it prints plain lines. With `--json` it prints one JSON event per line inst
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import TextIO
 
@@ -56,9 +57,12 @@ class JsonLines:
 class LiveProgress:
     """Listener that shows progress on a console while stars run."""
 
-    def __init__(self, console: Console, *, server: str | None = None) -> None:
+    def __init__(
+        self, console: Console, *, server: str | None = None, data_dir: str | None = None
+    ) -> None:
         self.console = console
         self.server = server  # a run on `orrery serve`: approvals are answered there
+        self.data_dir = data_dir  # named in the approve hint when it is not the default
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -103,16 +107,43 @@ class LiveProgress:
         elif isinstance(event, EditApplied):
             self.console.print(f"  [magenta]edit[/]   version {event.version}: {event.rationale}")
         elif isinstance(event, ApprovalNeeded):
-            answer = f"; `orrery approve {event.request} --server {self.server}` or --deny"
+            answer = ""
+            if self.server:
+                home = f" --data-dir {self.data_dir}" if self.data_dir else ""
+                answer = f"; answer with `orrery approve {event.request} --server {self.server}"
+                answer += f"{home}` (or --deny)"
             self.console.print(
                 f"  [yellow]approve?[/] {event.star_id} on {event.device}: "
-                f"{escape(event.summary)} "
-                f"(request {escape(event.request)}{escape(answer) if self.server else ''})",
+                f"{escape(event.summary)} (request {escape(event.request)}{escape(answer)})",
                 highlight=False,
             )
         elif isinstance(event, ApprovalGiven):
             verdict = "[green]approved[/]" if event.approved else "[red]refused[/]"
             self.console.print(f"  {verdict} {event.star_id}: {event.reason}", highlight=False)
+
+
+class StarBars(LiveProgress):
+    """The live display with, besides, a bar per running star."""
+
+    def __init__(
+        self, console: Console, *, server: str | None = None, data_dir: str | None = None
+    ) -> None:
+        super().__init__(console, server=server, data_dir=data_dir)
+        self._bars: dict[str, TaskID] = {}
+
+    def __enter__(self) -> StarBars:
+        super().__enter__()
+        return self
+
+    def __call__(self, event: Event) -> None:
+        super().__call__(event)
+        if isinstance(event, StarStarted):
+            label = f"  {event.star_id} on {event.device}"
+            self._bars[event.star_id] = self._progress.add_task(label, total=None)
+        elif isinstance(event, StarFinished | AttemptFailed):
+            bar = self._bars.pop(event.star_id, None)
+            if bar is not None:
+                self._progress.remove_task(bar)
 
 
 def summary_table(constellation: Constellation) -> Table:
@@ -144,3 +175,50 @@ def summary_table(constellation: Constellation) -> Table:
 def _one_line(text: str, limit: int = 200) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+OUTPUT_CHARS = 600
+OUTPUT_LINES = 8
+
+
+def outputs_table(constellation: Constellation) -> Table | None:
+    """The values the succeeded stars produced (bounded, escaped), or None if none did."""
+    table = Table(title="outputs", show_header=False)
+    table.add_column("star", style="bold")
+    table.add_column("output", overflow="fold")
+    for star in constellation.stars.values():
+        if star.status is StarStatus.SUCCEEDED and star.output not in (None, {}, []):
+            table.add_row(star.id, escape(render_output(star.output)))
+    return table if table.row_count else None
+
+
+def render_output(output: object, *, chars: int = OUTPUT_CHARS, lines: int = OUTPUT_LINES) -> str:
+    """A star's output as text for a terminal: a command's stdout (or a file's content) as
+    text, anything else as compact JSON; control characters escaped; at most `lines`
+    lines and `chars` characters, with what was left out said."""
+    if isinstance(output, dict):
+        for key in ("stdout", "content", "body", "text"):
+            text = output.get(key)
+            if isinstance(text, str) and text.strip():
+                return _bounded(_printable(text.rstrip("\n")), chars, lines)
+    text = json.dumps(output, ensure_ascii=False, separators=(", ", ": "), default=str)
+    return _bounded(_printable(text), chars, lines)
+
+
+def _printable(text: str) -> str:
+    return "".join(
+        c if c == "\n" or c == "\t" or c.isprintable() else f"\\x{ord(c):02x}" for c in text
+    )
+
+
+def _bounded(text: str, chars: int, lines: int) -> str:
+    kept = text.split("\n")
+    more = ""
+    if len(kept) > lines:
+        more = f"… ({len(kept) - lines} more lines)"
+        kept = kept[:lines]
+    joined = "\n".join(kept)
+    if len(joined) > chars:
+        cut = len(text) - chars
+        joined, more = joined[:chars], f"… ({cut} more characters)"
+    return f"{joined}\n{more}" if more else joined

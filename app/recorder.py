@@ -39,8 +39,8 @@ class RunRecorder:
         self.failure: StoreError | None = None
 
     def __call__(self, event: Event) -> None:
-        if self.failure is not None:
-            return
+        if self.failure is not None or not event.constellation_id:
+            return  # fleet events (devices, planning) are not part of a run's record
         if isinstance(event, ConstellationFinished):
             self._reasons[event.constellation_id] = event.reason
         payload = event_to_dict(event)

@@ -1,4 +1,5 @@
-"""The orchestrator's view of devices: what each offers and whether it fits a star."""
+"""The orchestrator's view of devices: what each offers, whether it fits a star, how its
+state changes, and the tool calls it asks a person about."""
 
 from __future__ import annotations
 
@@ -45,3 +46,46 @@ class DeviceInfo(BaseModel):
         if min_vram_mb and self.vram_free_mb < min_vram_mb:
             return f"has {self.vram_free_mb} MB of free VRAM, not {min_vram_mb}"
         return None
+
+
+class DeviceChange(BaseModel):
+    """A device's state as the dispatcher that owns it saw it change.
+
+    `state` is "online" (connected, a slot free), "busy" (every slot taken), "offline"
+    (disconnected, may come back) or "lost" (gone: its attempts failed over). `joined`
+    marks the change that brought a device in (with `info`); `left` the one that took it
+    out (a goodbye, or lost). `running` is how many attempts it runs now.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str
+    state: str
+    info: DeviceInfo | None = None
+    reason: str = ""
+    running: int = 0
+    joined: bool = False
+    left: bool = False
+
+
+class ApprovalAsked(BaseModel):
+    """A tool call of one attempt that waits for a person's yes or no."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request: str
+    constellation_id: str
+    star_id: str
+    attempt: int
+    device: str
+    tool: str
+    summary: str
+
+
+class UnknownApproval(LookupError):
+    """No call waits under that request id (answered already, or its attempt ended)."""
+
+    def __init__(self, request: str, pending: list[str]) -> None:
+        listing = ", ".join(pending) or "none"
+        super().__init__(f"no pending approval {request!r}; pending: {listing}")
+        self.request = request

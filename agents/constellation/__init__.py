@@ -42,6 +42,7 @@ from agents.constellation.model import (
     constellation_json_schema,
 )
 from agents.constellation.predicate import Compare, CompareOp, Predicate
+from agents.constellation.retry import NothingToRetry, retry_plan
 
 __all__ = [
     "AddLine",
@@ -65,6 +66,7 @@ __all__ = [
     "InvalidChange",
     "Line",
     "LineKind",
+    "NothingToRetry",
     "NothingToUndo",
     "PlanSpec",
     "Predicate",
@@ -83,4 +85,5 @@ __all__ = [
     "build_constellation",
     "constellation_json_schema",
     "new_constellation_id",
+    "retry_plan",
 ]

@@ -290,6 +290,8 @@ class Constellation(BaseModel):
     status: ConstellationStatus = ConstellationStatus.PENDING
     stars: dict[str, Star]
     lines: list[Line] = Field(default_factory=list)
+    retry_of: str | None = None
+    """The constellation this one runs again from where it failed (see `retry_plan`)."""
 
     def line(self, source: str, target: str) -> Line | None:
         for line in self.lines:

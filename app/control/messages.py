@@ -44,6 +44,9 @@ class ErrorCode(StrEnum):
     NO_CAPABLE_DEVICE = "no_capable_device"  # the planner found no device to plan for
     UNKNOWN_CONSTELLATION = "unknown_constellation"
     UNKNOWN_APPROVAL = "unknown_approval"
+    UNKNOWN_STAR = "unknown_star"
+    NOT_RETRYABLE = "not_retryable"  # retry of a constellation that is still running, or
+    # of a star that did not fail
     INTERRUPTED = "interrupted"  # the orchestrator running it stopped before it finished
     INTERNAL = "internal"  # a bug in the server; the message says what failed
 
@@ -86,18 +89,25 @@ class SubmitRequest(_Message):
 
 
 class SubscribeRequest(_Message):
-    """Stream a constellation's events: those after `after_seq` first, then live ones."""
+    """Stream events: those after `after_seq` first, then live ones. With `constellation`,
+    that constellation's (ending after it finishes); without, the fleet-wide stream of every
+    event (of `types` only, if given) until unsubscribed."""
 
     type: Literal["subscribe"] = "subscribe"
     id: RequestId
-    constellation: ConstellationId
+    constellation: ConstellationId | None = None
     after_seq: int = Field(default=0, ge=0)
+    types: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, max_length=64
+    )
 
 
 class UnsubscribeRequest(_Message):
+    """End the subscription to `constellation` (without it: the fleet-wide one)."""
+
     type: Literal["unsubscribe"] = "unsubscribe"
     id: RequestId
-    constellation: ConstellationId
+    constellation: ConstellationId | None = None
 
 
 class CancelRequest(_Message):
@@ -105,6 +115,27 @@ class CancelRequest(_Message):
     id: RequestId
     constellation: ConstellationId
     reason: str = Field(default="cancelled through the control API", max_length=1000)
+
+
+class CancelStarRequest(_Message):
+    """Cancel one star of a running constellation (running, or not started yet)."""
+
+    type: Literal["cancel_star"] = "cancel_star"
+    id: RequestId
+    constellation: ConstellationId
+    star: str = Field(min_length=1, max_length=200)
+    reason: str = Field(default="cancelled through the control API", max_length=1000)
+
+
+class RetryRequest(_Message):
+    """Run a finished constellation again from where it failed: a new constellation in
+    which the stars that succeeded keep their outputs and `star` (without it: every star
+    that failed, was cancelled or skipped) and what depends on it run again."""
+
+    type: Literal["retry"] = "retry"
+    id: RequestId
+    constellation: ConstellationId
+    star: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class ApproveRequest(_Message):
@@ -146,6 +177,8 @@ Request = Annotated[
     | SubscribeRequest
     | UnsubscribeRequest
     | CancelRequest
+    | CancelStarRequest
+    | RetryRequest
     | ApproveRequest
     | ApprovalsRequest
     | DevicesRequest
@@ -159,6 +192,8 @@ REQUEST_TYPES: Final = (
     "subscribe",
     "unsubscribe",
     "cancel",
+    "cancel_star",
+    "retry",
     "approve",
     "approvals",
     "devices",
@@ -187,16 +222,24 @@ class Submitted(_Message):
 
 
 class Subscribed(_Message):
-    """The subscription is open; `status` is the constellation's status at this moment."""
+    """The subscription is open; `status` is the constellation's status at this moment
+    ("fleet" for the fleet-wide stream). `epoch` names this orchestrator process: sequence
+    numbers are comparable only within one epoch. `last_seq` is the last event number at
+    this moment; `truncated` says the replay could not reach back to `after_seq` (older
+    fleet events are no longer kept: re-read devices, approvals and history)."""
 
     type: Literal["subscribed"] = "subscribed"
     id: str
-    constellation: str
+    constellation: str | None
     status: str
+    epoch: str = ""
+    last_seq: int = 0
+    truncated: bool = False
 
 
 class EventMessage(_Message):
-    """One event of a subscription (`id` is the subscribe's). The stream ends after the
+    """One event of a subscription (`id` is the subscribe's; `constellation` the event's,
+    "" for fleet events such as `device.state`). A constellation's stream ends after its
     `constellation.finished` event, or with an `error` of code `interrupted`."""
 
     type: Literal["event"] = "event"
@@ -209,7 +252,7 @@ class EventMessage(_Message):
 class Unsubscribed(_Message):
     type: Literal["unsubscribed"] = "unsubscribed"
     id: str
-    constellation: str
+    constellation: str | None
 
 
 class Cancelled(_Message):
@@ -218,6 +261,16 @@ class Cancelled(_Message):
     type: Literal["cancelled"] = "cancelled"
     id: str
     constellation: str
+    status: str
+
+
+class StarCancelled(_Message):
+    """The star's status after the cancel (it may have finished before it arrived)."""
+
+    type: Literal["star_cancelled"] = "star_cancelled"
+    id: str
+    constellation: str
+    star: str
     status: str
 
 
@@ -245,7 +298,9 @@ class ApprovalList(_Message):
 
 
 class DeviceEntry(_Message):
-    """An enrolled device (`state` from the store), with capabilities while connected."""
+    """An enrolled device (`state` from the store), with capabilities while connected.
+    `running` lists the attempts it runs now as `constellation/star#attempt`; `last_seen`
+    is a unix time; `in_process` marks the orchestrator's own machine."""
 
     name: str
     state: str
@@ -255,7 +310,10 @@ class DeviceEntry(_Message):
     platform: str | None = None
     tools: list[str] = Field(default_factory=list)
     gpu: bool = False
+    vram_free_mb: int = 0
     max_tasks: int | None = None
+    running: list[str] = Field(default_factory=list)
+    in_process: bool = False
 
 
 class DeviceList(_Message):
@@ -304,6 +362,9 @@ class Snapshot(_Message):
     live: bool
     constellation: dict[str, Any]
     edits: list[EditEntry] = Field(default_factory=list)
+    constellation_id: str = ""
+    created_at: float | None = None
+    finished_at: float | None = None
 
 
 class ErrorReply(_Message):
@@ -324,6 +385,7 @@ ServerMessage = Annotated[
     | EventMessage
     | Unsubscribed
     | Cancelled
+    | StarCancelled
     | Decided
     | ApprovalList
     | DeviceList
@@ -426,6 +488,7 @@ __all__ = [
     "Authenticated",
     "BadRequest",
     "CancelRequest",
+    "CancelStarRequest",
     "Cancelled",
     "ConstellationRequest",
     "Decided",
@@ -441,8 +504,10 @@ __all__ = [
     "HistoryRequest",
     "PendingApprovalInfo",
     "Request",
+    "RetryRequest",
     "ServerMessage",
     "Snapshot",
+    "StarCancelled",
     "SubmitRequest",
     "Submitted",
     "SubscribeRequest",

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from agents.artifact_store import ArtifactStore
-from app.fleet import DeviceProcesses, Orchestra
+from app.device_processes import DeviceProcesses
 from devices.agent import DeviceAgent
 from devices.artifact_channel import ArtifactTransferFailed
 from devices.tools import ToolContext, ToolError
 from devices.tools.artifacts import ArtifactGetArgs, ArtifactGetTool
 from memory import Store
+from tests.served import Served
 
 
 def test_the_store_keeps_content_once_under_its_hash(tmp_path: Path) -> None:
@@ -36,9 +37,9 @@ def test_the_store_keeps_content_once_under_its_hash(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[tuple[Orchestra, DeviceAgent]]:
+async def fleet(tmp_path: Path) -> AsyncIterator[tuple[Served, DeviceAgent]]:
     with Store.open_path(tmp_path / "orrery.db") as store:
-        async with Orchestra(store, tmp_path) as orchestra:
+        async with Served(store, tmp_path) as orchestra:
             processes = DeviceProcesses(store, tmp_path / "devices")
             processes.add("dev", [])
             device = DeviceAgent(
@@ -56,7 +57,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[tuple[Orchestra, DeviceAgent]]:
 
 
 @pytest.fixture
-def agent(fleet: tuple[Orchestra, DeviceAgent]) -> DeviceAgent:
+def agent(fleet: tuple[Served, DeviceAgent]) -> DeviceAgent:
     return fleet[1]
 
 
@@ -86,11 +87,11 @@ async def test_artifact_tools_without_an_orchestrator_say_so(tmp_path: Path) -> 
 
 
 async def test_an_upload_the_orchestrator_refuses_fails_at_once_with_its_reason(
-    fleet: tuple[Orchestra, DeviceAgent], tmp_path: Path
+    fleet: tuple[Served, DeviceAgent], tmp_path: Path
 ) -> None:
     orchestra, agent = fleet
-    assert orchestra.dispatcher.artifacts is not None
-    orchestra.dispatcher.artifacts.max_size = 1 << 20  # the orchestrator's limit: 1 MiB
+    assert orchestra.aip.artifacts is not None
+    orchestra.aip.artifacts.max_size = 1 << 20  # the orchestrator's limit: 1 MiB
     source = tmp_path / "big.bin"
     source.write_bytes(b"x" * (3 << 20))  # several chunks
     loop = asyncio.get_running_loop()

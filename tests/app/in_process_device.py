@@ -1,5 +1,6 @@
-"""An `orrery device` agent running in the test's own event loop, connected to an
-`Orchestra` over real WebSockets on 127.0.0.1 (imported by the control API tests)."""
+"""An `orrery device` agent running in the test's own event loop, connected to a served
+runtime (`tests.served.Served`) over real WebSockets on 127.0.0.1 (imported by the control
+API tests)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from app.fleet import DeviceProcesses, Orchestra
+from app.device_processes import DeviceProcesses
 from devices.agent import DeviceAgent
 from memory import Store
+from tests.served import Served
 
 WAIT = 30.0
 
 
 @contextlib.asynccontextmanager
 async def in_process_device(
-    orchestra: Orchestra,
+    served: Served,
     store: Store,
     root: Path,
     *,
@@ -31,14 +33,14 @@ async def in_process_device(
 ) -> AsyncIterator[None]:
     """Enrol `name` once (its token kept in `root`, so a second use reconnects as the same
     device), run its agent until the block ends, and wait (at most `within` s) until the
-    orchestra sees it."""
+    server sees it."""
     token_file = root / f"{name}.token"
     if name not in [row.name for row in store.devices()]:
         processes = DeviceProcesses(store, root / "devices")
         processes.add(name, labels)
         token_file.write_text(processes.token(name))
     agent = DeviceAgent(
-        orchestra.url,
+        served.url,
         name,
         token_file.read_text(),
         data_dir=root / name,
@@ -49,7 +51,7 @@ async def in_process_device(
     stop = asyncio.Event()
     running = asyncio.create_task(agent.run(stop))
     try:
-        await orchestra.wait_for_devices(1, within=within)
+        await served.wait_for_devices(1, within=within)
         yield
     finally:
         stop.set()

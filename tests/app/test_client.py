@@ -1,4 +1,4 @@
-"""`app.client` against a real `Orchestra` on 127.0.0.1 (real SQLite store, an in-process
+"""`app.client` against a real served runtime on 127.0.0.1 (real SQLite store, an in-process
 device over real AIP): submit, stream, wait, typed errors, the sync wrapper, and
 reconnecting after the server restarts without delivering an event twice."""
 
@@ -22,9 +22,9 @@ from app.client import (
     SyncOrrery,
     control_url,
 )
-from app.fleet import Orchestra
 from memory import Store
 from tests.app.in_process_device import in_process_device
+from tests.served import Served
 
 WAIT = 30.0
 
@@ -54,9 +54,9 @@ stars:
 
 
 def device(
-    orchestra: Orchestra, store: Store, tmp_path: Path
+    served: Served, store: Store, tmp_path: Path
 ) -> contextlib.AbstractAsyncContextManager[None]:
-    return in_process_device(orchestra, store, tmp_path, shutdown_grace=0.5, within=WAIT)
+    return in_process_device(served, store, tmp_path, shutdown_grace=0.5, within=WAIT)
 
 
 @pytest.fixture
@@ -66,8 +66,8 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-async def orchestra(store: Store, tmp_path: Path) -> AsyncIterator[Orchestra]:
-    async with Orchestra(store, tmp_path) as running, device(running, store, tmp_path):
+async def served(store: Store, tmp_path: Path) -> AsyncIterator[Served]:
+    async with Served(store, tmp_path) as running, device(running, store, tmp_path):
         yield running
 
 
@@ -85,8 +85,8 @@ def test_control_url_accepts_host_port_aip_and_http_urls() -> None:
         control_url("h:1")
 
 
-async def test_submit_stream_and_wait(orchestra: Orchestra, tmp_path: Path) -> None:
-    async with Orrery(orchestra.control_url, data_dir=tmp_path) as client:
+async def test_submit_stream_and_wait(served: Served, tmp_path: Path) -> None:
+    async with Orrery(served.control_url, data_dir=tmp_path) as client:
         run = await client.submit(plan_text=PLAN)
         assert (run.name, run.stars) == ("two-steps", 2)
         events = [event async for event in run.events()]
@@ -104,17 +104,17 @@ async def test_submit_stream_and_wait(orchestra: Orchestra, tmp_path: Path) -> N
         assert snapshot.constellation["stars"]["read"]["output"]["content"] == "hello"
 
 
-async def test_errors_are_typed(orchestra: Orchestra, tmp_path: Path) -> None:
+async def test_errors_are_typed(served: Served, tmp_path: Path) -> None:
     with pytest.raises(ServerUnreachable, match="cannot reach"):
         async with Orrery(f"ws://127.0.0.1:{closed_port()}", token="t", connect_timeout=2):
             pass
     with pytest.raises(AuthRefused, match="wrong control token"):
-        async with Orrery(orchestra.control_url, token="orc1_not-it"):
+        async with Orrery(served.control_url, token="orc1_not-it"):
             pass
     with pytest.raises(AuthRefused, match="no control token"):
-        async with Orrery(orchestra.control_url, data_dir=tmp_path / "elsewhere"):
+        async with Orrery(served.control_url, data_dir=tmp_path / "elsewhere"):
             pass
-    async with Orrery(orchestra.control_url, data_dir=tmp_path) as client:
+    async with Orrery(served.control_url, data_dir=tmp_path) as client:
         with pytest.raises(RequestRejected) as rejected:
             await client.submit(plan_text="name: x\nstars: []\n", source="x.yaml")
         assert (rejected.value.code, rejected.value.field) == ("invalid_plan", "plan")
@@ -128,7 +128,23 @@ async def test_errors_are_typed(orchestra: Orchestra, tmp_path: Path) -> None:
         assert (await client.history()) == []  # the connection survived every refusal
 
 
-async def test_a_request_in_words_goes_to_the_planner(orchestra: Orchestra, tmp_path: Path) -> None:
+class FakePlanner:
+    """A planner (`app.runtime.Planner`) that answers by keyword, for the control API."""
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    async def plan(self, request: str, devices: object) -> object:
+        return await self.answer(request, devices)  # type: ignore[operator]
+
+    def review_runs(self, orchestrator: object, devices: object) -> object:
+        return lambda: None
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_request_in_words_goes_to_the_planner(store: Store, tmp_path: Path) -> None:
     from agents.constellation.plan_file import parse_plan
     from agents.models.errors import ModelFileMissing
     from agents.planner.errors import NoCapableDevice, PlanRejected
@@ -149,8 +165,17 @@ async def test_a_request_in_words_goes_to_the_planner(orchestra: Orchestra, tmp_
             raise KeyError("a bug in the planner")
         return parse_plan(PLAN)
 
-    orchestra.plan_request = planner  # type: ignore[assignment]
-    async with Orrery(orchestra.control_url, data_dir=tmp_path) as client:
+    async with (
+        Served(store, tmp_path, planner=FakePlanner(planner)) as served,  # type: ignore[arg-type]
+        device(served, store, tmp_path),
+    ):
+        await requests_in_words(served, tmp_path, asked)
+
+
+async def requests_in_words(
+    served: Served, tmp_path: Path, asked: list[tuple[str, list[str]]]
+) -> None:
+    async with Orrery(served.control_url, data_dir=tmp_path) as client:
         run = await client.submit(request="write a note and read it")
         assert (await asyncio.wait_for(run.wait(), WAIT)).succeeded
         with pytest.raises(RequestRejected) as nowhere:
@@ -173,7 +198,7 @@ async def test_a_request_in_words_goes_to_the_planner(orchestra: Orchestra, tmp_
     # One positional argument: plan text, a plan file, or else a request in words.
     plan_file = tmp_path / "plan.yaml"
     plan_file.write_text(PLAN)
-    async with Orrery(orchestra.control_url, data_dir=tmp_path) as client:
+    async with Orrery(served.control_url, data_dir=tmp_path) as client:
         for target in (PLAN, plan_file):
             assert (await asyncio.wait_for((await client.submit(target)).wait(), WAIT)).succeeded
         await asyncio.wait_for((await client.submit("tidy up, please")).wait(), WAIT)
@@ -183,9 +208,9 @@ async def test_a_request_in_words_goes_to_the_planner(orchestra: Orchestra, tmp_
     assert len(asked) == 6  # the plan and the plan file did not go to the planner
 
 
-async def test_the_sync_client_runs_a_plan(orchestra: Orchestra, tmp_path: Path) -> None:
+async def test_the_sync_client_runs_a_plan(served: Served, tmp_path: Path) -> None:
     def script() -> tuple[list[str], str, int]:
-        with SyncOrrery(orchestra.control_url, data_dir=tmp_path) as client:
+        with SyncOrrery(served.control_url, data_dir=tmp_path) as client:
             run = client.submit(plan_text=PLAN)
             kinds = [event.type for event in run.events(timeout=WAIT)]
             result = run.wait(timeout=WAIT)
@@ -206,10 +231,10 @@ async def test_the_sync_client_reports_an_unreachable_server() -> None:
 
 
 async def test_after_the_server_restarts_the_client_resubscribes_without_duplicates(
-    orchestra: Orchestra, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    served: Served, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="orrery.client")
-    async with Orrery(orchestra.control_url, data_dir=tmp_path) as client:
+    async with Orrery(served.control_url, data_dir=tmp_path) as client:
         run = await client.submit(plan_text=SLOW)
         seen: list[Event] = []
         async with asyncio.timeout(WAIT):
@@ -219,10 +244,12 @@ async def test_after_the_server_restarts_the_client_resubscribes_without_duplica
                     # The server goes away; while it is down the constellation moves on
                     # (cancelled in process), so those events reach the client only
                     # through the replay after it reconnects.
-                    await orchestra.__aexit__(None, None, None)
-                    orchestra.orchestrator.cancel(run.id, "cancelled while the client was away")
+                    await served.endpoint.__aexit__(None, None, None)
+                    served.runtime.orchestrator.cancel(
+                        run.id, "cancelled while the client was away"
+                    )
                     await asyncio.sleep(0.3)
-                    await orchestra.__aenter__()
+                    await served.endpoint.__aenter__()
         result = await run.wait()
     seqs = [event.seq for event in seen]
     assert seqs == sorted(set(seqs)), seqs  # nothing twice, nothing out of order
@@ -230,7 +257,7 @@ async def test_after_the_server_restarts_the_client_resubscribes_without_duplica
     finished = [e for e in seen if e.type == "star.finished"]
     assert {getattr(e, "star_id", None) for e in finished} == {"nap", "after"}
     # Everything the orchestrator published for this run reached the caller exactly once.
-    logged = [e.seq for e in orchestra.control.log.after(run.id, 0)]
+    logged = [e.seq for e in served.runtime.journal.after(run.id, 0)]
     assert seqs == logged
     messages = [record.getMessage() for record in caplog.records]
     assert any("dropped; reconnecting" in m for m in messages), messages
@@ -242,9 +269,9 @@ async def test_after_the_server_restarts_the_client_resubscribes_without_duplica
 async def test_a_new_server_on_the_same_store_replays_finished_runs(
     store: Store, tmp_path: Path
 ) -> None:
-    first = Orchestra(store, tmp_path)
+    first = Served(store, tmp_path)
     await first.__aenter__()
-    port = int(first.url.split(":")[2].split("/")[0])
+    port = first.endpoint.port
     try:
         async with device(first, store, tmp_path):
             client = Orrery(first.control_url, data_dir=tmp_path, reconnect_within=10)
@@ -254,7 +281,7 @@ async def test_a_new_server_on_the_same_store_replays_finished_runs(
     finally:
         await first.__aexit__(None, None, None)
     try:
-        async with Orchestra(store, tmp_path, port=port):  # a new process would do the same
+        async with Served(store, tmp_path, port=port):  # a new process would do the same
             # The same client reconnects by itself; the run now comes from the store.
             again = [e.seq async for e in client.run(run.id).events()]
             assert again == before

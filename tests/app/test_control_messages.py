@@ -35,6 +35,8 @@ def test_every_request_type_parses_with_its_id() -> None:
         "subscribe": {"constellation": "c", "after_seq": 3},
         "unsubscribe": {"constellation": "c"},
         "cancel": {"constellation": "c"},
+        "cancel_star": {"constellation": "c", "star": "s"},
+        "retry": {"constellation": "c", "star": "s"},
         "approve": {"request": "r", "approved": False, "reason": "no"},
         "approvals": {},
         "devices": {},

@@ -1,4 +1,4 @@
-"""The control API as a raw WebSocket client meets it: a real `Orchestra` on 127.0.0.1, a
+"""The control API as a raw WebSocket client meets it: a real served runtime on 127.0.0.1, a
 real SQLite store in tmp_path, an in-process device agent over real AIP."""
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.control.token import TOKEN_FILE, read_token
-from app.fleet import Orchestra
+from app.runtime import ApprovalPolicy, approve_all, ask_a_person
 from memory import EventRecordIn, Store
 from tests.app.in_process_device import in_process_device
+from tests.served import Served
 
 WAIT = 20.0
 
@@ -58,19 +59,20 @@ def shell_needs_approval(tool: str, args: BaseModel) -> str | None:
 
 
 class Fixture:
-    def __init__(self, orchestra: Orchestra, data_dir: Path) -> None:
-        self.orchestra = orchestra
+    def __init__(self, served: Served, data_dir: Path) -> None:
+        self.served = served
         self.data_dir = data_dir
         self.token = read_token(data_dir)
 
 
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[Fixture]:
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, policy: ApprovalPolicy = ask_a_person) -> AsyncIterator[Fixture]:
+    """A served runtime with one device whose shell calls need approval."""
     with Store.open_path(tmp_path / "orrery.db") as store:
         async with (
-            Orchestra(store, tmp_path) as orchestra,
+            Served(store, tmp_path, approval_policy=policy) as running,
             in_process_device(
-                orchestra,
+                running,
                 store,
                 tmp_path,
                 labels=["linux"],
@@ -78,7 +80,13 @@ async def served(tmp_path: Path) -> AsyncIterator[Fixture]:
                 within=WAIT,
             ),
         ):
-            yield Fixture(orchestra, tmp_path)
+            yield Fixture(running, tmp_path)
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Fixture]:
+    async with serving(tmp_path) as fixture:
+        yield fixture
 
 
 class Raw:
@@ -115,7 +123,7 @@ class Raw:
 
 @contextlib.asynccontextmanager
 async def raw(fixture: Fixture, token: str | None = None) -> AsyncIterator[Raw]:
-    async with connect(fixture.orchestra.control_url) as ws:
+    async with connect(fixture.served.control_url) as ws:
         client = Raw(ws)
         reply = await client.ask({"type": "auth", "id": "a", "token": token or fixture.token})
         assert reply["type"] == "authenticated", reply
@@ -126,13 +134,13 @@ async def test_the_token_is_made_on_first_start_with_mode_0600(served: Fixture) 
     path = served.data_dir / TOKEN_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert served.token.startswith("orc1_")
-    assert served.orchestra.control_url.endswith("/control/v1")
+    assert served.served.control_url.endswith("/control/v1")
 
 
 async def test_a_wrong_token_is_refused_with_a_reason_and_the_connection_closed(
     served: Fixture,
 ) -> None:
-    async with connect(served.orchestra.control_url) as ws:
+    async with connect(served.served.control_url) as ws:
         await ws.send(json.dumps({"type": "auth", "id": "a", "token": "orc1_wrong"}))
         reply = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
         assert reply["type"] == "error"
@@ -144,7 +152,7 @@ async def test_a_wrong_token_is_refused_with_a_reason_and_the_connection_closed(
 
 
 async def test_a_request_before_auth_is_refused(served: Fixture) -> None:
-    async with connect(served.orchestra.control_url) as ws:
+    async with connect(served.served.control_url) as ws:
         await ws.send(json.dumps({"type": "history", "id": "h"}))
         reply = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
         assert (reply["code"], reply["id"]) == ("unauthorized", "h")
@@ -154,7 +162,7 @@ async def test_a_request_before_auth_is_refused(served: Fixture) -> None:
 
 
 async def test_other_paths_are_still_404(served: Fixture) -> None:
-    url = served.orchestra.control_url.replace("/control/v1", "/nothing")
+    url = served.served.control_url.replace("/control/v1", "/nothing")
     with pytest.raises(InvalidStatus) as refused:
         async with connect(url):
             pass
@@ -164,7 +172,7 @@ async def test_other_paths_are_still_404(served: Fixture) -> None:
 @pytest.mark.parametrize(
     ("request_", "code", "field"),
     [
-        ({"type": "subscribe", "id": "m1"}, "malformed", "constellation"),
+        ({"type": "subscribe", "id": "m1", "constellation": ""}, "malformed", "constellation"),
         ({"type": "subscribe", "id": "m2", "constellation": "c", "after_seq": -1}, "malformed",
          "after_seq"),
         ({"type": "history", "id": "m3", "limit": "many"}, "malformed", "limit"),
@@ -249,9 +257,8 @@ async def test_submit_a_plan_and_stream_its_events_from_the_start(served: Fixtur
         assert snapshot["constellation"]["stars"]["read"]["status"] == "succeeded"
 
 
-async def test_cancel_ends_a_running_constellation(served: Fixture) -> None:
-    served.orchestra.auto_decide = lambda pending: (True, "test")
-    async with raw(served) as client:
+async def test_cancel_ends_a_running_constellation(tmp_path: Path) -> None:
+    async with serving(tmp_path, approve_all("test")) as served, raw(served) as client:
         cid = (await client.ask({"type": "submit", "id": "s", "plan": SLOW}))["constellation"]
         await client.ask({"type": "subscribe", "id": "w", "constellation": cid})
         while True:  # wait until the star runs on the device
@@ -326,7 +333,7 @@ async def test_a_run_whose_orchestrator_stopped_is_replayed_then_reported_interr
             ]
         )  # fmt: skip
         async with (
-            Orchestra(store, tmp_path) as second,
+            Served(store, tmp_path) as second,
             raw(Fixture(second, tmp_path)) as client,
         ):
             reply = await client.ask({"type": "subscribe", "id": "w", "constellation": "c-old"})

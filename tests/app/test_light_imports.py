@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from app.fleet import Orchestra
 from memory import Store
+from tests.served import Served
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("PySide6", "llama_cpp", "chromadb", "gguf", "numpy")
@@ -50,14 +50,14 @@ def test_help_imports_nothing_heavy(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def orchestra(tmp_path: Path) -> AsyncIterator[Orchestra]:
+async def orchestra(tmp_path: Path) -> AsyncIterator[Served]:
     with Store.open_path(tmp_path / "orrery.db") as store:
-        async with Orchestra(store, tmp_path) as running:
+        async with Served(store, tmp_path) as running:
             yield running
 
 
 async def test_run_json_against_a_server_imports_nothing_heavy(
-    orchestra: Orchestra, tmp_path: Path
+    orchestra: Served, tmp_path: Path
 ) -> None:
     plan = tmp_path / "plan.yaml"
     plan.write_text(PLAN)

@@ -13,10 +13,12 @@ from pydantic import BaseModel
 
 from agents.constellation import ConstellationStatus, PlanSpec, build_constellation
 from agents.events import ApprovalGiven, ApprovalNeeded, Event
-from app.fleet import DeviceProcesses, Orchestra
-from app.fleet_cli import fleet_tools
+from app.device_processes import DeviceProcesses
+from app.errors import RequestRejected
+from app.runtime.assembly import fleet_tools
 from devices.agent import DeviceAgent
 from memory import Store
+from tests.served import Served
 
 
 def shell_needs_approval(tool: str, args: BaseModel) -> str | None:
@@ -24,9 +26,9 @@ def shell_needs_approval(tool: str, args: BaseModel) -> str | None:
 
 
 @pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[tuple[Orchestra, list[Event], Path]]:
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[Served, list[Event], Path]]:
     with Store.open_path(tmp_path / "orrery.db") as store:
-        async with Orchestra(store, tmp_path) as orchestra:
+        async with Served(store, tmp_path) as orchestra:
             processes = DeviceProcesses(store, tmp_path / "devices")
             processes.add("careful", ["worker"])
             token = processes.token("careful")
@@ -40,7 +42,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[Orchestra, list[Event], P
             stop = asyncio.Event()
             running = asyncio.create_task(agent.run(stop))
             events: list[Event] = []
-            orchestra.events.listen(events.append)
+            orchestra.stream.listen(events.append)
             try:
                 await orchestra.wait_for_devices(1, within=20)
                 yield orchestra, events, agent.workspace
@@ -73,7 +75,7 @@ async def waiting_request(events: list[Event]) -> ApprovalNeeded:
 
 
 async def test_an_approved_call_runs_after_the_decision(
-    setup: tuple[Orchestra, list[Event], Path],
+    setup: tuple[Served, list[Event], Path],
 ) -> None:
     orchestra, events, workspace = setup
     running = asyncio.create_task(orchestra.run(two_stars()))  # type: ignore[arg-type]
@@ -83,26 +85,26 @@ async def test_an_approved_call_runs_after_the_decision(
     await asyncio.sleep(0.3)
     assert not (workspace / "ran.txt").exists()  # it waits
     assert not running.done()
-    assert [p.request.request for p in orchestra.pending_approvals()] == [needed.request]
+    assert [p.request for p in await orchestra.runtime.approvals()] == [needed.request]
 
-    orchestra.approve(needed.request, True, by="alice", reason="looks fine")
+    await orchestra.runtime.approve(needed.request, True, "looks fine", by="alice")
     final = await asyncio.wait_for(running, 30)
 
     assert final.status is ConstellationStatus.SUCCEEDED, final.reason
     assert (workspace / "ran.txt").read_text().strip() == "ran"
     (given,) = [e for e in events if isinstance(e, ApprovalGiven)]
     assert (given.approved, given.by) == (True, "alice")
-    assert orchestra.pending_approvals() == []
+    assert await orchestra.runtime.approvals() == []
 
 
 async def test_a_refused_call_fails_its_star_with_the_reason(
-    setup: tuple[Orchestra, list[Event], Path],
+    setup: tuple[Served, list[Event], Path],
 ) -> None:
     orchestra, events, workspace = setup
     running = asyncio.create_task(orchestra.run(two_stars()))  # type: ignore[arg-type]
     needed = await waiting_request(events)
 
-    orchestra.approve(needed.request, False, by="bob", reason="not on a Friday")
+    await orchestra.runtime.approve(needed.request, False, "not on a Friday", by="bob")
     final = await asyncio.wait_for(running, 30)
 
     assert final.status is ConstellationStatus.FAILED
@@ -114,27 +116,27 @@ async def test_a_refused_call_fails_its_star_with_the_reason(
 
 
 async def test_an_unknown_approval_is_a_clear_error(
-    setup: tuple[Orchestra, list[Event], Path],
+    setup: tuple[Served, list[Event], Path],
 ) -> None:
     orchestra, _, _ = setup
-    with pytest.raises(LookupError, match="no pending approval 'nope'"):
-        orchestra.approve("nope", True)
+    with pytest.raises(RequestRejected, match="no pending approval 'nope'"):
+        await orchestra.runtime.approve("nope", True)
 
 
 async def test_cancelling_a_run_withdraws_its_pending_approval(
-    setup: tuple[Orchestra, list[Event], Path],
+    setup: tuple[Served, list[Event], Path],
 ) -> None:
     """`approvals` must not list a call whose attempt no longer runs."""
     orchestra, events, workspace = setup
-    handle = orchestra.start(two_stars())  # type: ignore[arg-type]
+    handle = orchestra.runtime.start_constellation(two_stars())  # type: ignore[arg-type]
     needed = await waiting_request(events)
-    assert [p.request.request for p in orchestra.pending_approvals()] == [needed.request]
+    assert [p.request for p in await orchestra.runtime.approvals()] == [needed.request]
 
-    handle.cancel("changed my mind")
+    await handle.cancel("changed my mind")
     final = await asyncio.wait_for(handle.wait(), 30)
 
-    assert final.status is ConstellationStatus.CANCELLED
-    assert orchestra.pending_approvals() == []
-    with pytest.raises(LookupError, match="no pending approval"):
-        orchestra.approve(needed.request, True)
+    assert final.status == "cancelled"
+    assert await orchestra.runtime.approvals() == []
+    with pytest.raises(RequestRejected, match="no pending approval"):
+        await orchestra.runtime.approve(needed.request, True)
     assert not (workspace / "ran.txt").exists()

@@ -3,14 +3,15 @@ that drive them from the outside (the command line, the control API client)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from app.client import SyncOrrery
+from agents.events import DeviceJoined, DeviceLeft
+from app.client import Orrery
 
 
 def orrery(home: Path, *args: str) -> list[str]:
@@ -60,13 +61,30 @@ def start_device(
 
 
 def wait_for_devices(url: str, home: Path, names: Iterable[str], within: float = 60) -> None:
-    """Return once every device in `names` is connected to the server at control `url`."""
-    wanted = set(names)
-    deadline = time.monotonic() + within
-    with SyncOrrery(url, data_dir=home) as client:
-        while not wanted <= {d.name for d in client.devices() if d.connected}:
-            assert time.monotonic() < deadline, f"devices {sorted(wanted)} not all in {within}s"
-            time.sleep(0.1)
+    """Return once every device in `names` is connected to the server at control `url`,
+    following the fleet stream's `device.*` events from the server's start (no polling)."""
+    asyncio.run(_wait_for_devices(url, home, set(names), within))
+
+
+async def _wait_for_devices(url: str, home: Path, wanted: set[str], within: float) -> None:
+    connected: set[str] = set()
+    async with Orrery(url, data_dir=home) as client:
+        changes = client.events(after_seq=0, types={"device.joined", "device.left"})
+        try:
+            async with asyncio.timeout(within):
+                async for event in changes:  # the replay first: devices that joined already
+                    if isinstance(event, DeviceJoined):
+                        connected.add(event.device)
+                    elif isinstance(event, DeviceLeft):
+                        connected.discard(event.device)
+                    if wanted <= connected:
+                        return
+        except TimeoutError:
+            raise AssertionError(
+                f"devices {sorted(wanted - connected)} not connected within {within}s"
+            ) from None
+        finally:
+            await changes.aclose()
 
 
 def stop(processes: Iterable[subprocess.Popen[str] | None]) -> None:

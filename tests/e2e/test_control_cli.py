@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import queue
 import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -355,3 +356,50 @@ def test_approvals_approve_and_cancel_from_the_command_line(tmp_path: Path) -> N
         assert closed.returncode == 4
     finally:
         stop([*runs, device, serve])
+
+
+def test_history_show_and_devices_list_ask_the_server(server: Server, tmp_path: Path) -> None:
+    """With --server, the query commands ask the running server (its store, its devices),
+    and print what the local commands print; ids may be prefixes."""
+    ran = run_cli(server.home, "run", "--server", server.url, "--json", write(tmp_path, GOOD))
+    assert ran.returncode == 0, ran.stderr
+    cid = events_of(ran.stdout)[0]["constellation_id"]
+    assert f"orrery: constellation {cid}" in ran.stderr  # the id comes first
+    elsewhere = tmp_path / "elsewhere"  # a data dir with nothing in it: the server answers
+    token = ("--token", (server.home / "control.token").read_text().strip())
+    listed = run_cli(elsewhere, "history", "--server", server.url, *token, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert cid in [json.loads(line)["id"] for line in listed.stdout.splitlines()]
+    shown = run_cli(elsewhere, "show", str(cid)[:8], "--server", server.url, *token, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["id"] == cid
+    text = run_cli(elsewhere, "show", str(cid), "--server", server.url, *token)
+    assert "outputs" in text.stdout  # what the stars produced is shown
+    devices = run_cli(elsewhere, "devices", "list", "--server", server.url, *token, "--json")
+    assert devices.returncode == 0, devices.stderr
+    (box,) = [json.loads(line) for line in devices.stdout.splitlines()]
+    assert (box["name"], box["connected"], box["state"]) == ("box", True, "online")
+    local = run_cli(elsewhere, "history", "--json")  # without --server: its own empty store
+    assert (local.returncode, local.stdout) == (0, "")
+
+
+def test_global_options_go_before_or_after_the_command(tmp_path: Path) -> None:
+    """`--data-dir` (and `ORRERY_HOME`) work wherever a user puts them."""
+    import os
+
+    after = subprocess.run(
+        [*orrery(tmp_path / "unused"), "devices", "enroll", "one", "--data-dir",
+         str(tmp_path / "a")], capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert after.returncode == 0, after.stderr
+    before = run_cli(tmp_path / "a", "devices", "enroll", "two")
+    assert before.returncode == 0, before.stderr
+    env = {**os.environ, "ORRERY_HOME": str(tmp_path / "a")}
+    home = subprocess.run(
+        [sys.executable, "-m", "app.cli", "devices", "enroll", "three", "-v"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert home.returncode == 0, home.stderr
+    listed = run_cli(tmp_path / "a", "devices", "list")
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["one", "three", "two"]
+    assert not (tmp_path / "unused" / "orrery.db").exists()  # the later --data-dir won

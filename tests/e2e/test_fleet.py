@@ -1,8 +1,9 @@
 """End to end: an orchestrator with real `orrery device` processes on 127.0.0.1.
 
-The orchestrator (`app.fleet.Orchestra`: AIP server, WebSocket dispatcher, artifact store,
-SQLite store) runs in the test's event loop so the test can watch its events; every device
-is a separate `python -m app.cli device` process with its own data dir.
+The orchestrator (a served runtime, `tests.served.Served`: AIP server, WebSocket
+dispatcher, artifact store, SQLite store) runs in the test's event loop so the test can
+watch its events; every device is a separate `python -m app.cli device` process with its
+own data dir.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import pytest
 from agents.constellation import Constellation, ConstellationStatus, PlanSpec, build_constellation
 from agents.constellation.plan_file import load_plan
 from agents.events import Event, StarFinished, StarStarted
-from app.fleet import DeviceProcesses, Orchestra
-from app.fleet_cli import demo_plans, fleet_tools
+from app.device_processes import DeviceProcesses
+from app.resources import resources_dir
+from app.runtime.assembly import fleet_tools
 from devices.outbox import Outbox
 from memory import Store
 from protocol.session import ServerConfig
+from tests.served import Served
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +39,13 @@ def store(tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 async def orchestra(
     store: Store, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[Orchestra]:
+) -> AsyncIterator[Served]:
     # Short heartbeats make a lost device count as lost within seconds (3 missed); a test
     # that restarts a device on purpose asks for more time (`@pytest.mark.heartbeat(s)`).
     marker = request.node.get_closest_marker("heartbeat")
     interval = float(marker.args[0]) if marker else 1.0
     config = ServerConfig(heartbeat_interval=interval, heartbeat_misses=3)
-    async with Orchestra(store, tmp_path, config=config) as running:
+    async with Served(store, tmp_path, config=config) as running:
         yield running
 
 
@@ -76,15 +79,18 @@ async def wait_for(predicate: object, within: float = 30.0) -> None:
 
 
 async def test_three_labelled_devices_run_parallel_branches_and_move_an_artifact(
-    orchestra: Orchestra, fleet: DeviceProcesses, tmp_path: Path
+    orchestra: Served, fleet: DeviceProcesses, tmp_path: Path
 ) -> None:
     for name, labels in [("atlas", ["reports"]), ("borealis", ["build"]), ("cygnus", ["storage"])]:
         fleet.add(name, labels)
         fleet.start(name, orchestra.url)
     await orchestra.wait_for_devices(3, within=60)
     events: list[Event] = []
-    orchestra.events.listen(events.append)
-    (relay,) = [load_plan(p, known_tools=fleet_tools()) for p in demo_plans()]
+    orchestra.stream.listen(events.append)
+    (relay,) = [
+        load_plan(p, known_tools=fleet_tools())
+        for p in sorted((resources_dir() / "plans" / "fleet").glob("*.yaml"))
+    ]
 
     final = await asyncio.wait_for(orchestra.run(relay), 120)
 
@@ -112,14 +118,14 @@ async def test_three_labelled_devices_run_parallel_branches_and_move_an_artifact
 
 
 async def test_a_device_killed_mid_star_has_its_star_reassigned(
-    orchestra: Orchestra, fleet: DeviceProcesses
+    orchestra: Served, fleet: DeviceProcesses
 ) -> None:
     for name in ("worker-a", "worker-b"):
         fleet.add(name, ["worker"])
         fleet.start(name, orchestra.url)
     await orchestra.wait_for_devices(2, within=60)
     events: list[Event] = []
-    orchestra.events.listen(events.append)
+    orchestra.stream.listen(events.append)
     slow = plan(
         {
             "name": "survives-a-kill",
@@ -193,15 +199,15 @@ class FreezableProxy:
 
 @pytest.mark.heartbeat(4.0)  # the restart must come within the 12 s grace, even when slow
 async def test_a_result_unacked_at_a_restart_is_delivered_once(
-    orchestra: Orchestra, fleet: DeviceProcesses, store: Store
+    orchestra: Served, fleet: DeviceProcesses, store: Store
 ) -> None:
-    proxy = FreezableProxy(int(orchestra.url.split(":")[2].split("/")[0]))
+    proxy = FreezableProxy(orchestra.endpoint.port)
     port = await proxy.start()
     fleet.add("solo", ["worker"])
     fleet.start("solo", f"ws://127.0.0.1:{port}/aip/v1")
     await orchestra.wait_for_devices(1, within=60)
     events: list[Event] = []
-    orchestra.events.listen(events.append)
+    orchestra.stream.listen(events.append)
     job = plan(
         {
             "name": "delivered-once",
@@ -241,7 +247,7 @@ def test_orrery_demo_headless_runs_the_fleet_plans_on_three_processes(tmp_path: 
     import subprocess
     import sys
 
-    from app.fleet_cli import DEMO_REQUESTS
+    from app.commands.serve import DEMO_REQUESTS
 
     result = subprocess.run(
         [sys.executable, "-m", "app.cli", "--data-dir", str(tmp_path), "demo", "--headless"],
@@ -272,7 +278,7 @@ def test_orrery_demo_headless_runs_the_fleet_plans_on_three_processes(tmp_path: 
 
 
 async def test_a_device_stopped_with_sigterm_hands_its_star_back(
-    orchestra: Orchestra, fleet: DeviceProcesses, store: Store
+    orchestra: Served, fleet: DeviceProcesses, store: Store
 ) -> None:
     import signal
 
@@ -281,7 +287,7 @@ async def test_a_device_stopped_with_sigterm_hands_its_star_back(
     fleet.start("leaving", orchestra.url, extra=["--shutdown-grace", "1", "--max-tasks", "1"])
     await orchestra.wait_for_devices(1, within=60)
     events: list[Event] = []
-    orchestra.events.listen(events.append)
+    orchestra.stream.listen(events.append)
     long = plan(
         {
             "name": "handed-back",

@@ -1,0 +1,208 @@
+"""`orrery history`, `orrery show ID`, `orrery status` and `orrery devices list|enroll`.
+
+Each asks the interface (`app.interface.OrreryApi`): the data dir's runtime in process, or
+with `--server URL` a running `orrery serve`, so the answers have one shape either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from agents.constellation import Constellation
+from app.commands.clients import api_for
+from app.control.messages import DeviceEntry, HistoryEntry, Snapshot
+from app.exit_codes import EXIT_BAD_INPUT, EXIT_OK
+from app.progress import outputs_table, render_output, summary_table
+
+
+async def history(options: argparse.Namespace, stop: asyncio.Event) -> int:
+    async with api_for(options) as api:
+        rows = await api.history(limit=max(1, options.limit), status=options.status)
+    for row in rows:
+        if options.json:
+            print(json.dumps(row.model_dump(mode="json"), ensure_ascii=False))
+        else:
+            print(_history_line(row))
+    return EXIT_OK
+
+
+def _history_line(row: HistoryEntry) -> str:
+    note = f"  {row.reason}" if row.reason else ""
+    return f"{row.id}  {row.status:<9}  {row.name} ({row.stars} stars){note}"
+
+
+async def status(options: argparse.Namespace, stop: asyncio.Event) -> int:
+    """What runs now, the devices, and what waits for approval."""
+    async with api_for(options) as api:
+        running = await api.history(limit=100, status="running")
+        devices = await api.devices()
+        waiting = await api.approvals()
+    if options.json:
+        document = {
+            "running": [r.model_dump(mode="json") for r in running],
+            "devices": [d.model_dump(mode="json") for d in devices],
+            "approvals": [a.model_dump(mode="json") for a in waiting],
+        }
+        print(json.dumps(document, ensure_ascii=False))
+        return EXIT_OK
+    print(f"running: {len(running)}")
+    for row in running:
+        print(f"  {_history_line(row)}")
+    print(f"devices: {len(devices)}")
+    for device in devices:
+        print(f"  {_device_line(device)}")
+    print(f"waiting for approval: {len(waiting)}")
+    for item in waiting:
+        print(
+            f"  {item.request}  {item.constellation}/{item.star}  on {item.device}: {item.summary}"
+        )
+    return EXIT_OK
+
+
+async def show(options: argparse.Namespace, stop: asyncio.Event) -> int:
+    async with api_for(options) as api:
+        snapshot = await api.constellation(options.id)
+    if options.png:
+        from app.graph_png import render_png
+
+        drawn = {**snapshot.constellation, "name": snapshot.name, "status": snapshot.status}
+        picture = render_png(drawn)
+        try:
+            await asyncio.to_thread(Path(options.png).write_bytes, picture)
+        except OSError as exc:
+            print(f"orrery: error: cannot write {options.png}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    stars = snapshot.constellation.get("stars") or {}
+    if options.output is not None:
+        star = stars.get(options.output)
+        if star is None:
+            known = ", ".join(stars) or "none"
+            print(f"orrery: error: no star {options.output!r} in {snapshot.constellation_id} "
+                  f"(stars: {known})", file=sys.stderr)  # fmt: skip
+            return EXIT_BAD_INPUT
+        print(json.dumps(star.get("output"), ensure_ascii=False, indent=2))
+        return EXIT_OK
+    if options.json:
+        print(json.dumps(_document(snapshot), ensure_ascii=False))
+        return EXIT_OK
+    _print_constellation(snapshot)
+    if options.png:
+        print(f"graph drawn to {options.png}")
+    return EXIT_OK
+
+
+def _document(snapshot: Snapshot) -> dict[str, object]:
+    data = snapshot.constellation
+    return {
+        "id": snapshot.constellation_id,
+        "name": snapshot.name,
+        "status": snapshot.status,
+        "version": snapshot.version,
+        "reason": snapshot.reason,
+        "rationale": data.get("rationale", ""),
+        "description": data.get("description", ""),
+        "retry_of": data.get("retry_of"),
+        "created_at": snapshot.created_at,
+        "finished_at": snapshot.finished_at,
+        "live": snapshot.live,
+        "stars": list((data.get("stars") or {}).values()),
+        "lines": data.get("lines") or [],
+        "edits": [e.model_dump(mode="json") for e in snapshot.edits],
+    }
+
+
+def _print_constellation(snapshot: Snapshot) -> None:
+    from app.graph_png import edges_of
+
+    out = Console(highlight=False)
+    out.print(f"[bold]{escape(snapshot.name)}[/] ({snapshot.constellation_id}): "
+              f"{snapshot.status}, version {snapshot.version}")  # fmt: skip
+    data = snapshot.constellation
+    for label, text in (
+        ("description", data.get("description")),
+        ("rationale", data.get("rationale")),
+        ("retry of", data.get("retry_of")),
+        ("reason", snapshot.reason),
+    ):
+        if text:
+            out.print(f"{label}: {escape(str(text))}")
+    try:
+        constellation = Constellation.model_validate(data)
+    except ValueError:
+        constellation = None
+    if constellation is not None:
+        out.print(summary_table(constellation))
+        produced = outputs_table(constellation)
+        if produced is not None:
+            out.print(produced)
+    else:  # a record from another version: show what it says
+        for star_id, star in (data.get("stars") or {}).items():
+            out.print(
+                f"  {star_id}: {star.get('status')} {escape(render_output(star.get('output')))}"
+            )
+    for source, target, kind in edges_of(data):
+        out.print(f"  {source} -> {target} ({kind})")
+    for edit in snapshot.edits:
+        undo = " (undo)" if edit.undo else ""
+        out.print(f"edit to version {edit.version}{undo}: {escape(edit.rationale)}")
+
+
+async def devices_list(options: argparse.Namespace, stop: asyncio.Event) -> int:
+    async with api_for(options) as api:
+        devices = await api.devices()
+    for device in devices:
+        if options.json:
+            print(json.dumps(device.model_dump(mode="json"), ensure_ascii=False))
+        else:
+            print(_device_line(device))
+    if not devices and not options.json:
+        print("no devices enrolled: `orrery devices enroll NAME` makes one", file=sys.stderr)
+    return EXIT_OK
+
+
+def _device_line(device: DeviceEntry) -> str:
+    labels = ",".join(device.labels) or "-"
+    load = f"{len(device.running)}/{device.max_tasks}" if device.max_tasks else "-"
+    seen = ""
+    if device.last_seen is not None:
+        seen = f"  seen {_age(time.time() - device.last_seen)} ago"
+    where = " (this machine)" if device.in_process else ""
+    return f"{device.name:<20} {device.state:<8} {load:>5}  {labels}{seen}{where}"
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+async def devices_enroll(options: argparse.Namespace, stop: asyncio.Event) -> int:
+    """Create (or rotate) device NAME's token and print it once (only a key is stored)."""
+    from app.config import data_dir
+    from app.runtime.assembly import open_store
+    from protocol.auth import enroll
+
+    if not NAME.fullmatch(options.name):
+        print(f"orrery: error: device name {options.name!r} must be 1-64 letters, digits, "
+              "'.', '_' or '-'", file=sys.stderr)  # fmt: skip
+        return EXIT_BAD_INPUT
+    with open_store(data_dir(options.data_dir)) as store:
+        token, key = enroll(options.name)
+        store.enroll_device(options.name, salt=key.salt, key=key.key)
+    print(token)
+    return EXIT_OK
