@@ -280,6 +280,47 @@ async def test_hello_describes_the_device_and_its_tools(
     assert device.agent.connected
 
 
+HAS_MEMINFO = Path("/proc/meminfo").exists()
+
+
+def meminfo_mib() -> int:
+    """MemTotal from /proc/meminfo (in kB there), in MiB, read here independently."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            number, unit = line.split()[1:3]
+            assert unit == "kB"
+            return int(number) // 1024
+    raise AssertionError("no MemTotal in /proc/meminfo")
+
+
+async def test_hello_reports_the_vram_the_probe_reads_and_the_memory_of_the_host(
+    orchestrator: Orchestrator, start: Callable[..., Running]
+) -> None:
+    probed: list[None] = []
+
+    def probe() -> int | None:
+        probed.append(None)
+        return 3 * 2**30 + 5
+
+    start(free_vram=probe)
+    (seen,) = await orchestrator.seen.wait(kind(DeviceAuthenticated))
+    resources = seen.event.hello.resources
+    assert probed
+    assert resources.gpu is True
+    assert resources.vram_free_mb == 3 * 1024
+    if HAS_MEMINFO:
+        assert resources.memory_mb == meminfo_mib()
+
+
+async def test_without_a_probe_the_device_reports_no_gpu(
+    orchestrator: Orchestrator, start: Callable[..., Running]
+) -> None:
+    start()
+    (seen,) = await orchestrator.seen.wait(kind(DeviceAuthenticated))
+    assert seen.event.hello.resources.gpu is False
+    assert seen.event.hello.resources.vram_free_mb == 0
+
+
 async def test_an_assigned_task_reports_progress_and_a_result_that_is_acked(
     orchestrator: Orchestrator, start: Callable[..., Running]
 ) -> None:
