@@ -21,13 +21,14 @@ from devices.tools.fs_list import FsListTool
 from devices.tools.fs_read import FsReadTool
 from devices.tools.fs_write import FsWriteTool
 from devices.tools.http_get import HttpGetTool
+from devices.tools.policy import DevicePolicy
+from devices.tools.policy_registry import apply_policy
 from devices.tools.process import ProcessResult
 from devices.tools.python_run import PythonTool
 from devices.tools.shell import ShellTool
 from devices.tools.sys_info import SysInfoTool
 
 if TYPE_CHECKING:
-    from devices.policy import DevicePolicy
     from devices.tools.agent_do import ModelProvider
 
 __all__ = [
@@ -88,7 +89,7 @@ def device_tools(
     provider, `agent.do` (`app/` passes one that loads the "device" model on first use).
     agent.do acts only with enabled tools that need no approval: its calls do not pass
     through the approval gate. `free_vram` is for sys.info (see `default_tools`)."""
-    tools = policy.apply(default_tools(free_vram))
+    tools = apply_policy(policy, default_tools(free_vram))
     if model is not None:
         from devices.tools.agent_do import AgentDoTool
 
