@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from devices import host
 from devices.artifact_channel import ArtifactChannel
 from devices.backoff import Backoff
+from devices.changes import Changes
 from devices.host import VramProbe, no_gpu, platform_name
 from devices.local import LocalDispatcher
 from devices.outbox import Outbox, OutboxError
@@ -140,14 +141,6 @@ class _ResultSink:
         self._agent._store_and_forward(result)
 
 
-async def _poll_until(condition: Callable[[], bool], deadline: float) -> None:
-    """Wait until `condition()` holds or the loop clock passes `deadline` (state changed by
-    session callbacks and tool tasks, which signal nothing, so it is polled)."""
-    loop = asyncio.get_running_loop()
-    while not condition() and loop.time() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-
-
 class _RemoteApprovals:
     """The device's `ApprovalGate`: asks the orchestrator (and through it a person)."""
 
@@ -241,6 +234,7 @@ class DeviceAgent:
         self._cpus = host.cpu_count() or 1
         self._running: dict[TaskKey, TaskAssignment] = {}
         self._link: _Link | None = None
+        self._changes = Changes()  # running attempts, unacknowledged results, the connection
         self._outbox: Outbox | None = None
         self._dispatcher: LocalDispatcher | None = None
         self.artifacts = ArtifactChannel(self._live, self.data_dir / "incoming-artifacts")
@@ -317,6 +311,7 @@ class DeviceAgent:
             return False
         link = self._open_link(connection)
         driving = asyncio.create_task(link.driver.run(), name=f"aip {self.name}")
+        driving.add_done_callback(lambda _: self._changes.notify())
         stopping = asyncio.create_task(stop.wait())
         try:
             await asyncio.wait({driving, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -352,7 +347,7 @@ class DeviceAgent:
                 len(self._running),
                 self.shutdown_grace,
             )
-        await _poll_until(lambda: not self._running or driving.done(), deadline)
+        await self._changes.wait_until(lambda: not self._running or driving.done(), deadline)
         for assignment in list(self._running.values()):
             assert self._dispatcher is not None
             self._dispatcher.cancel(assignment, "device shutting down")
@@ -363,7 +358,9 @@ class DeviceAgent:
                     "it can run on another device",
                 )
             )
-        await _poll_until(lambda: not link.sent_results or driving.done(), loop.time() + 2.0)
+        await self._changes.wait_until(
+            lambda: not link.sent_results or driving.done(), loop.time() + 2.0
+        )
 
     async def _dial(self, stop: asyncio.Event) -> Connection | None:
         """A new connection, or None if it failed (logged) or `stop` was set first."""
@@ -459,6 +456,7 @@ class DeviceAgent:
                 )
             if self._on_event is not None:
                 self._on_event(event)
+        self._changes.notify()
 
     def _welcomed(self, link: _Link, event: Welcomed) -> None:
         assert self._outbox is not None
@@ -590,6 +588,7 @@ class DeviceAgent:
         """Make the result durable first, then send it if connected (else after reconnect)."""
         key = result.key
         self._running.pop(key, None)
+        self._changes.notify()
         if self._outbox is None:  # shutting down: nobody will send it
             log.warning("device %s: result of %s/%s#%d after shutdown", self.name, *key)
             return
