@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from agents.models.manager import LazyModelManager, ModelManager
+from agents.models.vram import read_free_vram
 from devices.agent import DeviceAgent
 from devices.policy import DevicePolicy
 from devices.tools import device_tools
@@ -66,9 +67,10 @@ async def run_device(
         labels=labels,
         max_tasks=max_tasks,
         ssl=ssl,
-        tools=device_tools(policy, models),
+        tools=device_tools(policy, lambda: models.backend("device"), free_vram=read_free_vram),
         needs_approval=policy.approval_rule if policy.approval.required else None,
         shutdown_grace=shutdown_grace,
+        free_vram=read_free_vram,
     )
     try:
         await agent.run(stop)

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import random
 import time
 import uuid
@@ -22,9 +21,12 @@ from ssl import SSLContext
 
 from pydantic import BaseModel, ValidationError
 
+from devices import host
 from devices.artifact_channel import ArtifactChannel
 from devices.backoff import Backoff
-from devices.local import LocalDispatcher, platform_name
+from devices.changes import Changes
+from devices.host import VramProbe, no_gpu, platform_name
+from devices.local import LocalDispatcher
 from devices.outbox import Outbox, OutboxError
 from devices.tools import ToolRegistry, default_tools
 from protocol.messages import (
@@ -62,6 +64,7 @@ ApprovalRule = Callable[[str, BaseModel], str | None]
 REFUSALS = frozenset({ErrorCode.BAD_PROOF, ErrorCode.UNKNOWN_DEVICE, ErrorCode.UNSUPPORTED_VERSION})
 """Handshake errors that retrying cannot fix: the agent stops and raises `DeviceRefused`."""
 
+_MB = 1024 * 1024
 _MAX_UNACKED_IN_HELLO = 65_536  # ResumeState.unacked's limit
 _MAX_RUNNING_IN_HELLO = 1_024
 
@@ -82,64 +85,14 @@ class DeviceRefused(Exception):
 # ------------------------------------------------------------------ machine facts
 
 
-def _meminfo() -> dict[str, int]:
-    """/proc/meminfo in kB, or {} where there is none."""
-    try:
-        text = Path("/proc/meminfo").read_text()
-    except OSError:
-        return {}
-    values: dict[str, int] = {}
-    for line in text.splitlines():
-        name, _, rest = line.partition(":")
-        fields = rest.split()
-        if fields and fields[0].isdigit():
-            values[name] = int(fields[0])
-    return values
-
-
-def memory_mb() -> int:
-    """Physical memory in MB (0 when the platform does not say)."""
-    total_kb = _meminfo().get("MemTotal")
-    if total_kb is not None:
-        return total_kb // 1024
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
-def memory_percent() -> float:
-    """The share of physical memory in use, 0-100 (0 when unknown)."""
-    info = _meminfo()
-    total, available = info.get("MemTotal"), info.get("MemAvailable")
-    if total and available is not None:
-        return max(0.0, 100.0 * (total - available) / total)
-    try:
-        pages, free = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0.0
-    return max(0.0, 100.0 * (pages - free) / pages) if pages > 0 else 0.0
-
-
-def cpu_percent(cpus: int) -> float:
-    """The one-minute load average as a share of the CPUs, 0-100+ (0 where unknown)."""
-    try:
-        load = os.getloadavg()[0]
-    except (OSError, AttributeError):
-        return 0.0
-    return max(0.0, 100.0 * load / max(1, cpus))
-
-
-def _resources(cpus: int) -> Resources:
-    """CPUs, memory and, with an NVIDIA GPU (NVML), its free memory."""
-    from agents.models.vram import read_free_vram
-
-    free = read_free_vram()
+def _resources(cpus: int, free_vram: VramProbe) -> Resources:
+    """CPUs, memory and, when `free_vram` knows a GPU, its free memory."""
+    free = free_vram()
     return Resources(
         cpus=cpus,
-        memory_mb=memory_mb(),
+        memory_mb=(host.memory().total or 0) // _MB,
         gpu=free is not None,
-        vram_free_mb=(free or 0) // (1024 * 1024),
+        vram_free_mb=(free or 0) // _MB,
     )
 
 
@@ -186,14 +139,6 @@ class _ResultSink:
 
     def on_result(self, result: TaskResult) -> None:
         self._agent._store_and_forward(result)
-
-
-async def _poll_until(condition: Callable[[], bool], deadline: float) -> None:
-    """Wait until `condition()` holds or the loop clock passes `deadline` (state changed by
-    session callbacks and tool tasks, which signal nothing, so it is polled)."""
-    loop = asyncio.get_running_loop()
-    while not condition() and loop.time() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
 
 
 class _RemoteApprovals:
@@ -248,6 +193,8 @@ class DeviceAgent:
 
     `on_event`, if given, sees every session event after the agent has handled it
     (connection state for a status display; synchronisation points for tests).
+    `free_vram` reads the GPU's free memory for `hello` (and the default tools' sys.info);
+    `app/` passes NVML's reader, the default knows of no GPU.
     """
 
     def __init__(
@@ -267,8 +214,10 @@ class DeviceAgent:
         on_event: Callable[[SessionEvent], None] | None = None,
         needs_approval: ApprovalRule | None = None,
         shutdown_grace: float = 10.0,
+        free_vram: VramProbe = no_gpu,
     ) -> None:
         self.shutdown_grace = shutdown_grace
+        self._free_vram = free_vram
         self.url = aip_url(server_url)  # a bad URL fails here, not in the retry loop
         self.name = name
         self._token = token
@@ -279,12 +228,13 @@ class DeviceAgent:
         self._ssl = ssl
         self._backoff = backoff if backoff is not None else Backoff()
         self._rng = random.Random()
-        self._tools = tools if tools is not None else default_tools()
+        self._tools = tools if tools is not None else default_tools(free_vram)
         self._open_timeout = open_timeout
         self._on_event = on_event
-        self._cpus = os.cpu_count() or 1
+        self._cpus = host.cpu_count() or 1
         self._running: dict[TaskKey, TaskAssignment] = {}
         self._link: _Link | None = None
+        self._changes = Changes()  # running attempts, unacknowledged results, the connection
         self._outbox: Outbox | None = None
         self._dispatcher: LocalDispatcher | None = None
         self.artifacts = ArtifactChannel(self._live, self.data_dir / "incoming-artifacts")
@@ -361,6 +311,7 @@ class DeviceAgent:
             return False
         link = self._open_link(connection)
         driving = asyncio.create_task(link.driver.run(), name=f"aip {self.name}")
+        driving.add_done_callback(lambda _: self._changes.notify())
         stopping = asyncio.create_task(stop.wait())
         try:
             await asyncio.wait({driving, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -396,7 +347,7 @@ class DeviceAgent:
                 len(self._running),
                 self.shutdown_grace,
             )
-        await _poll_until(lambda: not self._running or driving.done(), deadline)
+        await self._changes.wait_until(lambda: not self._running or driving.done(), deadline)
         for assignment in list(self._running.values()):
             assert self._dispatcher is not None
             self._dispatcher.cancel(assignment, "device shutting down")
@@ -407,7 +358,9 @@ class DeviceAgent:
                     "it can run on another device",
                 )
             )
-        await _poll_until(lambda: not link.sent_results or driving.done(), loop.time() + 2.0)
+        await self._changes.wait_until(
+            lambda: not link.sent_results or driving.done(), loop.time() + 2.0
+        )
 
     async def _dial(self, stop: asyncio.Event) -> Connection | None:
         """A new connection, or None if it failed (logged) or `stop` was set first."""
@@ -464,7 +417,7 @@ class DeviceAgent:
             platform=platform_name(),
             labels=self.labels,
             tools=describe_tools(self._tools),
-            resources=_resources(self._cpus),
+            resources=_resources(self._cpus, self._free_vram),
             max_tasks=self.max_tasks,
             resume=resume,
         )
@@ -503,6 +456,7 @@ class DeviceAgent:
                 )
             if self._on_event is not None:
                 self._on_event(event)
+        self._changes.notify()
 
     def _welcomed(self, link: _Link, event: Welcomed) -> None:
         assert self._outbox is not None
@@ -618,8 +572,8 @@ class DeviceAgent:
     def load(self) -> Load:
         return Load(
             running=len(self._running),
-            cpu_percent=cpu_percent(self._cpus),
-            memory_percent=memory_percent(),
+            cpu_percent=host.cpu_percent(self._cpus),
+            memory_percent=host.memory().used_percent,
         )
 
     # -- from the dispatcher
@@ -634,6 +588,7 @@ class DeviceAgent:
         """Make the result durable first, then send it if connected (else after reconnect)."""
         key = result.key
         self._running.pop(key, None)
+        self._changes.notify()
         if self._outbox is None:  # shutting down: nobody will send it
             log.warning("device %s: result of %s/%s#%d after shutdown", self.name, *key)
             return

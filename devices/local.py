@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from devices.host import platform_name
 from devices.registry import DeviceInfo
 from devices.tools import ToolContext, ToolError, ToolFailed, ToolRegistry, default_tools
 from devices.tools.base import ArtifactChannelLike
@@ -43,17 +44,6 @@ class _Sink(Protocol):
     def on_progress(self, progress: TaskProgress) -> None: ...
 
     def on_result(self, result: TaskResult) -> None: ...
-
-
-def platform_name(platform: str = sys.platform) -> str:
-    """`sys.platform` as a device platform: "linux", "macos" or "windows" (else unchanged)."""
-    if platform.startswith("linux"):
-        return "linux"
-    if platform == "darwin":
-        return "macos"
-    if platform in ("win32", "cygwin"):
-        return "windows"
-    return platform
 
 
 def _attempt(assignment: TaskAssignment) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from devices.host import VramProbe, no_gpu
 from devices.tools.base import Tool, ToolContext, ToolRegistry
 from devices.tools.errors import (
     CommandNotAllowed,
@@ -20,14 +21,15 @@ from devices.tools.fs_list import FsListTool
 from devices.tools.fs_read import FsReadTool
 from devices.tools.fs_write import FsWriteTool
 from devices.tools.http_get import HttpGetTool
+from devices.tools.policy import DevicePolicy
+from devices.tools.policy_registry import apply_policy
 from devices.tools.process import ProcessResult
 from devices.tools.python_run import PythonTool
 from devices.tools.shell import ShellTool
 from devices.tools.sys_info import SysInfoTool
 
 if TYPE_CHECKING:
-    from agents.models.manager import LazyModelManager, ModelManager
-    from devices.policy import DevicePolicy
+    from devices.tools.agent_do import ModelProvider
 
 __all__ = [
     "CommandNotAllowed",
@@ -55,9 +57,10 @@ __all__ = [
 ]
 
 
-def default_tools() -> ToolRegistry:
+def default_tools(free_vram: VramProbe = no_gpu) -> ToolRegistry:
     """A fresh registry of the built-ins: shell.run, python.run, fs.read, fs.write, fs.list,
-    artifact.put, artifact.get, http.get, sys.info (`device_tools` adds agent.do)."""
+    artifact.put, artifact.get, http.get, sys.info (`device_tools` adds agent.do).
+    `free_vram` tells sys.info the GPU's free memory (default: no GPU is known)."""
     from devices.tools.artifacts import ArtifactGetTool, ArtifactPutTool
 
     registry = ToolRegistry(
@@ -70,20 +73,24 @@ def default_tools() -> ToolRegistry:
             ArtifactPutTool(),
             ArtifactGetTool(),
             HttpGetTool(),
-            SysInfoTool(),
+            SysInfoTool(free_vram),
         ]
     )
     return registry
 
 
 def device_tools(
-    policy: DevicePolicy, models: ModelManager | LazyModelManager | None = None
+    policy: DevicePolicy,
+    model: ModelProvider | None = None,
+    *,
+    free_vram: VramProbe = no_gpu,
 ) -> ToolRegistry:
-    """What `orrery device` offers: the built-ins under `policy`, and, given a model
-    manager, `agent.do` (its "device" model loads on first use). agent.do acts only with
-    enabled tools that need no approval: its calls do not pass through the approval gate."""
-    tools = policy.apply(default_tools())
-    if models is not None:
+    """What `orrery device` offers: the built-ins under `policy`, and, given a `model`
+    provider, `agent.do` (`app/` passes one that loads the "device" model on first use).
+    agent.do acts only with enabled tools that need no approval: its calls do not pass
+    through the approval gate. `free_vram` is for sys.info (see `default_tools`)."""
+    tools = apply_policy(policy, default_tools(free_vram))
+    if model is not None:
         from devices.tools.agent_do import AgentDoTool
 
         def unattended() -> ToolRegistry:
@@ -91,5 +98,5 @@ def device_tools(
                 [tools.get(name) for name in tools.names() if not policy.needs_approval(name, {})]
             )
 
-        tools.register(AgentDoTool(unattended, lambda: models.backend("device")))
+        tools.register(AgentDoTool(unattended, model))
     return tools

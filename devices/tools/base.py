@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -18,9 +18,7 @@ from devices.tools.errors import (
     ToolTimedOut,
     UnknownToolName,
 )
-
-if TYPE_CHECKING:  # devices.policy imports this module: the default is imported when needed
-    from devices.policy import DevicePolicy
+from devices.tools.policy import DevicePolicy, default_policy
 
 __all__ = [
     "InvalidToolArgs",
@@ -44,12 +42,6 @@ ResultT = TypeVar("ResultT", bound=BaseModel)
 
 def _no_progress(message: str, stream: str | None) -> None:
     del message, stream
-
-
-def _default_policy() -> DevicePolicy:
-    from devices.policy import default_policy
-
-    return default_policy()
 
 
 class ArtifactChannelLike(Protocol):
@@ -79,7 +71,7 @@ class ToolContext:
     progress: ProgressCallback = field(default=_no_progress)
     artifacts: ArtifactChannelLike | None = None
     """The device's `devices.artifact_channel.ArtifactChannel` when it has an orchestrator."""
-    policy: DevicePolicy = field(default_factory=_default_policy)
+    policy: DevicePolicy = field(default_factory=default_policy)
     """What the tools may touch: `[fs] roots`, the shell and HTTP allow-lists. The default
     confines files to the workspace, allows any command and no URL."""
 

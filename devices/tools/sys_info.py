@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import platform
 import shutil
 import socket
@@ -12,6 +11,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from devices import host
+from devices.host import VramProbe, no_gpu
 from devices.tools.base import Tool, ToolContext
 from devices.tools.errors import ToolError
 from devices.tools.paths import confine_in, shown, workspace_root
@@ -61,29 +62,8 @@ class SysInfoResult(BaseModel):
     gpu_free_vram_mb: int | None = Field(description="most free VRAM on one NVIDIA GPU")
 
 
-def _meminfo() -> dict[str, int]:
-    """/proc/meminfo in bytes by field name (Linux); empty elsewhere."""
-    fields: dict[str, int] = {}
-    with contextlib.suppress(OSError), open("/proc/meminfo", encoding="ascii") as file:
-        for line in file:
-            name, _, value = line.partition(":")
-            number, *unit = value.split()
-            if number.isdigit():
-                fields[name] = int(number) * (1024 if unit == ["kB"] else 1)
-    return fields
-
-
-def _memory() -> tuple[int | None, int | None]:
-    info = _meminfo()
-    total = info.get("MemTotal")
-    if total is None:
-        with contextlib.suppress(ValueError, OSError, AttributeError):
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    available = info.get("MemAvailable")
-    return (
-        total // _MB if total is not None else None,
-        available // _MB if available is not None else None,
-    )
+def _mb(size: int | None) -> int | None:
+    return size // _MB if size is not None else None
 
 
 def _uptime() -> float | None:
@@ -93,24 +73,8 @@ def _uptime() -> float | None:
 
 
 def _load_average() -> list[float] | None:
-    with contextlib.suppress(OSError, AttributeError):
-        return [round(load, 2) for load in os.getloadavg()]
-    return None
-
-
-def _gpu_free_vram() -> int | None:
-    try:
-        from agents.models.vram import read_free_vram
-    except ImportError:
-        return None
-    free = read_free_vram()
-    return free // _MB if free is not None else None
-
-
-def _platform() -> str:
-    from devices.local import platform_name  # the name the device registers with
-
-    return platform_name()
+    load = host.load_average()
+    return [round(value, 2) for value in load] if load is not None else None
 
 
 def _disk(path: Path, name: str) -> DiskUsage:
@@ -123,31 +87,38 @@ def _disk(path: Path, name: str) -> DiskUsage:
     return DiskUsage(path=name, total_mb=usage.total // _MB, free_mb=usage.free // _MB)
 
 
-def _gather(workspace: Path, folders: list[tuple[Path, str]]) -> SysInfoResult:
-    total, available = _memory()
+def _gather(
+    workspace: Path, folders: list[tuple[Path, str]], free_vram: VramProbe
+) -> SysInfoResult:
+    memory = host.memory()
     own = _disk(workspace, ".")
     return SysInfoResult(
         hostname=socket.gethostname(),
-        platform=_platform(),
+        platform=host.platform_name(),
         os_release=platform.release(),
         machine=platform.machine(),
         python_version=platform.python_version(),
-        cpus=os.cpu_count(),
-        memory_total_mb=total,
-        memory_available_mb=available,
+        cpus=host.cpu_count(),
+        memory_total_mb=_mb(memory.total),
+        memory_available_mb=_mb(memory.available),
         load_average=_load_average(),
         uptime_seconds=_uptime(),
         disk_total_mb=own.total_mb,
         disk_free_mb=own.free_mb,
         disks=[_disk(path, name) for path, name in folders],
-        gpu_free_vram_mb=_gpu_free_vram(),
+        gpu_free_vram_mb=_mb(free_vram()),
     )
 
 
 class SysInfoTool(Tool[SysInfoArgs, SysInfoResult]):
+    """`free_vram` reads the GPU's free memory (`app/` passes NVML's); default: no GPU."""
+
     name = "sys.info"
     args_model = SysInfoArgs
     result_model = SysInfoResult
+
+    def __init__(self, free_vram: VramProbe = no_gpu) -> None:
+        self._free_vram = free_vram
 
     async def run(self, args: SysInfoArgs, context: ToolContext) -> SysInfoResult:
         workspace = workspace_root(context.workspace)
@@ -158,4 +129,4 @@ class SysInfoTool(Tool[SysInfoArgs, SysInfoResult]):
             if not target.exists():
                 raise ToolError(f"there is no {name!r} to report the disk usage of")
             folders.append((target, name))
-        return await asyncio.to_thread(_gather, workspace, folders)
+        return await asyncio.to_thread(_gather, workspace, folders, self._free_vram)

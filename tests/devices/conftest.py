@@ -135,16 +135,19 @@ class Pids:
 
     @staticmethod
     def alive(pid: int) -> bool:
-        """Whether `pid` runs (a zombie nobody reaped yet counts as gone)."""
+        """Whether `pid` runs (a zombie nobody reaped yet, or one being released, counts
+        as gone; so does one reaped between the two looks)."""
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return False
         except OSError:
             return True
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
     async def gone(self, pid: int) -> None:
         """Wait (bounded) until `pid` has ended: a kill is sent at once, dying takes a moment."""

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -280,6 +281,47 @@ async def test_hello_describes_the_device_and_its_tools(
     assert device.agent.connected
 
 
+HAS_MEMINFO = Path("/proc/meminfo").exists()
+
+
+def meminfo_mib() -> int:
+    """MemTotal from /proc/meminfo (in kB there), in MiB, read here independently."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            number, unit = line.split()[1:3]
+            assert unit == "kB"
+            return int(number) // 1024
+    raise AssertionError("no MemTotal in /proc/meminfo")
+
+
+async def test_hello_reports_the_vram_the_probe_reads_and_the_memory_of_the_host(
+    orchestrator: Orchestrator, start: Callable[..., Running]
+) -> None:
+    probed: list[None] = []
+
+    def probe() -> int | None:
+        probed.append(None)
+        return 3 * 2**30 + 5
+
+    start(free_vram=probe)
+    (seen,) = await orchestrator.seen.wait(kind(DeviceAuthenticated))
+    resources = seen.event.hello.resources
+    assert probed
+    assert resources.gpu is True
+    assert resources.vram_free_mb == 3 * 1024
+    if HAS_MEMINFO:
+        assert resources.memory_mb == meminfo_mib()
+
+
+async def test_without_a_probe_the_device_reports_no_gpu(
+    orchestrator: Orchestrator, start: Callable[..., Running]
+) -> None:
+    start()
+    (seen,) = await orchestrator.seen.wait(kind(DeviceAuthenticated))
+    assert seen.event.hello.resources.gpu is False
+    assert seen.event.hello.resources.vram_free_mb == 0
+
+
 async def test_an_assigned_task_reports_progress_and_a_result_that_is_acked(
     orchestrator: Orchestrator, start: Callable[..., Running]
 ) -> None:
@@ -419,6 +461,94 @@ async def test_stopping_says_goodbye(
     (closed,) = await orchestrator.seen.wait(kind(SessionClosed))
     assert closed.event.reason == "device stopping"
     assert not closed.event.dropped
+
+
+# ------------------------------------------------------------------ handing back at stop
+
+
+class LogRecords(logging.Handler):
+    """The device agent's log messages, in a `Log` (to wait until it says something)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages = Log()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.add(record.getMessage())
+
+
+@pytest.fixture
+def device_log() -> Iterator[Log]:
+    logger = logging.getLogger("orrery.device")
+    handler, level = LogRecords(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.messages
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+async def blocked_on_a_fifo(
+    orchestrator: Orchestrator, device: Running, workspace: Path, star: str
+) -> Path:
+    """Assign a star that waits until the test writes a line to a FIFO; once it runs."""
+    fifo = workspace / f"{star}.fifo"
+    os.mkfifo(fifo)
+    await device.events.wait(is_event(Welcomed))
+    orchestrator.assign(shell(star, f"read line < {fifo.name}; echo got $line"))
+    await orchestrator.seen.wait(kind(TaskAccepted))
+    return fifo
+
+
+async def stop_and_wait_for_the_hand_back(device: Running, device_log: Log) -> None:
+    device.stop.set()
+    await device_log.wait(lambda message: "star(s) get up to" in message)
+
+
+async def test_stopping_lets_a_running_star_finish_within_the_grace(
+    orchestrator: Orchestrator, start: Callable[..., Running], workspace: Path, device_log: Log
+) -> None:
+    device = start(shutdown_grace=WAIT)
+    fifo = await blocked_on_a_fifo(orchestrator, device, workspace, "slow")
+    await stop_and_wait_for_the_hand_back(device, device_log)
+    assert not device.task.done()  # waiting for the star, not for the grace to pass
+    await asyncio.wait_for(asyncio.to_thread(fifo.write_text, "go\n"), WAIT)
+    await asyncio.wait_for(device.task, WAIT)
+    (result,) = orchestrator.results("slow")
+    assert result.result.status is TaskOutcome.SUCCEEDED
+    assert result.result.output["stdout"] == "got go\n"
+    (closed,) = await orchestrator.seen.wait(kind(SessionClosed))
+    assert closed.event.reason == "device stopping"
+    assert device.unacked_on_disk() == []  # acknowledged before the goodbye
+
+
+async def test_a_star_still_running_after_the_grace_is_handed_back_as_failed(
+    orchestrator: Orchestrator, start: Callable[..., Running], workspace: Path, device_log: Log
+) -> None:
+    device = start(shutdown_grace=0.2)
+    await blocked_on_a_fifo(orchestrator, device, workspace, "stuck")
+    began = time.monotonic()
+    await stop_and_wait_for_the_hand_back(device, device_log)
+    await asyncio.wait_for(device.task, WAIT)
+    assert time.monotonic() - began >= 0.2
+    (result,) = orchestrator.results("stuck")
+    assert result.result.status is TaskOutcome.FAILED
+    assert "shut down before the star finished" in (result.result.error or "")
+    assert device.unacked_on_disk() == []  # the failure was acknowledged before the goodbye
+
+
+async def test_an_unacknowledged_hand_back_is_kept_after_a_bounded_wait(
+    orchestrator: Orchestrator, start: Callable[..., Running], workspace: Path, device_log: Log
+) -> None:
+    orchestrator.auto_ack = False
+    device = start(shutdown_grace=0.1)
+    await blocked_on_a_fifo(orchestrator, device, workspace, "unacked")
+    await stop_and_wait_for_the_hand_back(device, device_log)
+    await orchestrator.seen.wait(kind(ResultReceived))
+    began = time.monotonic()
+    await asyncio.wait_for(device.task, WAIT)
+    assert 1.5 <= time.monotonic() - began <= WAIT  # it waited ~2 s for the ack, no longer
+    assert device.unacked_on_disk() == [("c1", "unacked", 1)]  # sent again after a restart
 
 
 async def test_the_agent_keeps_dialling_until_the_orchestrator_is_there(

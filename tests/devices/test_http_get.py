@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from devices.local import LocalDispatcher
-from devices.policy import DevicePolicy, HttpPolicy
+from devices.policy import DevicePolicy, HttpPolicy, apply_policy
 from devices.tools import (
     HttpGetTool,
     InvalidToolArgs,
@@ -277,7 +277,7 @@ async def test_through_the_dispatcher_with_a_policy_file(
 ) -> None:
     path = tmp_path / "device.toml"
     path.write_text(f'[http]\nallow = ["{server.base}/api/hello"]\n')
-    local = LocalDispatcher(workspace, tools=DevicePolicy.load(path).apply(default_tools()))
+    local = LocalDispatcher(workspace, tools=apply_policy(DevicePolicy.load(path), default_tools()))
     local.attach(sink)
     try:
         for star, url in [("ok", "/api/hello"), ("no", "/api/latin")]:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from devices.local import LocalDispatcher, platform_name
+from devices.host import platform_name
+from devices.local import LocalDispatcher
 from devices.tools import Tool, ToolContext, ToolRegistry
 from protocol.tasks import TaskAssignment, TaskOutcome, TaskProgress, TaskResult
 

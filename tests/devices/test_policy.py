@@ -14,6 +14,7 @@ from devices.policy import (
     PolicyToolRegistry,
     ShellPolicy,
     ToolsPolicy,
+    apply_policy,
     default_policy,
 )
 from devices.tools import (
@@ -171,7 +172,7 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
 
 def test_apply_leaves_out_disabled_tools_but_refuses_them_by_name(tmp_path: Path) -> None:
     policy = DevicePolicy.load(write(tmp_path, '[tools]\ndisabled = ["shell.run"]\n'))
-    registry = policy.apply(default_tools())
+    registry = apply_policy(policy, default_tools())
     assert isinstance(registry, PolicyToolRegistry)
     assert "shell.run" not in registry.names()
     assert "shell.run" not in registry.schemas()
@@ -188,7 +189,7 @@ def test_apply_leaves_out_disabled_tools_but_refuses_them_by_name(tmp_path: Path
 
 def test_tools_registered_later_obey_the_policy() -> None:
     policy = DevicePolicy(tools=ToolsPolicy(enabled=("fs.read",)))
-    registry = policy.apply(ToolRegistry([FsReadTool()]))
+    registry = apply_policy(policy, ToolRegistry([FsReadTool()]))
     registry.register(ShellTool())
     assert registry.names() == ["fs.read"]
     assert registry.disabled == ["shell.run"]
@@ -201,7 +202,7 @@ def test_tools_registered_later_obey_the_policy() -> None:
 def test_applying_again_uses_the_new_policy() -> None:
     first = DevicePolicy(shell=ShellPolicy(allowed_commands=("ls",)))
     second = DevicePolicy(tools=ToolsPolicy(disabled=("fs.read",)))
-    registry = second.apply(first.apply(default_tools()))
+    registry = apply_policy(second, apply_policy(first, default_tools()))
     assert "fs.read" not in registry.names()
     assert registry.get("shell.run").policy is second  # type: ignore[attr-defined]
 
@@ -217,7 +218,7 @@ def test_applying_again_uses_the_new_policy() -> None:
 def test_apply_refuses_names_the_device_does_not_have(tmp_path: Path, text: str, key: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(PolicyError) as caught:
-        DevicePolicy.load(path).apply(default_tools())
+        apply_policy(DevicePolicy.load(path), default_tools())
     assert caught.value.message.startswith(f"{path}: {key}: no tool '")
     assert "on this device; it offers: " in caught.value.message
     assert caught.value.key == key

@@ -18,7 +18,7 @@ import pytest
 from pydantic import BaseModel
 
 from devices.local import LocalDispatcher
-from devices.policy import DevicePolicy, FsPolicy, ShellPolicy
+from devices.policy import DevicePolicy, FsPolicy, ShellPolicy, apply_policy
 from devices.tools import (
     CommandNotAllowed,
     FsListTool,
@@ -201,7 +201,7 @@ async def policed(
     """A dispatcher whose tools run under a policy file."""
     path = tmp_path / "device.toml"
     path.write_text('[tools]\ndisabled = ["python.run"]\n[shell]\nallowed_commands = ["ls"]\n')
-    local = LocalDispatcher(workspace, tools=DevicePolicy.load(path).apply(default_tools()))
+    local = LocalDispatcher(workspace, tools=apply_policy(DevicePolicy.load(path), default_tools()))
     local.attach(sink)
     yield local
     await local.aclose()

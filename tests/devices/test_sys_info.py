@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from devices.local import platform_name
+from devices.host import platform_name
 from devices.policy import DevicePolicy, FsPolicy
 from devices.tools import PathOutsideWorkspace, SysInfoTool, ToolContext, ToolError
 from devices.tools.sys_info import SysInfoResult
@@ -21,8 +21,8 @@ from devices.tools.sys_info import SysInfoResult
 WAIT = 15.0
 
 
-async def info(context: ToolContext, **args: Any) -> SysInfoResult:
-    tool = SysInfoTool()
+async def info(context: ToolContext, tool: SysInfoTool | None = None, **args: Any) -> SysInfoResult:
+    tool = tool or SysInfoTool()
     return await asyncio.wait_for(tool.run(tool.parse_args(args), context), WAIT)
 
 
@@ -49,6 +49,33 @@ async def test_fields_are_sane(context: ToolContext, workspace: Path) -> None:
         assert result.load_average is not None
         assert len(result.load_average) == 3
         assert all(load >= 0 for load in result.load_average)
+
+
+async def test_the_gpu_is_what_the_probe_reads(context: ToolContext) -> None:
+    assert (await info(context)).gpu_free_vram_mb is None  # default: no GPU known
+    probed = await info(context, SysInfoTool(free_vram=lambda: 6 * 2**30 + 1))
+    assert probed.gpu_free_vram_mb == 6 * 1024
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="Linux: /proc/meminfo")
+async def test_memory_agrees_with_proc_meminfo(context: ToolContext) -> None:
+    before = _meminfo_kb()
+    result = await info(context)
+    after = _meminfo_kb()
+    assert result.memory_total_mb == before["MemTotal"] // 1024 == after["MemTotal"] // 1024
+    assert result.memory_available_mb is not None
+    low, high = sorted((before["MemAvailable"] // 1024, after["MemAvailable"] // 1024))
+    slack = 64  # MiB another process may take or free between the reads
+    assert low - slack <= result.memory_available_mb <= high + slack
+
+
+def _meminfo_kb() -> dict[str, int]:
+    fields = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if value.strip().endswith(" kB"):
+            fields[name] = int(value.split()[0])
+    return fields
 
 
 async def test_disk_usage_of_requested_paths(
