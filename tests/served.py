@@ -16,7 +16,8 @@ from agents.dispatch import Dispatcher
 from agents.events import EventStream, Listener
 from agents.fleet_store import StoreKeys, StoreLedger
 from app.control.token import ensure_token
-from app.runtime import Endpoint, Planner, Runtime, ask_a_person
+from app.endpoint import Endpoint
+from app.runtime import Planner, Runtime, ask_a_person
 from app.runtime.approval_policy import ApprovalPolicy
 from app.runtime.assembly import fleet_tools
 from memory import Store

@@ -22,11 +22,11 @@ from app.commands.follow import Display, follow
 from app.commands.run import first_of, planning
 from app.commands.runner import exit_code_for
 from app.config import data_dir
+from app.endpoint import Endpoint
 from app.errors import RequestRejected
 from app.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
 from app.runtime import (
     ApprovalPolicy,
-    Endpoint,
     RuntimeOptions,
     RuntimeParts,
     approve_all,

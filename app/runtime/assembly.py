@@ -6,7 +6,7 @@
 
 `open_runtime` opens the store (`DATA_DIR/orrery.db`), makes this machine an in-process
 device (`this_machine`), accepts devices over AIP (`accept_devices`; serve them with
-`app.runtime.endpoint.Endpoint`), loads the planner settings (the model itself loads on
+`app.endpoint.Endpoint`), loads the planner settings (the model itself loads on
 the first request in words) and shares one model manager between the planner and this
 machine's `agent.do`. Every front end (CLI, desktop app, `orrery serve`) builds its
 runtime here, so they all run the same thing.
@@ -147,6 +147,7 @@ async def open_runtime(options: RuntimeOptions) -> AsyncIterator[RuntimeParts]:
 
 def in_process_device(data: Path, spec: ThisMachine, models: LazyModelManager) -> InProcessDevice:
     """This machine's device: its tools (under its policy, with `agent.do` on `models`)."""
+    from agents.models.vram import read_free_vram
     from devices.policy import DevicePolicy
     from devices.tools import default_tools, device_tools
 
@@ -154,13 +155,13 @@ def in_process_device(data: Path, spec: ThisMachine, models: LazyModelManager) -
     policy_file = spec.policy or (data / POLICY_FILE)
     if spec.policy is not None or policy_file.is_file():
         policy = DevicePolicy.load(policy_file)
-        tools = device_tools(policy, models)
+        tools = device_tools(policy, lambda: models.backend("device"), free_vram=read_free_vram)
         rule = policy.approval_rule if policy.approval.required else None
     else:
-        tools = default_tools()
+        tools = default_tools(read_free_vram)
         from devices.tools.agent_do import AgentDoTool
 
-        unattended = default_tools()
+        unattended = default_tools(read_free_vram)
         tools.register(AgentDoTool(lambda: unattended, lambda: models.backend("device")))
         rule = None
     return InProcessDevice(

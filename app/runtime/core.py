@@ -9,7 +9,7 @@ control API server drive; every refusal is a `RequestRejected` with its code.
 
 It never prints, installs signal handlers, reads command-line options or creates an
 event loop: use it as `async with Runtime(...) as runtime:` on the caller's loop
-(asyncio's, or Qt's through qasync). Serving it on a port is `app.runtime.endpoint`'s
+(asyncio's, or Qt's through qasync). Serving it on a port is `app.endpoint`'s
 job; building one from a data dir is `app.runtime.assembly`'s.
 """
 
