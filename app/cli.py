@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         "$ORRERY_DEVICE_TOKEN.",
     )
     enroll.add_argument("name", metavar="NAME")
+    add_server_options(enroll)
     listing = devices_commands.add_parser(
         "list", help="known devices and their state", epilog=CONTROL_EXIT_CODES
     )

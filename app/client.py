@@ -67,12 +67,16 @@ from app.control.messages import (
     DeviceEntry,
     DeviceList,
     DevicesRequest,
+    Enrolled,
+    EnrollRequest,
     ErrorReply,
     EventMessage,
     HistoryEntry,
     HistoryList,
     HistoryRequest,
     PendingApprovalInfo,
+    Pinned,
+    PinRequest,
     RetryRequest,
     ServerMessage,
     Snapshot,
@@ -518,6 +522,16 @@ class Orrery:
         )
         return reply.status
 
+    async def pin_star(self, constellation_id: str, star_id: str, device: str) -> int:
+        reply = await self._call(
+            lambda i: PinRequest(id=i, constellation=constellation_id, star=star_id, device=device),
+            Pinned,
+        )
+        return reply.version
+
+    async def enroll(self, name: str) -> str:
+        return (await self._call(lambda i: EnrollRequest(id=i, name=name), Enrolled)).token
+
     async def approve(self, request: str, approved: bool = True, reason: str = "") -> None:
         """Allow (or refuse) a tool call a device waits on (`approval.needed`'s request)."""
         await self._call(
@@ -670,6 +684,12 @@ class SyncOrrery:
         self, constellation_id: str, star_id: str, reason: str = "cancelled by a client"
     ) -> str:
         return self._do(self._client.cancel_star(constellation_id, star_id, reason))
+
+    def pin_star(self, constellation_id: str, star_id: str, device: str) -> int:
+        return self._do(self._client.pin_star(constellation_id, star_id, device))
+
+    def enroll(self, name: str) -> str:
+        return self._do(self._client.enroll(name))
 
     def approve(self, request: str, approved: bool = True, reason: str = "") -> None:
         self._do(self._client.approve(request, approved, reason))

@@ -96,6 +96,14 @@ class OrreryApi(Protocol):
         """Run a finished constellation again from where it failed (see `RetryRequest`)."""
         ...
 
+    async def pin_star(self, constellation_id: str, star_id: str, device: str) -> int:
+        """Run a star that has not started on `device`; the constellation's new version."""
+        ...
+
+    async def enroll(self, name: str) -> str:
+        """A new enrolment token for device `name` (shown once; `orrery device` takes it)."""
+        ...
+
     async def approve(self, request: str, approved: bool = True, reason: str = "") -> None:
         """Allow (or refuse) a tool call a device waits on (`approval.needed`'s request)."""
         ...

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -188,21 +187,9 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-
-
 async def devices_enroll(options: argparse.Namespace, stop: asyncio.Event) -> int:
     """Create (or rotate) device NAME's token and print it once (only a key is stored)."""
-    from app.config import data_dir
-    from app.runtime.assembly import open_store
-    from protocol.auth import enroll
-
-    if not NAME.fullmatch(options.name):
-        print(f"orrery: error: device name {options.name!r} must be 1-64 letters, digits, "
-              "'.', '_' or '-'", file=sys.stderr)  # fmt: skip
-        return EXIT_BAD_INPUT
-    with open_store(data_dir(options.data_dir)) as store:
-        token, key = enroll(options.name)
-        store.enroll_device(options.name, salt=key.salt, key=key.key)
+    async with api_for(options) as api:
+        token = await api.enroll(options.name)
     print(token)
     return EXIT_OK

@@ -45,6 +45,9 @@ class ErrorCode(StrEnum):
     UNKNOWN_CONSTELLATION = "unknown_constellation"
     UNKNOWN_APPROVAL = "unknown_approval"
     UNKNOWN_STAR = "unknown_star"
+    UNKNOWN_DEVICE = "unknown_device"  # `pin` to a device that is not connected or cannot
+    # run the star
+    NOT_EDITABLE = "not_editable"  # `pin` of a star that has started or finished
     NOT_RETRYABLE = "not_retryable"  # retry of a constellation that is still running, or
     # of a star that did not fail
     INTERRUPTED = "interrupted"  # the orchestrator running it stopped before it finished
@@ -138,6 +141,24 @@ class RetryRequest(_Message):
     star: str | None = Field(default=None, min_length=1, max_length=200)
 
 
+class PinRequest(_Message):
+    """Run a star that has not started yet on one device (an edit of the constellation)."""
+
+    type: Literal["pin"] = "pin"
+    id: RequestId
+    constellation: ConstellationId
+    star: str = Field(min_length=1, max_length=200)
+    device: str = Field(min_length=1, max_length=64)
+
+
+class EnrollRequest(_Message):
+    """Create (or rotate) a device's enrolment token; the reply carries it, once."""
+
+    type: Literal["enroll"] = "enroll"
+    id: RequestId
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
 class ApproveRequest(_Message):
     """Allow (or refuse) a tool call a device waits on (`approval.needed`'s `request`)."""
 
@@ -179,6 +200,8 @@ Request = Annotated[
     | CancelRequest
     | CancelStarRequest
     | RetryRequest
+    | PinRequest
+    | EnrollRequest
     | ApproveRequest
     | ApprovalsRequest
     | DevicesRequest
@@ -194,6 +217,8 @@ REQUEST_TYPES: Final = (
     "cancel",
     "cancel_star",
     "retry",
+    "pin",
+    "enroll",
     "approve",
     "approvals",
     "devices",
@@ -272,6 +297,26 @@ class StarCancelled(_Message):
     constellation: str
     star: str
     status: str
+
+
+class Pinned(_Message):
+    """The star will run on `device`; `version` is the constellation's version after the edit."""
+
+    type: Literal["pinned"] = "pinned"
+    id: str
+    constellation: str
+    star: str
+    device: str
+    version: int
+
+
+class Enrolled(_Message):
+    """The new token of device `name` (only a derived key is kept: this is the one copy)."""
+
+    type: Literal["enrolled"] = "enrolled"
+    id: str
+    name: str
+    token: str
 
 
 class Decided(_Message):
@@ -386,6 +431,8 @@ ServerMessage = Annotated[
     | Unsubscribed
     | Cancelled
     | StarCancelled
+    | Pinned
+    | Enrolled
     | Decided
     | ApprovalList
     | DeviceList
@@ -496,6 +543,8 @@ __all__ = [
     "DeviceList",
     "DevicesRequest",
     "EditEntry",
+    "EnrollRequest",
+    "Enrolled",
     "ErrorCode",
     "ErrorReply",
     "EventMessage",
@@ -503,6 +552,8 @@ __all__ = [
     "HistoryList",
     "HistoryRequest",
     "PendingApprovalInfo",
+    "PinRequest",
+    "Pinned",
     "Request",
     "RetryRequest",
     "ServerMessage",

@@ -31,11 +31,15 @@ from app.control.messages import (
     Decided,
     DeviceList,
     DevicesRequest,
+    Enrolled,
+    EnrollRequest,
     ErrorCode,
     ErrorReply,
     EventMessage,
     HistoryList,
     HistoryRequest,
+    Pinned,
+    PinRequest,
     Request,
     RetryRequest,
     StarCancelled,
@@ -251,6 +255,19 @@ class ControlSession:
             return StarCancelled(
                 id=rid, constellation=request.constellation, star=request.star, status=status
             )
+        if isinstance(request, PinRequest):
+            version = await runtime.pin_star(request.constellation, request.star, request.device)
+            return Pinned(
+                id=rid,
+                constellation=request.constellation,
+                star=request.star,
+                device=request.device,
+                version=version,
+            )
+        if isinstance(request, EnrollRequest):
+            token = await runtime.enroll(request.name)
+            log.info("control %s: enrolled device %s", self.peer, request.name)
+            return Enrolled(id=rid, name=request.name, token=token)
         if isinstance(request, ApproveRequest):
             await runtime.approve(
                 request.request,

@@ -328,6 +328,80 @@ class Runtime:
         log.info("c=%s s=%s cancel: %s (%s)", constellation_id, star_id, star.status, reason)
         return star.status.value
 
+    async def pin_star(self, constellation_id: str, star_id: str, device: str) -> int:
+        """Run a star that has not started on `device` (an edit); the new version.
+        `RequestRejected`: `unknown_star`, `not_editable` (it started or finished), or
+        `unknown_device` (not connected, or it cannot run the star: the reason says why)."""
+        from agents.constellation import (
+            ConstellationError,
+            DeviceSelector,
+            EditBatch,
+            StarChanges,
+            StarStatus,
+            UpdateStar,
+        )
+        from agents.orchestrator import device_mismatch
+
+        try:
+            live = self.orchestrator.constellation(constellation_id)
+        except UnknownConstellation:
+            self._stored(constellation_id)
+            raise RequestRejected.of(
+                ErrorCode.NOT_EDITABLE,
+                f"constellation {constellation_id!r} has finished; nothing in it can change",
+                "constellation",
+            ) from None
+        star = live.stars.get(star_id)
+        if star is None:
+            raise _unknown_star(constellation_id, star_id)
+        if star.status not in (StarStatus.PENDING, StarStatus.READY):
+            raise RequestRejected.of(
+                ErrorCode.NOT_EDITABLE,
+                f"star {star_id!r} is {star.status}; only a star that has not started can be "
+                "pinned to a device",
+                "star",
+            )
+        connected = {d.name: d for d in self.dispatcher.devices()}
+        info = connected.get(device)
+        why = (
+            "is not connected" if info is None else device_mismatch(info, star.effective_tool, None)
+        )
+        if why is not None:
+            known = ", ".join(sorted(connected)) or "none"
+            raise RequestRejected.of(
+                ErrorCode.UNKNOWN_DEVICE,
+                f"device {device!r} {why}; connected: {known}",
+                "device",
+            )
+        selector = (star.on or DeviceSelector()).model_copy(update={"name": device})
+        batch = EditBatch(
+            edits=[UpdateStar(id=star_id, changes=StarChanges(on=selector))],
+            rationale=f"pinned {star_id} to {device} by a person",
+        )
+        try:
+            return self.orchestrator.apply_edits(constellation_id, batch)
+        except (ConstellationError, ConstellationFinishedError) as exc:
+            raise RequestRejected.of(ErrorCode.NOT_EDITABLE, str(exc), "star") from None
+
+    async def enroll(self, name: str) -> str:
+        """Create (or rotate) device `name`'s enrolment token; it is returned once (only a
+        derived key is stored). `RequestRejected` (`malformed`) for a name that is not
+        1-64 letters, digits, '.', '_' or '-'."""
+        import re
+
+        from protocol.auth import enroll
+
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", name):
+            raise RequestRejected.of(
+                ErrorCode.MALFORMED,
+                f"device name {name!r} must be 1-64 letters, digits, '.', '_' or '-'",
+                "name",
+            )
+        token, key = enroll(name)
+        self.store.enroll_device(name, salt=key.salt, key=key.key)
+        log.info("device %s enrolled (a new token)", name)
+        return token
+
     async def approve(
         self, request: str, approved: bool = True, reason: str = "", *, by: str = "a person"
     ) -> None:

@@ -37,6 +37,8 @@ def test_every_request_type_parses_with_its_id() -> None:
         "cancel": {"constellation": "c"},
         "cancel_star": {"constellation": "c", "star": "s"},
         "retry": {"constellation": "c", "star": "s"},
+        "pin": {"constellation": "c", "star": "s", "device": "d"},
+        "enroll": {"name": "laptop"},
         "approve": {"request": "r", "approved": False, "reason": "no"},
         "approvals": {},
         "devices": {},

@@ -258,3 +258,38 @@ async def test_a_request_in_words_without_a_planner_is_refused_with_its_code(
     with pytest.raises(RequestRejected) as bad:
         await runtime.submit("name: x\nstars: []\n")
     assert bad.value.code == "invalid_plan"
+
+
+async def test_a_waiting_star_is_pinned_to_a_device_by_an_edit(runtime: Runtime) -> None:
+    run = await runtime.submit(SLOW.replace("id: quick\n", "id: quick\n    after: [nap]\n"))
+    async with asyncio.timeout(WAIT):
+        async for event in run.events():
+            if event.type == "star.started":  # type: ignore[attr-defined]
+                break
+    version = await runtime.pin_star(run.id, "quick", "here")
+    snapshot = await runtime.constellation(run.id)
+    assert version == snapshot.version == 2
+    assert snapshot.constellation["stars"]["quick"]["on"]["name"] == "here"
+    assert snapshot.edits[-1].rationale == "pinned quick to here by a person"
+    refusals = {}
+    for star, device in (("nap", "here"), ("quick", "elsewhere"), ("nope", "here")):
+        with pytest.raises(RequestRejected) as refused:
+            await runtime.pin_star(run.id, star, device)
+        refusals[star] = (refused.value.code, refused.value.reason)
+    assert refusals["nap"][0] == "not_editable"  # it runs already
+    assert refusals["quick"][0] == "unknown_device"
+    assert "connected: here" in refusals["quick"][1]
+    assert refusals["nope"][0] == "unknown_star"
+    await runtime.cancel(run.id)
+
+
+async def test_enrolling_returns_a_token_once_and_refuses_a_bad_name(
+    runtime: Runtime, store: Store
+) -> None:
+    token = await runtime.enroll("laptop")
+    assert token.startswith("orr1_")
+    assert [row.name for row in store.devices()] == ["laptop"]
+    assert await runtime.enroll("laptop") != token  # rotated
+    with pytest.raises(RequestRejected) as bad:
+        await runtime.enroll("no spaces please")
+    assert (bad.value.code, bad.value.field) == ("malformed", "name")
