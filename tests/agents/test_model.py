@@ -237,9 +237,11 @@ def test_star_needs_exactly_one_of_tool_and_instruction() -> None:
         StarSpec.model_validate({"id": "a"})
     with pytest.raises(ValidationError, match="not both"):
         StarSpec.model_validate({"id": "a", "tool": "shell.run", "instruction": "do it"})
-    agent = StarSpec.model_validate({"id": "a", "instruction": "tidy up", "args": {"x": 1}})
+    agent = StarSpec.model_validate({"id": "a", "instruction": "tidy up", "args": {"max_steps": 2}})
     assert agent.effective_tool == "agent.do"
-    assert agent.effective_args == {"instruction": "tidy up", "x": 1}
+    assert agent.effective_args == {"goal": "tidy up", "max_steps": 2}
+    with pytest.raises(ValidationError, match="leave 'goal' out"):
+        StarSpec.model_validate({"id": "a", "instruction": "tidy up", "args": {"goal": "x"}})
     tool = StarSpec.model_validate(star("b"))
     assert tool.effective_tool == "shell.run"
     assert tool.effective_args == {"cmd": "true"}
