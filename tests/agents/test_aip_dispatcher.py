@@ -133,7 +133,7 @@ PLAN = {
             "tool": "fs.write",
             "args": {
                 "path": "joined.txt",
-                "content": "${a.output.stdout}${b.output.stdout}${c.output.stdout}",
+                "content": "${a.output.stdout}\n${b.output.stdout}\n${c.output.stdout}\n",
             },
         },
     ],
