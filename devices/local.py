@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from devices.registry import DeviceInfo
+from devices.registry import DeviceInfo, canonical_platform
 from devices.tools import ToolContext, ToolError, ToolFailed, ToolRegistry, default_tools
 from devices.tools.base import ArtifactChannelLike
 from devices.tools.errors import UnknownToolName
@@ -46,14 +46,9 @@ class _Sink(Protocol):
 
 
 def platform_name(platform: str = sys.platform) -> str:
-    """`sys.platform` as a device platform: "linux", "macos" or "windows" (else unchanged)."""
-    if platform.startswith("linux"):
-        return "linux"
-    if platform == "darwin":
-        return "macos"
-    if platform in ("win32", "cygwin"):
-        return "windows"
-    return platform
+    """`sys.platform` as a device platform: "linux", "macos" or "windows" (else as it is,
+    in lower case)."""
+    return canonical_platform(platform)
 
 
 def _attempt(assignment: TaskAssignment) -> str:

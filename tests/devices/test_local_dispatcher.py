@@ -10,6 +10,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from devices.local import LocalDispatcher, platform_name
+from devices.registry import DeviceInfo, canonical_platform
 from devices.tools import Tool, ToolContext, ToolRegistry
 from protocol.tasks import TaskAssignment, TaskOutcome, TaskProgress, TaskResult
 
@@ -34,6 +35,17 @@ def test_platform_names() -> None:
     assert platform_name("darwin") == "macos"
     assert platform_name("win32") == "windows"
     assert platform_name("freebsd14") == "freebsd14"
+
+
+def test_the_orchestrators_view_of_a_device_reads_platform_aliases() -> None:
+    assert canonical_platform("Darwin") == "macos"
+    assert canonical_platform("linux2") == "linux"
+    assert canonical_platform("cygwin") == "windows"
+    mac = DeviceInfo(name="m", platform="darwin", tools=frozenset({"shell.run"}))
+    assert mac.platform == "macos"
+    assert mac.mismatch(tool="shell.run", platform="macos") is None
+    assert mac.mismatch(tool="shell.run", platform="darwin") is None
+    assert mac.mismatch(tool="shell.run", platform="linux") == "runs macos, not linux"
 
 
 async def test_describes_one_device(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from protocol.messages import (
     ErrorCode,
     Proof,
     TaskAssign,
+    TaskResultMessage,
     Welcome,
     parse_message,
 )
@@ -288,3 +289,22 @@ def test_worked_example_plays_against_the_real_orchestrator_session(
 def test_example_frames_are_compact_json_as_the_encoder_writes_it() -> None:
     for block in json_blocks():
         assert block == json.dumps(json.loads(block), separators=(",", ":"), ensure_ascii=False)
+
+
+def test_worked_example_result_carries_what_shell_run_returns() -> None:
+    from devices.tools.process import ProcessResult
+
+    (result,) = [m for m in example() if isinstance(m, TaskResultMessage)]
+    assert result.body.output.keys() == ProcessResult.model_fields.keys()
+    ProcessResult.model_validate(result.body.output)
+    assert "`returncode`" in section("`task.result`")
+    assert "exit_code" not in doc()
+
+
+def test_platforms_are_the_ones_devices_send() -> None:
+    from devices.local import platform_name
+
+    hello = section("`hello`")
+    for name in ("darwin", "linux", "win32"):
+        assert f"`{platform_name(name)}`" in hello
+    assert "read `darwin` (Python's `sys.platform` there) as `macos`" in hello
