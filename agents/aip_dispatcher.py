@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from agents.artifact_store import ArtifactStore
 from agents.clock import Clock, RealClock, Timer
 from agents.dispatch import TaskSink
+from agents.tool_args import ToolArgsChecker
 from devices.registry import DeviceInfo
 from protocol.artifact_stream import send_artifact
 from protocol.artifacts import ArtifactError, ArtifactReceiver
@@ -76,6 +77,7 @@ class _Device:
     session: ServerSession
     driver: SessionDriver
     info: DeviceInfo
+    args: ToolArgsChecker  # checks task.assign args against the tools' announced schemas
     tool_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
     connected: bool = True
     liveness: Timer | None = None
@@ -153,6 +155,11 @@ class AipDispatcher:
             self._report(
                 TaskResult.failure(assignment, f"device {assignment.device!r} is not connected")
             )
+            return
+        problem = device.args.problem(assignment)
+        if problem is not None:  # checked before sending, so it fails here and now
+            log.info("not assigning %s to %s: %s", assignment.task_id, device.name, problem)
+            self._report(TaskResult.failure(assignment, problem))
             return
         key = assignment.key
         self._assigned.setdefault(device.name, {})[key] = assignment
@@ -261,12 +268,14 @@ class AipDispatcher:
             vram_free_mb=hello.resources.vram_free_mb,
             max_tasks=min(hello.max_tasks, self.config.max_in_flight),
         )
+        schemas = {tool.name: tool.args_schema for tool in hello.tools}
         device = _Device(
             name=hello.device,
             session=session,
             driver=driver,
             info=info,
-            tool_schemas={tool.name: tool.args_schema for tool in hello.tools},
+            tool_schemas=schemas,
+            args=ToolArgsChecker(hello.device, schemas),
         )
         self._devices[hello.device] = device
         # Attempts this device was running before it reconnected stay in flight.

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from devices.registry import DeviceInfo, canonical_platform
 from devices.tools import ToolContext, ToolError, ToolFailed, ToolRegistry, default_tools
 from devices.tools.base import ArtifactChannelLike
-from devices.tools.errors import UnknownToolName
+from devices.tools.errors import InvalidToolArgs, UnknownToolName
 from protocol.tasks import TaskAssignment, TaskProgress, TaskResult
 
 log = logging.getLogger(__name__)
@@ -210,6 +210,9 @@ class LocalDispatcher:
                         raise ToolFailed(f"{tool.name} was not approved: {why or 'refused'}")
                     context.progress(f"approved: {why}" if why else "approved", None)
                 output = await tool.run(args, context)
+        except InvalidToolArgs as error:
+            log.info("%s refused: %s", _attempt(assignment), error.message)
+            return TaskResult.failure(assignment, f"star {assignment.star_id!r}: {error.message}")
         except ToolFailed as error:
             log.info("%s failed: %s", _attempt(assignment), error.message)
             dumped = error.output.model_dump(mode="json") if error.output is not None else None

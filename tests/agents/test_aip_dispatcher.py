@@ -22,7 +22,7 @@ from devices.agent import DeviceAgent
 from devices.backoff import Backoff
 from memory import Store
 from protocol.auth import enroll
-from protocol.messages import DEFAULT_MAX_FRAME, HelloBody, Load
+from protocol.messages import DEFAULT_MAX_FRAME, HelloBody, Load, ToolDescription
 from protocol.session import (
     AssignmentReceived,
     DeviceSession,
@@ -30,7 +30,7 @@ from protocol.session import (
     SessionEvent,
     Welcomed,
 )
-from protocol.tasks import TaskOutcome, TaskResult
+from protocol.tasks import TaskAssignment, TaskOutcome, TaskResult
 from protocol.transport import AipServer, Connection, TransportClosed, connect_aip, serve_aip
 
 WAIT = 20.0
@@ -265,10 +265,12 @@ def _outbox_size(path: Path) -> int:
         return len(outbox)
 
 
-async def _raw_device(fleet: Fleet, name: str) -> tuple[DeviceSession, Connection]:
+async def _raw_device(
+    fleet: Fleet, name: str, *, tools: list[ToolDescription] | None = None
+) -> tuple[DeviceSession, Connection]:
     """A hand-driven device: handshake done, then silent (it sends no heartbeats)."""
     session = DeviceSession(
-        hello=HelloBody(device=name, versions=[1], max_tasks=2, tools=[]),
+        hello=HelloBody(device=name, versions=[1], max_tasks=2, tools=tools or []),
         token=fleet.tokens[name],
         now=asyncio.get_running_loop().time,
     )
@@ -457,3 +459,97 @@ async def test_connection_that_never_says_hello_is_closed(tmp_path: Path) -> Non
             await asyncio.wait_for(connection.recv(), WAIT)
     finally:
         await shutdown(fleet)
+
+
+async def test_args_that_do_not_fit_the_tools_schema_fail_before_assignment(fleet: Fleet) -> None:
+    received: list[SessionEvent] = []
+    fleet.start_agent("alpha", on_event=received.append)
+    await fleet.wait_devices(1)
+    plan = {
+        "name": "bad-args",
+        "stars": [
+            {"id": "extra", "tool": "shell.run", "args": {"nope": 1}},
+            {"id": "typed", "tool": "shell.run", "args": {"cmd": 1}},
+            {"id": "fine", "tool": "shell.run", "args": {"cmd": "echo fine"}},
+        ],
+    }
+    constellation = build_constellation(PlanSpec.model_validate(plan))
+    final = await asyncio.wait_for(fleet.orchestrator.run(constellation), WAIT)
+
+    stars = final.stars
+    assert stars["fine"].status is StarStatus.SUCCEEDED
+    assert stars["extra"].status is StarStatus.FAILED
+    assert stars["extra"].error == (
+        "attempt 1/1: star 'extra': invalid arguments for shell.run: args: Additional "
+        "properties are not allowed ('nope' was unexpected); args: 'cmd' is a required "
+        "property; fix the star's args to match the schema device 'alpha' announced for it"
+    )
+    assert (stars["typed"].error or "").startswith(
+        "attempt 1/1: star 'typed': invalid arguments for shell.run: args.cmd: 1 is not of "
+        "type 'string'"
+    )
+    assigned = [e.assignment.star_id for e in received if isinstance(e, AssignmentReceived)]
+    assert assigned == ["fine"]  # the others never reached the device
+    assert [r.star_id for r in fleet.store.results(constellation.id)] == ["fine"]
+
+
+async def test_args_are_checked_in_the_dialect_the_schema_declares(fleet: Fleet) -> None:
+    """A Draft 7 tuple (`items` as a list) is checked as Draft 7; the same schema without
+    `$schema` is Draft 2020-12, where it is no schema at all: the star fails saying so."""
+    pair = {
+        "type": "object",
+        "properties": {"pair": {"items": [{"type": "string"}, {"type": "integer"}]}},
+    }
+    draft7 = {"$schema": "http://json-schema.org/draft-07/schema#", **pair}
+    tools = [
+        ToolDescription(name="pair.old", args_schema=draft7),
+        ToolDescription(name="pair.new", args_schema=pair),
+    ]
+    _, connection = await _raw_device(fleet, "beta", tools=tools)
+    await fleet.wait_devices(1)
+    failures: list[TaskResult] = []
+    fleet.dispatcher.attach(_Failures(failures))
+    for star, tool, pair_value in [
+        ("a", "pair.old", ["x", "y"]),
+        ("b", "pair.new", ["x", 1]),
+    ]:
+        fleet.dispatcher.assign(
+            TaskAssignment(
+                constellation_id="c",
+                star_id=star,
+                attempt=1,
+                device="beta",
+                tool=tool,
+                args={"pair": pair_value},
+            )
+        )
+    assert [f.star_id for f in failures] == ["a", "b"]
+    assert "args.pair.1: 'y' is not of type 'integer'" in (failures[0].error or "")
+    assert "is not a usable JSON Schema" in (failures[1].error or "")
+    fleet.dispatcher.assign(
+        TaskAssignment(
+            constellation_id="c",
+            star_id="c",
+            attempt=1,
+            device="beta",
+            tool="pair.old",
+            args={"pair": ["x", 1]},
+        )
+    )
+    frame, _ = await asyncio.wait_for(connection.recv(), WAIT)
+    assert json.loads(frame)["body"]["star_id"] == "c"  # valid for Draft 7: sent
+    await connection.close()
+
+
+class _Failures:
+    def __init__(self, into: list[TaskResult]) -> None:
+        self.into = into
+
+    def on_result(self, result: TaskResult) -> None:
+        self.into.append(result)
+
+    def on_progress(self, progress: object) -> None:
+        pass
+
+    def on_devices_changed(self) -> None:
+        pass

@@ -94,14 +94,16 @@ async def test_failure_carries_exit_code_and_output(
     assert result.output["stdout"] == "out\n"
 
 
-async def test_invalid_arguments_fail_naming_the_field(
+async def test_invalid_arguments_fail_naming_the_star_and_the_field(
     dispatcher: LocalDispatcher, sink: FakeSink
 ) -> None:
     dispatcher.assign(assignment("args", command="ls"))
     result = await sink.result("args")
     assert result.status is TaskOutcome.FAILED
     assert result.error is not None
-    assert result.error.startswith("invalid arguments for shell.run: cmd: Field required; ")
+    assert result.error.startswith(
+        "star 'args': invalid arguments for shell.run: cmd: Field required; "
+    )
     assert "command: Extra inputs are not permitted" in result.error
     assert result.output is None
 

@@ -308,3 +308,10 @@ def test_platforms_are_the_ones_devices_send() -> None:
     for name in ("darwin", "linux", "win32"):
         assert f"`{platform_name(name)}`" in hello
     assert "read `darwin` (Python's `sys.platform` there) as `macos`" in hello
+
+
+def test_the_schema_dialect_and_the_args_check_are_specified() -> None:
+    assert "Draft 2020-12" in section("`hello`")
+    assign = section("`task.assign`")
+    assert "MUST validate `args`" in assign
+    assert "JSON Schema Draft 2020-12 when it names none" in assign
