@@ -18,10 +18,12 @@ import protocol.session
 from protocol.auth import KDF_ITERATIONS, DeviceKey, derive_key, proof_mac
 from protocol.messages import (
     DEFAULT_MAX_FRAME,
+    MAX_OPEN_TRANSFERS,
     MESSAGE_TYPES,
     Ack,
     Challenge,
     ErrorCode,
+    Hello,
     Proof,
     TaskAssign,
     TaskResultMessage,
@@ -315,3 +317,23 @@ def test_the_schema_dialect_and_the_args_check_are_specified() -> None:
     assign = section("`task.assign`")
     assert "MUST validate `args`" in assign
     assert "JSON Schema Draft 2020-12 when it names none" in assign
+
+
+def test_the_open_transfer_limit_is_one_documented_number(tmp_path: Path) -> None:
+    from protocol.artifacts import ArtifactReceiver
+
+    assert ArtifactReceiver(tmp_path, max_size=1).max_concurrent == MAX_OPEN_TRANSFERS
+    assert f"more than **{MAX_OPEN_TRANSFERS}**" in section("Artifacts")
+    assert f"| open artifact transfers | {MAX_OPEN_TRANSFERS} per peer" in section("Limits")
+    for table in ("Orchestrator side", "Device side"):
+        assert f"while {MAX_OPEN_TRANSFERS} transfers of the peer are open" in section(table)
+    assert "reference: 4" not in doc()
+
+
+def test_batch_refusals_are_specified_as_the_session_sends_them(aip: Kit) -> None:
+    batches = section("Batches")
+    assert "its text MUST start with `batch[i]: `" in batches
+    link = aip.link("dev-a", handshake=True)
+    link.to_server_raw("[" + aip.frame(Hello(id="again", body=aip.hello_body("dev-a"))) + "]")
+    (error,) = link.errors_from_server()
+    assert (error.ref, error.message.split(":")[0]) == ("again", "batch[0]")
