@@ -8,7 +8,9 @@ twice (after a reconnect) is stored and reported once.
 Liveness: a device that is silent for `heartbeat_interval * heartbeat_misses` is lost,
 and so is one whose socket dropped and that has not come back within the same grace.
 Its running attempts are then reported failed ("device lost"), so the orchestrator
-retries them on another device within their retry budget.
+retries them on another device within their retry budget. A device that says goodbye
+(`bye`) is offline, not lost: it left on purpose, having handed back what it ran, and
+whatever it still held fails over at once, without waiting for the grace.
 """
 
 from __future__ import annotations
@@ -420,13 +422,19 @@ class AipDispatcher:
         device.connected = False
         if device.liveness is not None:
             device.liveness.cancel()
-        log.info("device %s disconnected: %s", device.name, event.reason)
+        if event.left:
+            log.info("device %s left: %s", device.name, event.reason)
+        else:
+            log.info("device %s disconnected: %s", device.name, event.reason)
         self._forget_approvals(device.name)  # the device takes them as refused (protocol.md)
         self._observe(device.name, "offline", sorted(device.info.labels))
         if self._sink is not None:
             self._sink.on_devices_changed()
         if event.lost:
             self._lost(device, event.reason)
+            return
+        if event.left:
+            self._left(device, event.reason)
             return
         # A dropped socket: the device may come back and deliver what it ran.
         grace = self.config.heartbeat_interval * self.config.heartbeat_misses
@@ -443,6 +451,22 @@ class AipDispatcher:
         self._observe(device.name, "lost", sorted(device.info.labels))
         for assignment in running.values():
             self._report(TaskResult.failure(assignment, f"device {device.name!r} lost: {why}"))
+
+    def _left(self, device: _Device, why: str) -> None:
+        """The device said goodbye: it stays offline (not lost), and what it did not hand
+        back before its `bye` fails over now; nothing waits for it to come back."""
+        del self._devices[device.name]
+        running = self._assigned.pop(device.name, {})
+        if running:
+            log.info("device %s left with %d attempts; they fail over", device.name, len(running))
+        for assignment in running.values():
+            self._report(
+                TaskResult.failure(
+                    assignment,
+                    f"device {device.name!r} left ({why}) before the star finished; "
+                    "it can run on another device",
+                )
+            )
 
     def _cancel_timers(self, device: _Device) -> None:
         for timer in (device.liveness, device.grace):

@@ -248,6 +248,10 @@ class DeviceAgent:
 
     `on_event`, if given, sees every session event after the agent has handled it
     (connection state for a status display; synchronisation points for tests).
+
+    It logs on "orrery.device", at INFO, one line when it connects ("connected to URL as
+    NAME (N tools)"), when a connection is lost and when it reconnects, and when it stops
+    (a connection that cannot be made is a WARNING, with the reason and the retry delay).
     """
 
     def __init__(
@@ -332,33 +336,62 @@ class DeviceAgent:
             approvals=self._approvals,
         )
         self._dispatcher.attach(_ResultSink(self))
-        log.info("device %s: serving %s (workspace %s)", self.name, self.url, self.workspace)
+        log.debug("device %s: serving %s (workspace %s)", self.name, self.url, self.workspace)
         try:
             while not stop.is_set():
-                if await self._serve_once(stop):
+                welcomed, why = await self._serve_once(stop)
+                if welcomed:
                     self._backoff.reset()
                 if stop.is_set():
                     break
                 delay = self._backoff.next_delay(self._rng)
-                log.info("device %s: reconnecting in %.2fs", self.name, delay)
+                if welcomed:
+                    log.info(
+                        "device %s: connection to %s lost (%s); %d star(s) keep running; "
+                        "reconnecting in %.2fs",
+                        self.name,
+                        self.url,
+                        why,
+                        len(self._running),
+                        delay,
+                    )
+                else:
+                    log.warning(
+                        "device %s: cannot connect to %s (%s); retrying in %.2fs",
+                        self.name,
+                        self.url,
+                        why,
+                        delay,
+                    )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
         finally:
             await self._dispatcher.aclose()
             self._dispatcher = None
             self._running.clear()
+            try:
+                kept = len(self._outbox)
+            except OutboxError:  # the log line is not worth failing the shutdown
+                kept = 0
             self._outbox.close()
             self._outbox = None
-            log.info("device %s: stopped", self.name)
+            log.info(
+                "device %s: stopped%s",
+                self.name,
+                f"; {kept} result(s) kept in the outbox for the next start" if kept else "",
+            )
 
-    async def _serve_once(self, stop: asyncio.Event) -> bool:
-        """One connection from dial to loss; whether the handshake finished.
+    async def _serve_once(self, stop: asyncio.Event) -> tuple[bool, str]:
+        """One connection from dial to loss: whether the handshake finished, and why the
+        connection ended (or could not be made).
 
         Raises `DeviceRefused` when the orchestrator refused the handshake for good.
         """
         connection = await self._dial(stop)
         if connection is None:
-            return False
+            return False, "stopping"
+        if isinstance(connection, ConnectFailed):
+            return False, str(connection)
         link = self._open_link(connection)
         driving = asyncio.create_task(link.driver.run(), name=f"aip {self.name}")
         stopping = asyncio.create_task(stop.wait())
@@ -381,7 +414,7 @@ class DeviceAgent:
             self._link = None
         if link.refusal is not None:
             raise link.refusal
-        return link.welcomed
+        return link.welcomed, link.session.close_reason or "connection closed"
 
     async def _hand_back(self, link: _Link, driving: asyncio.Task[None]) -> None:
         """Before saying goodbye: let running stars finish for up to `shutdown_grace` s,
@@ -409,8 +442,8 @@ class DeviceAgent:
             )
         await _poll_until(lambda: not link.sent_results or driving.done(), loop.time() + 2.0)
 
-    async def _dial(self, stop: asyncio.Event) -> Connection | None:
-        """A new connection, or None if it failed (logged) or `stop` was set first."""
+    async def _dial(self, stop: asyncio.Event) -> Connection | ConnectFailed | None:
+        """A new connection, why it could not be made, or None if `stop` was set first."""
         dialing = asyncio.create_task(
             connect_aip(self.url, ssl=self._ssl, open_timeout=self._open_timeout)
         )
@@ -426,8 +459,7 @@ class DeviceAgent:
             return None
         failure = dialing.exception()
         if isinstance(failure, ConnectFailed):
-            log.warning("device %s: %s", self.name, failure)
-            return None
+            return failure
         if failure is not None:
             raise failure
         connection = dialing.result()
@@ -447,8 +479,8 @@ class DeviceAgent:
         link = _Link(session)
         link.driver = SessionDriver(session, connection, functools.partial(self._handle, link))
         self._link = link
-        log.info(
-            "device %s: connected to %s; handshake (%d running, %d unacked)",
+        log.debug(
+            "device %s: dialled %s; handshake (%d running, %d unacked)",
             self.name,
             connection.remote,
             len(resume.running),
@@ -495,12 +527,7 @@ class DeviceAgent:
             elif isinstance(event, PeerError):
                 self._peer_error(link, event)
             elif isinstance(event, SessionClosed):
-                log.info(
-                    "device %s: disconnected (%s); %d task(s) keep running",
-                    self.name,
-                    event.reason,
-                    len(self._running),
-                )
+                log.debug("device %s: session closed (%s)", self.name, event.reason)
             if self._on_event is not None:
                 self._on_event(event)
 
@@ -530,12 +557,13 @@ class DeviceAgent:
         link.heartbeats = asyncio.create_task(
             self._beat(link, interval), name=f"heartbeats {self.name}"
         )
+        log.debug("device %s: session %s, heartbeat every %gs", self.name, event.session, interval)
         log.info(
-            "device %s: welcomed (session %s, heartbeat every %gs, %d result(s) re-sent)",
+            "connected to %s as %s (%d tools)%s",
+            self.url,
             self.name,
-            event.session,
-            interval,
-            resent,
+            len(self._tools),
+            f"; re-sent {resent} result(s) kept while disconnected" if resent else "",
         )
 
     def _assign(self, assignment: TaskAssignment) -> None:

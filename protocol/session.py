@@ -130,6 +130,7 @@ class SessionClosed:
     reason: str
     lost: bool = False  # the peer went silent: heartbeats missed
     dropped: bool = False  # the transport reported the socket gone without a goodbye
+    left: bool = False  # the peer said goodbye (`bye`): it closed on purpose
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,12 +351,14 @@ class _Session(ABC):
         if fatal:
             self._close(text)
 
-    def _close(self, reason: str, *, lost: bool = False, dropped: bool = False) -> None:
+    def _close(
+        self, reason: str, *, lost: bool = False, dropped: bool = False, left: bool = False
+    ) -> None:
         if self.state is SessionState.CLOSED:
             return
         self.state = SessionState.CLOSED
         self.close_reason = reason
-        self._events.append(SessionClosed(reason=reason, lost=lost, dropped=dropped))
+        self._events.append(SessionClosed(reason=reason, lost=lost, dropped=dropped, left=left))
 
     def close(self, reason: str = "closing") -> None:
         """Say goodbye and close; the caller sends the `bye` and closes the socket."""
@@ -610,7 +613,7 @@ class ServerSession(_Session):
         self._events.append(ResultReceived(result=message.body, message_id=message.id))
 
     def _on_bye(self, message: Bye) -> None:
-        self._close(message.body.reason or "device said goodbye")
+        self._close(message.body.reason or "device said goodbye", left=True)
 
     def _on_ack(self, message: Ack) -> None:
         pass  # devices may ack orchestrator messages; nothing waits for them
@@ -790,7 +793,7 @@ class DeviceSession(_Session):
             self._close(f"refused by the orchestrator: {message.body.message}")
 
     def _on_bye(self, message: Bye) -> None:
-        self._close(message.body.reason or "orchestrator said goodbye")
+        self._close(message.body.reason or "orchestrator said goodbye", left=True)
 
     def _on_assign(self, message: TaskAssign) -> None:
         assignment = message.body

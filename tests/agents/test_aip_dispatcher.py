@@ -80,7 +80,12 @@ class Fleet:
 
 
 async def make_fleet(
-    tmp_path: Path, names: list[str], *, clock: VirtualClock | None = None, **config: float
+    tmp_path: Path,
+    names: list[str],
+    *,
+    clock: VirtualClock | None = None,
+    observe: Callable[[str, str, list[str]], None] | None = None,
+    **config: float,
 ) -> Fleet:
     store = Store.open_path(tmp_path / "orchestrator" / "orrery.db")
     tokens = {}
@@ -93,6 +98,7 @@ async def make_fleet(
         ledger=StoreLedger(store),
         clock=clock,
         config=ServerConfig(**config),  # type: ignore[arg-type]
+        observe=observe,
     )
     orchestrator = Orchestrator(dispatcher, clock=clock)
     server = await serve_aip(dispatcher.handle, "127.0.0.1", 0)
@@ -305,7 +311,8 @@ async def test_silent_device_is_lost_on_the_virtual_clock_and_its_work_fails_ove
 
     fleet.dispatcher.attach(Sink())
     try:
-        session, connection = await _raw_device(fleet, "mute")
+        tools = [ToolDescription(name="shell.run")]
+        session, connection = await _raw_device(fleet, "mute", tools=tools)
         await fleet.wait_devices(1)
         from protocol.tasks import TaskAssignment
 
@@ -553,3 +560,104 @@ class _Failures:
 
     def on_devices_changed(self) -> None:
         pass
+
+
+async def test_a_device_stopped_on_purpose_is_offline_not_lost_and_hands_its_star_over(
+    tmp_path: Path,
+) -> None:
+    clock = VirtualClock()
+    states: list[tuple[str, str]] = []
+    fleet = await make_fleet(
+        tmp_path, ["one", "two"], clock=clock, observe=lambda d, s, _: states.append((d, s))
+    )
+    try:
+        stop_one = asyncio.Event()
+        one = DeviceAgent(
+            fleet.url,
+            "one",
+            fleet.tokens["one"],
+            data_dir=fleet.tmp / "one",
+            backoff=Backoff(initial=0.01, factor=2, maximum=0.1),
+            shutdown_grace=0.0,
+        )
+        running_one = asyncio.create_task(one.run(stop_one))
+        await fleet.wait_devices(1)
+        ready = fleet.tmp / "two" / "workspace"
+        ready.mkdir(parents=True)
+        (ready / "here").touch()  # the star finishes at once on "two" only
+        plan = {
+            "name": "handover",
+            "stars": [
+                {
+                    "id": "work",
+                    "tool": "shell.run",
+                    "args": {"cmd": "test -e here || exec sleep 60"},
+                    "retries": 1,
+                }
+            ],
+        }
+        handle = fleet.orchestrator.submit(build_constellation(PlanSpec.model_validate(plan)))
+
+        async def started() -> None:
+            while not one.running:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(started(), WAIT)
+        fleet.start_agent("two")
+        await fleet.wait_devices(2)
+        stop_one.set()  # as SIGTERM does in `orrery device`
+        await asyncio.wait_for(running_one, WAIT)
+        final = await asyncio.wait_for(handle.wait(), WAIT)
+
+        assert final.status is ConstellationStatus.SUCCEEDED
+        first, second = final.stars["work"].attempts
+        assert first.device == "one"
+        assert "'one' shut down before the star finished" in (first.error or "")
+        assert second.device == "two"
+        assert [state for device, state in states if device == "one"][-1] == "offline"
+        clock.advance(3 * ServerConfig().heartbeat_interval * ServerConfig().heartbeat_misses)
+        assert ("one", "lost") not in states  # it said goodbye: no grace, no loss
+    finally:
+        await shutdown(fleet)
+
+
+async def test_attempts_a_leaving_device_still_holds_fail_over_at_once(tmp_path: Path) -> None:
+    clock = VirtualClock()  # never advanced: nothing may wait for a grace period
+    states: list[tuple[str, str]] = []
+    fleet = await make_fleet(
+        tmp_path, ["raw"], clock=clock, observe=lambda d, s, _: states.append((d, s))
+    )
+    failures: list[TaskResult] = []
+    failed = asyncio.Event()
+
+    class Sink(_Failures):
+        def on_result(self, result: TaskResult) -> None:
+            super().on_result(result)
+            failed.set()
+
+    fleet.dispatcher.attach(Sink(failures))
+    try:
+        tools = [ToolDescription(name="shell.run")]
+        session, connection = await _raw_device(fleet, "raw", tools=tools)
+        await fleet.wait_devices(1)
+        assignment = TaskAssignment(
+            constellation_id="c", star_id="s", attempt=1, device="raw", tool="shell.run"
+        )
+        fleet.dispatcher.assign(assignment)
+        frame, _ = await asyncio.wait_for(connection.recv(), WAIT)
+        session.receive_frame(frame)
+        session.close("going for lunch")  # a bye, without handing the attempt back
+        await connection.send_all(session.data_to_send())
+        await asyncio.wait_for(failed.wait(), WAIT)
+        (failure,) = failures
+        assert failure.status is TaskOutcome.FAILED
+        assert failure.error == (
+            "device 'raw' left (going for lunch) before the star finished; "
+            "it can run on another device"
+        )
+        assert fleet.dispatcher.devices() == []
+        assert states[-1] == ("raw", "offline")
+        assert ("raw", "lost") not in states
+        await connection.close()
+    finally:
+        await shutdown(fleet)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import random
 import time
@@ -513,3 +514,69 @@ def test_backoff_is_the_same_for_the_same_random_sequence() -> None:
 def test_backoff_rejects_nonsense(options: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="backoff"):
         Backoff(**options)
+
+
+async def test_it_logs_one_line_on_connecting_on_a_drop_and_on_stopping(
+    orchestrator: Orchestrator, start: Callable[..., Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="orrery.device")
+    device = start()
+    await device.events.wait(is_event(Welcomed))
+    url = f"{orchestrator.url}/aip/v1"
+    tools = len(device.agent._tools)
+    connected = f"connected to {url} as {DEVICE} ({tools} tools)"
+    assert lines(caplog) == [connected]
+
+    await orchestrator.drop()
+    await device.events.wait(is_event(Welcomed), count=2)
+    [lost] = [line for line in lines(caplog) if "lost" in line]
+    assert lost.startswith(f"device {DEVICE}: connection to {url} lost (")
+    assert "; 0 star(s) keep running; reconnecting in " in lost
+    assert lines(caplog) == [connected, lost, connected]
+
+    await device.stopped()
+    assert lines(caplog) == [connected, lost, connected, f"device {DEVICE}: stopped"]
+
+
+async def test_a_connection_that_cannot_be_made_is_a_warning_with_the_retry(
+    tmp_path: Path, workspace: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="orrery.device")
+    _, key = enrolled(DEVICE)
+    orch = Orchestrator({DEVICE: key}, ServerConfig(heartbeat_interval=HEARTBEAT))
+    server = await serve_aip(orch.handle, "127.0.0.1", 0)
+    port = server.port
+    server.close()
+    await server.wait_closed()
+    events = Log()
+    agent = DeviceAgent(
+        f"ws://127.0.0.1:{port}",
+        DEVICE,
+        enrolled(DEVICE)[0],
+        data_dir=tmp_path / "data",
+        workspace=workspace,
+        backoff=Backoff(initial=0.01, maximum=0.02),
+        on_event=events.add,
+    )
+    warned = asyncio.Event()
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warned.set()  # type: ignore[method-assign]
+    logging.getLogger("orrery.device").addHandler(handler)
+    running = Running(agent, events)
+    try:
+        await asyncio.wait_for(warned.wait(), WAIT)
+    finally:
+        logging.getLogger("orrery.device").removeHandler(handler)
+        await running.stopped()
+    warning = next(r for r in caplog.records if r.levelno == logging.WARNING).getMessage()
+    assert warning.startswith(f"device {DEVICE}: cannot connect to ws://127.0.0.1:{port}/aip/v1 (")
+    assert "; retrying in " in warning
+
+
+def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The INFO lines of the device agent itself, in order."""
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "orrery.device" and record.levelno == logging.INFO
+    ]

@@ -1030,7 +1030,7 @@ def test_bye_from_the_device_closes(aip: Kit) -> None:
     link.device.close("shutting down")
     link.pump()
     server_events, device_events = link.take()
-    assert server_events == [SessionClosed(reason="shutting down")]
+    assert server_events == [SessionClosed(reason="shutting down", left=True)]  # it said bye
     assert device_events == [SessionClosed(reason="shutting down")]
     assert link.server.closed
     assert link.device.closed
@@ -1044,13 +1044,13 @@ def test_bye_from_the_orchestrator_closes(aip: Kit) -> None:
     link.pump()
     server_events, device_events = link.take()
     assert server_events == [SessionClosed(reason="orchestrator stopping")]
-    assert device_events == [SessionClosed(reason="orchestrator stopping")]
+    assert device_events == [SessionClosed(reason="orchestrator stopping", left=True)]
 
 
 def test_empty_bye_gets_a_default_reason(aip: Kit) -> None:
     link = aip.link("dev-a", handshake=True)
     link.to_server_raw(aip.raw("bye", {}))
-    assert link.take()[0] == [SessionClosed(reason="device said goodbye")]
+    assert link.take()[0] == [SessionClosed(reason="device said goodbye", left=True)]
 
 
 def test_close_is_idempotent(aip: Kit) -> None:

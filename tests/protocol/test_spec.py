@@ -285,7 +285,7 @@ def test_worked_example_plays_against_the_real_orchestrator_session(
     assert ack.body == by_kind["ack"][0].body
 
     server.receive_frame(by_kind["bye"][1])
-    assert server.events_received() == [SessionClosed(reason="device stopping")]
+    assert server.events_received() == [SessionClosed(reason="device stopping", left=True)]
 
 
 def test_example_frames_are_compact_json_as_the_encoder_writes_it() -> None:
@@ -337,3 +337,10 @@ def test_batch_refusals_are_specified_as_the_session_sends_them(aip: Kit) -> Non
     link.to_server_raw("[" + aip.frame(Hello(id="again", body=aip.hello_body("dev-a"))) + "]")
     (error,) = link.errors_from_server()
     assert (error.ref, error.message.split(":")[0]) == ("again", "batch[0]")
+
+
+def test_a_goodbye_is_specified_as_leaving_not_a_loss() -> None:
+    bye = section("`bye`")
+    assert "MUST say `bye`" in bye
+    assert "MUST then show the device as offline, not lost" in bye
+    assert "no grace period runs" in bye
