@@ -5,6 +5,11 @@ fleet: which devices are connected, what each was assigned, when one is lost. Re
 are written to the result ledger before they are acknowledged, so a result delivered
 twice (after a reconnect) is stored and reported once.
 
+One name, one connection: a device that connects while another connection of its name
+is live (heard from within two heartbeat intervals) is refused with `already_connected`,
+so two processes started with one name cannot evict each other; a new connection does
+replace one that has gone quiet (a half-open remnant of the same device).
+
 Liveness: a device that is silent for `heartbeat_interval * heartbeat_misses` is lost,
 and so is one whose socket dropped and that has not come back within the same grace.
 Its running attempts are then reported failed ("device lost"), so the orchestrator
@@ -53,6 +58,10 @@ from protocol.transport import Connection, SessionDriver
 log = logging.getLogger("orrery.aip.dispatcher")
 
 Key = tuple[str, str, int]
+
+LIVE_WITHIN = 2
+"""A connection heard from within this many heartbeat intervals is live: a second
+connection of its device is refused rather than replacing it."""
 
 
 class ResultLedger(Protocol):
@@ -253,9 +262,20 @@ class AipDispatcher:
 
     def _authenticated(
         self, session: ServerSession, driver: SessionDriver, event: DeviceAuthenticated
-    ) -> _Device:
+    ) -> _Device | None:
         hello = event.hello
         previous = self._devices.get(event.device)
+        if previous is not None and self._still_live(previous, session):
+            log.warning(
+                "device %s: refused a second connection from %s; %s holds the name",
+                event.device,
+                driver.connection.remote,
+                previous.driver.connection.remote,
+            )
+            silent = self.clock.now() - previous.session.last_seen
+            refusal = _already_connected(previous, silent)
+            session.refuse(ErrorCode.ALREADY_CONNECTED, refusal, fatal=True)
+            return None
         if previous is not None:
             self._cancel_timers(previous)
             if previous.session is not session and not previous.session.closed:
@@ -290,6 +310,15 @@ class AipDispatcher:
         if self._sink is not None:
             self._sink.on_devices_changed()
         return device
+
+    def _still_live(self, previous: _Device, session: ServerSession) -> bool:
+        """Whether `previous`, another connection of the same device, is live: open, and
+        heard from within two heartbeat intervals (a device that sends its heartbeats is
+        never silent that long; a half-open connection is)."""
+        if previous.session is session or not previous.connected or previous.session.closed:
+            return False
+        silent = self.clock.now() - previous.session.last_seen
+        return silent < LIVE_WITHIN * self.config.heartbeat_interval
 
     def _result(self, session: ServerSession, event: ResultReceived) -> None:
         device_name = session.device
@@ -494,3 +523,12 @@ class AipDispatcher:
     def _report(self, result: TaskResult) -> None:
         if self._sink is not None:
             self._sink.on_result(result)
+
+
+def _already_connected(previous: _Device, silent: float) -> str:
+    return (
+        f"device {previous.name!r} is already connected (from "
+        f"{previous.driver.connection.remote}, heard from {max(0.0, silent):.1f}s ago); one name "
+        "serves one process at a time: stop the other process, or enrol this one under a "
+        "name of its own (`orrery devices enroll NAME`)"
+    )

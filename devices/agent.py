@@ -627,6 +627,8 @@ class DeviceAgent:
                     self._outbox.remove(key)
                 except OutboxError as error:
                     log.error("device %s: %s", self.name, error.message)
+        elif not link.welcomed:  # the connection ends; the retry line says why
+            log.debug("device %s: refused (%s): %s", self.name, event.code, event.message)
         else:
             log.warning(
                 "device %s: orchestrator reports %s: %s", self.name, event.code, event.message

@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     UNEXPECTED = "unexpected"  # a valid message at the wrong moment
     UNKNOWN_DEVICE = "unknown_device"
     BAD_PROOF = "bad_proof"
+    ALREADY_CONNECTED = "already_connected"  # another live connection holds the device name
     NOT_YOUR_TASK = "not_your_task"
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"

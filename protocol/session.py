@@ -333,10 +333,13 @@ class _Session(ABC):
         self._require_active("artifact.done")
         return self._send(ArtifactDone, body)
 
-    def refuse(self, code: ErrorCode, text: str, *, ref: str | None = None) -> None:
-        """Send a non-fatal `error` about one of the peer's messages (`ref`)."""
+    def refuse(
+        self, code: ErrorCode, text: str, *, ref: str | None = None, fatal: bool = False
+    ) -> None:
+        """Send an `error` about one of the peer's messages (`ref`); a `fatal` one closes
+        the session after it (the caller flushes, and the transport closes the socket)."""
         if not self.closed:
-            self._error(code, text, ref=ref)
+            self._error(code, text, ref=ref, fatal=fatal)
 
     def _require_active(self, what: str) -> None:
         if self.state is not SessionState.ACTIVE:

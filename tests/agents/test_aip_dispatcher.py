@@ -22,11 +22,13 @@ from devices.agent import DeviceAgent
 from devices.backoff import Backoff
 from memory import Store
 from protocol.auth import enroll
-from protocol.messages import DEFAULT_MAX_FRAME, HelloBody, Load, ToolDescription
+from protocol.messages import DEFAULT_MAX_FRAME, ErrorCode, HelloBody, Load, ToolDescription
 from protocol.session import (
     AssignmentReceived,
     DeviceSession,
+    PeerError,
     ServerConfig,
+    SessionClosed,
     SessionEvent,
     Welcomed,
 )
@@ -275,6 +277,15 @@ async def _raw_device(
     fleet: Fleet, name: str, *, tools: list[ToolDescription] | None = None
 ) -> tuple[DeviceSession, Connection]:
     """A hand-driven device: handshake done, then silent (it sends no heartbeats)."""
+    session, connection, events = await _handshake(fleet, name, tools=tools)
+    assert any(isinstance(e, Welcomed) for e in events), events
+    return session, connection
+
+
+async def _handshake(
+    fleet: Fleet, name: str, *, tools: list[ToolDescription] | None = None
+) -> tuple[DeviceSession, Connection, list[SessionEvent]]:
+    """A hand-driven device's handshake, until `welcome` or until it is refused."""
     session = DeviceSession(
         hello=HelloBody(device=name, versions=[1], max_tasks=2, tools=tools or []),
         token=fleet.tokens[name],
@@ -282,11 +293,13 @@ async def _raw_device(
     )
     connection = await connect_aip(fleet.url)
     session.start()
-    while not any(isinstance(e, Welcomed) for e in session.events_received()):
+    events: list[SessionEvent] = []
+    while not session.closed and not any(isinstance(e, Welcomed) for e in events):
         await connection.send_all(session.data_to_send())
         frame, binary = await asyncio.wait_for(connection.recv(), WAIT)
         session.receive_frame(frame, binary=binary)
-    return session, connection
+        events += session.events_received()
+    return session, connection, events
 
 
 async def test_silent_device_is_lost_on_the_virtual_clock_and_its_work_fails_over(
@@ -659,5 +672,96 @@ async def test_attempts_a_leaving_device_still_holds_fail_over_at_once(tmp_path:
         assert states[-1] == ("raw", "offline")
         assert ("raw", "lost") not in states
         await connection.close()
+    finally:
+        await shutdown(fleet)
+
+
+async def test_a_second_process_with_the_same_name_is_refused_and_evicts_nobody(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    first_events: list[SessionEvent] = []
+    stop_first = asyncio.Event()
+    first = DeviceAgent(
+        fleet.url,
+        "alpha",
+        fleet.tokens["alpha"],
+        data_dir=fleet.tmp / "alpha",
+        backoff=Backoff(initial=0.01, factor=2, maximum=0.1),
+        on_event=first_events.append,
+    )
+    running_first = asyncio.create_task(first.run(stop_first))
+    await fleet.wait_devices(1)
+
+    refusals: list[PeerError] = []
+    refused_thrice = asyncio.Event()
+    second_welcomed = asyncio.Event()
+
+    def second_saw(event: SessionEvent) -> None:
+        if isinstance(event, PeerError):
+            refusals.append(event)
+            if len(refusals) == 3:
+                refused_thrice.set()
+        elif isinstance(event, Welcomed):
+            second_welcomed.set()
+
+    stop_second = asyncio.Event()
+    second = DeviceAgent(
+        fleet.url,
+        "alpha",
+        fleet.tokens["alpha"],
+        data_dir=fleet.tmp / "alpha-again",
+        backoff=Backoff(initial=0.01, factor=2, maximum=0.1),
+        on_event=second_saw,
+    )
+    running_second = asyncio.create_task(second.run(stop_second))
+    try:
+        await asyncio.wait_for(refused_thrice.wait(), WAIT)
+        assert {r.code for r in refusals} == {ErrorCode.ALREADY_CONNECTED}
+        refusal = refusals[0].message
+        assert refusal.startswith("device 'alpha' is already connected (from 127.0.0.1:")
+        assert "stop the other process, or enrol this one under a name of its own" in refusal
+        assert first.connected
+        assert not second.connected
+        said = [r.getMessage() for r in caplog.records if r.name == "orrery.device"]
+        assert any(
+            line.startswith("device alpha: cannot connect to ")
+            and "(refused by the orchestrator: device 'alpha' is already connected" in line
+            and "; retrying in " in line
+            for line in said
+        ), said
+        assert [type(e) for e in first_events].count(Welcomed) == 1
+        assert not any(isinstance(e, SessionClosed) for e in first_events)  # never evicted
+        assert [d.name for d in fleet.dispatcher.devices()] == ["alpha"]
+
+        stop_first.set()  # the first one leaves: the second takes the name over
+        await asyncio.wait_for(running_first, WAIT)
+        await asyncio.wait_for(second_welcomed.wait(), WAIT)
+        assert second.connected
+    finally:
+        stop_first.set()
+        stop_second.set()
+        await asyncio.wait_for(asyncio.gather(running_first, running_second), WAIT)
+
+
+async def test_a_new_connection_replaces_one_that_went_quiet(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    fleet = await make_fleet(tmp_path, ["half"], clock=clock)
+    try:
+        _, old_connection = await _raw_device(fleet, "half")
+        await fleet.wait_devices(1)
+        _, _, early = await _handshake(fleet, "half")  # the old one is live: refused
+        (refused,) = [e for e in early if isinstance(e, PeerError)]
+        assert refused.code is ErrorCode.ALREADY_CONNECTED
+
+        clock.advance(2 * ServerConfig().heartbeat_interval + 0.1)  # missed a heartbeat
+        _, new_connection, events = await _handshake(fleet, "half")
+        assert any(isinstance(e, Welcomed) for e in events)
+        frame, _ = await asyncio.wait_for(old_connection.recv(), WAIT)
+        goodbye = json.loads(frame)
+        assert goodbye["type"] == "bye"
+        assert goodbye["body"]["reason"] == "replaced by a new connection from the same device"
+        assert [d.name for d in fleet.dispatcher.devices()] == ["half"]
+        await new_connection.close()
+        await old_connection.close()
     finally:
         await shutdown(fleet)

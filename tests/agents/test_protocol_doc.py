@@ -142,3 +142,16 @@ async def test_a_device_announcing_darwin_runs_stars_that_ask_for_macos(
     assert (assigned.assignment.star_id, assigned.assignment.device) == ("s", "mac")
     handle.cancel("test over")
     await connection.close()
+
+
+def test_the_one_connection_rule_is_the_dispatchers() -> None:
+    from agents.aip_dispatcher import LIVE_WITHIN
+
+    text = DOC.read_text(encoding="utf-8")
+    start = text.index("## Reconnecting")
+    reconnecting = text[start : text.index("\n## ", start + 1)]
+    assert (
+        f"within {LIVE_WITHIN} \N{MULTIPLICATION SIGN} `heartbeat_interval` seconds" in reconnecting
+    )
+    assert "MUST refuse the new connection\n    with `already_connected`" in reconnecting
+    assert "MUST NOT treat it as permanent" in reconnecting
