@@ -162,7 +162,10 @@ class LocalDispatcher:
         if self._closed:
             return f"device {self.name!r} is shut down"
         if assignment.device != self.name:
-            return f"this dispatcher runs device {self.name!r}, not {assignment.device!r}"
+            return (
+                f"task.assign names device {assignment.device!r}, but this is device "
+                f"{self.name!r}; not run"
+            )
         if assignment.tool not in self._tools:
             return UnknownToolName(assignment.tool, self._tools.names(), device=self.name).message
         if len(self._runs) >= self._info.max_tasks:

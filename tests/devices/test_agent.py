@@ -28,6 +28,7 @@ from protocol.messages import ErrorCode, TaskRef
 from protocol.session import (
     DeviceAuthenticated,
     HeartbeatReceived,
+    PeerError,
     ProgressReceived,
     ResultAcked,
     ResultReceived,
@@ -409,6 +410,50 @@ async def test_a_cancelled_task_is_killed_and_reports_nothing(
     await device.stopped()
     assert orchestrator.results("doomed") == []
     assert device.unacked_on_disk() == []  # no result was made for it, sent or kept
+
+
+async def test_an_assignment_for_another_device_is_accepted_and_failed_not_run(
+    orchestrator: Orchestrator, start: Callable[..., Running], workspace: Path
+) -> None:
+    device = start()
+    await orchestrator.seen.wait(kind(DeviceAuthenticated))
+    stray = shell("stray", "touch ran").model_copy(update={"device": "someone-else"})
+    orchestrator.assign(stray)
+    await orchestrator.seen.wait(kind(TaskAccepted))
+    (seen,) = await orchestrator.seen.wait(kind(ResultReceived))
+    result = seen.event.result
+    assert result.status is TaskOutcome.FAILED
+    assert result.error == (
+        f"task.assign names device 'someone-else', but this is device '{DEVICE}'; not run"
+    )
+    await device.events.wait(is_event(ResultAcked))
+    assert not (workspace / "ran").exists()
+
+
+async def test_a_result_that_crosses_a_cancel_is_refused_and_dropped(
+    orchestrator: Orchestrator, start: Callable[..., Running]
+) -> None:
+    """The device's own timeout fires just as the orchestrator gives up on the attempt:
+    its result meets `not_your_task`, the device drops it, and the late cancel is harmless."""
+    device = start()
+    await orchestrator.seen.wait(kind(DeviceAuthenticated))
+    racing = shell("racing", "exec sleep 30").model_copy(update={"timeout": 0.2})
+    orchestrator.assign(racing)
+    await orchestrator.seen.wait(kind(TaskAccepted))
+    orchestrator.assigned.discard(racing.key)  # fenced on the orchestrator's side first
+    (refused,) = await device.events.wait(
+        lambda e: isinstance(e, PeerError) and e.code is ErrorCode.NOT_YOUR_TASK
+    )
+    assert "racing" in refused.message
+    assert device.agent.unacked() == []  # dropped from the outbox: it can never succeed
+    orchestrator.cancel(ref("racing"))  # the cancel that crossed it: nothing to stop
+    orchestrator.assign(shell("after", "echo after"))
+    await orchestrator.seen.wait(
+        lambda seen: isinstance(seen.event, ResultReceived) and seen.event.result.star_id == "after"
+    )
+    assert orchestrator.results("racing") == []
+    await device.stopped()
+    assert device.unacked_on_disk() == []
 
 
 async def test_stopping_says_goodbye(

@@ -190,7 +190,9 @@ async def test_aclose_stops_everything_without_results(
 async def test_refusals(dispatcher: LocalDispatcher, sink: FakeSink) -> None:
     elsewhere = assignment("far").model_copy(update={"device": "laptop"})
     dispatcher.assign(elsewhere)
-    assert (await sink.result("far")).error == "this dispatcher runs device 'local', not 'laptop'"
+    assert (await sink.result("far")).error == (
+        "task.assign names device 'laptop', but this is device 'local'; not run"
+    )
     for n in range(3):
         dispatcher.assign(assignment(f"busy{n}", cmd=f"echo go{n}; sleep 30"))
     dispatcher.assign(assignment("fourth", cmd="true"))

@@ -25,6 +25,7 @@ from protocol.messages import (
     ErrorCode,
     Hello,
     Proof,
+    ProtocolViolation,
     TaskAssign,
     TaskResultMessage,
     Welcome,
@@ -344,3 +345,24 @@ def test_a_goodbye_is_specified_as_leaving_not_a_loss() -> None:
     assert "MUST say `bye`" in bye
     assert "MUST then show the device as offline, not lost" in bye
     assert "no grace period runs" in bye
+
+
+def test_what_the_envelope_rules_say_the_reference_parser_sees() -> None:
+    """The spec says which checks need a parser of one's own; the reference's is as lax,
+    and as strict, as the text says."""
+    envelope = section("Envelope")
+    assert "**What a receiver can check depends on its JSON parser.**" in envelope
+    duplicate = '{"v":1,"type":"heartbeat","id":"a","id":"b","ts":0,"body":{}}'
+    assert parse_message(duplicate).id == "b"  # "takes the last of duplicate keys"
+    hello = '{"v":1,"type":"hello","id":"h","ts":0,"body":{"device":"x","versions":[1],%s}}'
+    assert parse_message(hello % '"max_tasks":2.0').body.max_tasks == 2  # "accepts 2.0"
+    with pytest.raises(ProtocolViolation) as refused:
+        parse_message('{"v":1.0,"type":"heartbeat","id":"a","ts":0,"body":{}}')
+    assert refused.value.code is ErrorCode.UNSUPPORTED_VERSION  # "refuses v 1.0"
+
+
+def test_cancel_and_the_device_field_are_specified() -> None:
+    cancel = section("`task.cancel`")
+    assert "MUST NOT send a `task.result` for it" in cancel
+    assert "A result that crosses the cancel." in cancel
+    assert "A device MUST check that `device` is its own name." in section("`task.assign`")
