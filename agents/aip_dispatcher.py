@@ -5,10 +5,17 @@ fleet: which devices are connected, what each was assigned, when one is lost. Re
 are written to the result ledger before they are acknowledged, so a result delivered
 twice (after a reconnect) is stored and reported once.
 
+One name, one connection: a device that connects while another connection of its name
+is live (heard from within two heartbeat intervals) is refused with `already_connected`,
+so two processes started with one name cannot evict each other; a new connection does
+replace one that has gone quiet (a half-open remnant of the same device).
+
 Liveness: a device that is silent for `heartbeat_interval * heartbeat_misses` is lost,
 and so is one whose socket dropped and that has not come back within the same grace.
 Its running attempts are then reported failed ("device lost"), so the orchestrator
-retries them on another device within their retry budget.
+retries them on another device within their retry budget. A device that says goodbye
+(`bye`) is offline, not lost: it left on purpose, having handed back what it ran, and
+whatever it still held fails over at once, without waiting for the grace.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any, Protocol
 from agents.artifact_store import ArtifactStore
 from agents.clock import Clock, RealClock, Timer
 from agents.dispatch import ApprovalAsked, DeviceChange, TaskSink, UnknownApproval
+from agents.tool_args import ToolArgsChecker
 from devices.registry import DeviceInfo
 from protocol.artifact_stream import send_artifact
 from protocol.artifacts import ArtifactError, ArtifactReceiver
@@ -51,6 +59,10 @@ log = logging.getLogger("orrery.aip.dispatcher")
 
 Key = tuple[str, str, int]
 
+LIVE_WITHIN = 2
+"""A connection heard from within this many heartbeat intervals is live: a second
+connection of its device is refused rather than replacing it."""
+
 
 class ResultLedger(Protocol):
     """Durable, idempotent storage of results by (constellation, star, attempt)."""
@@ -72,6 +84,7 @@ class _Device:
     session: ServerSession
     driver: SessionDriver
     info: DeviceInfo
+    args: ToolArgsChecker  # checks task.assign args against the tools' announced schemas
     tool_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
     connected: bool = True
     liveness: Timer | None = None
@@ -138,6 +151,11 @@ class AipDispatcher:
             self._report(
                 TaskResult.failure(assignment, f"device {assignment.device!r} is not connected")
             )
+            return
+        problem = device.args.problem(assignment)
+        if problem is not None:  # checked before sending, so it fails here and now
+            log.info("not assigning %s to %s: %s", assignment.task_id, device.name, problem)
+            self._report(TaskResult.failure(assignment, problem))
             return
         key = assignment.key
         self._assigned.setdefault(device.name, {})[key] = assignment
@@ -237,9 +255,20 @@ class AipDispatcher:
 
     def _authenticated(
         self, session: ServerSession, driver: SessionDriver, event: DeviceAuthenticated
-    ) -> _Device:
+    ) -> _Device | None:
         hello = event.hello
         previous = self._devices.get(event.device)
+        if previous is not None and self._still_live(previous, session):
+            log.warning(
+                "device %s: refused a second connection from %s; %s holds the name",
+                event.device,
+                driver.connection.remote,
+                previous.driver.connection.remote,
+            )
+            silent = self.clock.now() - previous.session.last_seen
+            refusal = _already_connected(previous, silent)
+            session.refuse(ErrorCode.ALREADY_CONNECTED, refusal, fatal=True)
+            return None
         if previous is not None:
             self._cancel_timers(previous)
             if previous.session is not session and not previous.session.closed:
@@ -254,12 +283,14 @@ class AipDispatcher:
             vram_free_mb=hello.resources.vram_free_mb,
             max_tasks=min(hello.max_tasks, self.config.max_in_flight),
         )
+        schemas = {tool.name: tool.args_schema for tool in hello.tools}
         device = _Device(
             name=hello.device,
             session=session,
             driver=driver,
             info=info,
-            tool_schemas={tool.name: tool.args_schema for tool in hello.tools},
+            tool_schemas=schemas,
+            args=ToolArgsChecker(hello.device, schemas),
         )
         self._devices[hello.device] = device
         # Attempts this device was running before it reconnected stay in flight.
@@ -272,6 +303,15 @@ class AipDispatcher:
             self._sink.on_devices_changed()
         self._update_state(hello.device, joined=True)
         return device
+
+    def _still_live(self, previous: _Device, session: ServerSession) -> bool:
+        """Whether `previous`, another connection of the same device, is live: open, and
+        heard from within two heartbeat intervals (a device that sends its heartbeats is
+        never silent that long; a half-open connection is)."""
+        if previous.session is session or not previous.connected or previous.session.closed:
+            return False
+        silent = self.clock.now() - previous.session.last_seen
+        return silent < LIVE_WITHIN * self.config.heartbeat_interval
 
     def _result(self, session: ServerSession, event: ResultReceived) -> None:
         device_name = session.device
@@ -409,13 +449,19 @@ class AipDispatcher:
         device.connected = False
         if device.liveness is not None:
             device.liveness.cancel()
-        log.info("device %s disconnected: %s", device.name, event.reason)
+        if event.left:
+            log.info("device %s left: %s", device.name, event.reason)
+        else:
+            log.info("device %s disconnected: %s", device.name, event.reason)
         self._forget_approvals(device.name)  # the device takes them as refused (protocol.md)
         if self._sink is not None:
             self._sink.on_devices_changed()
-        self._report_state(device, "offline", event.reason)
+        self._report_state(device, "offline", event.reason, left=event.left)
         if event.lost:
             self._lost(device, event.reason)
+            return
+        if event.left:
+            self._left(device, event.reason)
             return
         # A dropped socket: the device may come back and deliver what it ran.
         grace = self.config.heartbeat_interval * self.config.heartbeat_misses
@@ -432,6 +478,22 @@ class AipDispatcher:
         self._report_state(device, "lost", why, left=True)
         for assignment in running.values():
             self._report(TaskResult.failure(assignment, f"device {device.name!r} lost: {why}"))
+
+    def _left(self, device: _Device, why: str) -> None:
+        """The device said goodbye: it stays offline (not lost), and what it did not hand
+        back before its `bye` fails over now; nothing waits for it to come back."""
+        del self._devices[device.name]
+        running = self._assigned.pop(device.name, {})
+        if running:
+            log.info("device %s left with %d attempts; they fail over", device.name, len(running))
+        for assignment in running.values():
+            self._report(
+                TaskResult.failure(
+                    assignment,
+                    f"device {device.name!r} left ({why}) before the star finished; "
+                    "it can run on another device",
+                )
+            )
 
     def _cancel_timers(self, device: _Device) -> None:
         for timer in (device.liveness, device.grace):
@@ -472,3 +534,12 @@ class AipDispatcher:
     def _report(self, result: TaskResult) -> None:
         if self._sink is not None:
             self._sink.on_result(result)
+
+
+def _already_connected(previous: _Device, silent: float) -> str:
+    return (
+        f"device {previous.name!r} is already connected (from "
+        f"{previous.driver.connection.remote}, heard from {max(0.0, silent):.1f}s ago); one name "
+        "serves one process at a time: stop the other process, or enrol this one under a "
+        "name of its own (`orrery devices enroll NAME`)"
+    )

@@ -34,7 +34,7 @@ class RunState:
     incoming: dict[str, list[Line]] = field(default_factory=dict)
     waiting: dict[str, int] = field(default_factory=dict)
     bottom_level: dict[str, float] = field(default_factory=dict)
-    referencing: set[str] = field(default_factory=set)  # stars whose args hold ${...}
+    referencing: set[str] = field(default_factory=set)  # args or instruction hold ${...}
     unfinished: int = 0
     cancelling: bool = False
     cancel_reason: str | None = None
@@ -70,7 +70,8 @@ class RunState:
         self.referencing = {
             star_id
             for star_id, star in stars.items()
-            if star.args and next(iter_references(star.args), None) is not None
+            if (star.args or star.instruction)
+            and next(iter_references(star.effective_args), None) is not None
         }
 
         decided: list[tuple[str, str | None]] = []

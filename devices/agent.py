@@ -195,6 +195,10 @@ class DeviceAgent:
     (connection state for a status display; synchronisation points for tests).
     `free_vram` reads the GPU's free memory for `hello` (and the default tools' sys.info);
     `app/` passes NVML's reader, the default knows of no GPU.
+
+    It logs on "orrery.device", at INFO, one line when it connects ("connected to URL as
+    NAME (N tools)"), when a connection is lost and when it reconnects, and when it stops
+    (a connection that cannot be made is a WARNING, with the reason and the retry delay).
     """
 
     def __init__(
@@ -282,33 +286,62 @@ class DeviceAgent:
             approvals=self._approvals,
         )
         self._dispatcher.attach(_ResultSink(self))
-        log.info("device %s: serving %s (workspace %s)", self.name, self.url, self.workspace)
+        log.debug("device %s: serving %s (workspace %s)", self.name, self.url, self.workspace)
         try:
             while not stop.is_set():
-                if await self._serve_once(stop):
+                welcomed, why = await self._serve_once(stop)
+                if welcomed:
                     self._backoff.reset()
                 if stop.is_set():
                     break
                 delay = self._backoff.next_delay(self._rng)
-                log.info("device %s: reconnecting in %.2fs", self.name, delay)
+                if welcomed:
+                    log.info(
+                        "device %s: connection to %s lost (%s); %d star(s) keep running; "
+                        "reconnecting in %.2fs",
+                        self.name,
+                        self.url,
+                        why,
+                        len(self._running),
+                        delay,
+                    )
+                else:
+                    log.warning(
+                        "device %s: cannot connect to %s (%s); retrying in %.2fs",
+                        self.name,
+                        self.url,
+                        why,
+                        delay,
+                    )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
         finally:
             await self._dispatcher.aclose()
             self._dispatcher = None
             self._running.clear()
+            try:
+                kept = len(self._outbox)
+            except OutboxError:  # the log line is not worth failing the shutdown
+                kept = 0
             self._outbox.close()
             self._outbox = None
-            log.info("device %s: stopped", self.name)
+            log.info(
+                "device %s: stopped%s",
+                self.name,
+                f"; {kept} result(s) kept in the outbox for the next start" if kept else "",
+            )
 
-    async def _serve_once(self, stop: asyncio.Event) -> bool:
-        """One connection from dial to loss; whether the handshake finished.
+    async def _serve_once(self, stop: asyncio.Event) -> tuple[bool, str]:
+        """One connection from dial to loss: whether the handshake finished, and why the
+        connection ended (or could not be made).
 
         Raises `DeviceRefused` when the orchestrator refused the handshake for good.
         """
         connection = await self._dial(stop)
         if connection is None:
-            return False
+            return False, "stopping"
+        if isinstance(connection, ConnectFailed):
+            return False, str(connection)
         link = self._open_link(connection)
         driving = asyncio.create_task(link.driver.run(), name=f"aip {self.name}")
         driving.add_done_callback(lambda _: self._changes.notify())
@@ -332,7 +365,7 @@ class DeviceAgent:
             self._link = None
         if link.refusal is not None:
             raise link.refusal
-        return link.welcomed
+        return link.welcomed, link.session.close_reason or "connection closed"
 
     async def _hand_back(self, link: _Link, driving: asyncio.Task[None]) -> None:
         """Before saying goodbye: let running stars finish for up to `shutdown_grace` s,
@@ -362,8 +395,8 @@ class DeviceAgent:
             lambda: not link.sent_results or driving.done(), loop.time() + 2.0
         )
 
-    async def _dial(self, stop: asyncio.Event) -> Connection | None:
-        """A new connection, or None if it failed (logged) or `stop` was set first."""
+    async def _dial(self, stop: asyncio.Event) -> Connection | ConnectFailed | None:
+        """A new connection, why it could not be made, or None if `stop` was set first."""
         dialing = asyncio.create_task(
             connect_aip(self.url, ssl=self._ssl, open_timeout=self._open_timeout)
         )
@@ -379,8 +412,7 @@ class DeviceAgent:
             return None
         failure = dialing.exception()
         if isinstance(failure, ConnectFailed):
-            log.warning("device %s: %s", self.name, failure)
-            return None
+            return failure
         if failure is not None:
             raise failure
         connection = dialing.result()
@@ -400,8 +432,8 @@ class DeviceAgent:
         link = _Link(session)
         link.driver = SessionDriver(session, connection, functools.partial(self._handle, link))
         self._link = link
-        log.info(
-            "device %s: connected to %s; handshake (%d running, %d unacked)",
+        log.debug(
+            "device %s: dialled %s; handshake (%d running, %d unacked)",
             self.name,
             connection.remote,
             len(resume.running),
@@ -448,12 +480,7 @@ class DeviceAgent:
             elif isinstance(event, PeerError):
                 self._peer_error(link, event)
             elif isinstance(event, SessionClosed):
-                log.info(
-                    "device %s: disconnected (%s); %d task(s) keep running",
-                    self.name,
-                    event.reason,
-                    len(self._running),
-                )
+                log.debug("device %s: session closed (%s)", self.name, event.reason)
             if self._on_event is not None:
                 self._on_event(event)
         self._changes.notify()
@@ -484,12 +511,13 @@ class DeviceAgent:
         link.heartbeats = asyncio.create_task(
             self._beat(link, interval), name=f"heartbeats {self.name}"
         )
+        log.debug("device %s: session %s, heartbeat every %gs", self.name, event.session, interval)
         log.info(
-            "device %s: welcomed (session %s, heartbeat every %gs, %d result(s) re-sent)",
+            "connected to %s as %s (%d tools)%s",
+            self.url,
             self.name,
-            event.session,
-            interval,
-            resent,
+            len(self._tools),
+            f"; re-sent {resent} result(s) kept while disconnected" if resent else "",
         )
 
     def _assign(self, assignment: TaskAssignment) -> None:
@@ -553,6 +581,8 @@ class DeviceAgent:
                     self._outbox.remove(key)
                 except OutboxError as error:
                     log.error("device %s: %s", self.name, error.message)
+        elif not link.welcomed:  # the connection ends; the retry line says why
+            log.debug("device %s: refused (%s): %s", self.name, event.code, event.message)
         else:
             log.warning(
                 "device %s: orchestrator reports %s: %s", self.name, event.code, event.message

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from devices.registry import canonical_platform
+
 MEMINFO = Path("/proc/meminfo")
 
 VramProbe = Callable[[], int | None]
@@ -27,14 +29,9 @@ def no_gpu() -> int | None:
 
 
 def platform_name(platform: str = sys.platform) -> str:
-    """`sys.platform` as a device platform: "linux", "macos" or "windows" (else unchanged)."""
-    if platform.startswith("linux"):
-        return "linux"
-    if platform == "darwin":
-        return "macos"
-    if platform in ("win32", "cygwin"):
-        return "windows"
-    return platform
+    """`sys.platform` as a device platform: "linux", "macos" or "windows" (else as it is,
+    in lower case)."""
+    return canonical_platform(platform)
 
 
 def parse_meminfo(text: str) -> dict[str, int]:

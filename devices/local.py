@@ -16,7 +16,7 @@ from devices.host import platform_name
 from devices.registry import DeviceInfo
 from devices.tools import ToolContext, ToolError, ToolFailed, ToolRegistry, default_tools
 from devices.tools.base import ArtifactChannelLike
-from devices.tools.errors import UnknownToolName
+from devices.tools.errors import InvalidToolArgs, UnknownToolName
 from protocol.tasks import TaskAssignment, TaskProgress, TaskResult
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,10 @@ class LocalDispatcher:
         if self._closed:
             return f"device {self.name!r} is shut down"
         if assignment.device != self.name:
-            return f"this dispatcher runs device {self.name!r}, not {assignment.device!r}"
+            return (
+                f"task.assign names device {assignment.device!r}, but this is device "
+                f"{self.name!r}; not run"
+            )
         if assignment.tool not in self._tools:
             return UnknownToolName(assignment.tool, self._tools.names(), device=self.name).message
         if len(self._runs) >= self._info.max_tasks:
@@ -205,6 +208,9 @@ class LocalDispatcher:
                         raise ToolFailed(f"{tool.name} was not approved: {why or 'refused'}")
                     context.progress(f"approved: {why}" if why else "approved", None)
                 output = await tool.run(args, context)
+        except InvalidToolArgs as error:
+            log.info("%s refused: %s", _attempt(assignment), error.message)
+            return TaskResult.failure(assignment, f"star {assignment.star_id!r}: {error.message}")
         except ToolFailed as error:
             log.info("%s failed: %s", _attempt(assignment), error.message)
             dumped = error.output.model_dump(mode="json") if error.output is not None else None

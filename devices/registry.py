@@ -5,11 +5,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PLATFORM_ALIASES = {"darwin": "macos", "win32": "windows", "cygwin": "windows"}
+"""Other names for the platforms AIP names `linux`, `macos` and `windows` (Python's
+`sys.platform` values), read as those."""
+
+
+def canonical_platform(name: str) -> str:
+    """A platform as plans and AIP name it: "linux", "macos", "windows"; aliases such as
+    "darwin" read as their name, and any other name in lower case ("freebsd14")."""
+    lowered = name.strip().lower()
+    if lowered.startswith("linux"):
+        return "linux"
+    return PLATFORM_ALIASES.get(lowered, lowered)
 
 
 class DeviceInfo(BaseModel):
-    """A device as the orchestrator sees it: identity, capabilities and concurrency limit."""
+    """A device as the orchestrator sees it: identity, capabilities and concurrency limit.
+
+    `platform` is kept canonical (`canonical_platform`): a device that announces "darwin"
+    is a "macos" device, and a selector asking for either finds it.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -20,6 +37,11 @@ class DeviceInfo(BaseModel):
     gpu: bool = False
     vram_free_mb: int = Field(default=0, ge=0)
     max_tasks: int = Field(default=4, ge=1, le=1024)
+
+    @field_validator("platform")
+    @classmethod
+    def _canonical(cls, platform: str) -> str:
+        return canonical_platform(platform)
 
     def mismatch(
         self,
@@ -39,7 +61,7 @@ class DeviceInfo(BaseModel):
         missing = sorted(set(labels) - self.labels)
         if missing:
             return f"lacks label(s) {', '.join(missing)}"
-        if platform is not None and platform != self.platform:
+        if platform is not None and canonical_platform(platform) != self.platform:
             return f"runs {self.platform}, not {platform}"
         if gpu and not self.gpu:
             return "has no GPU"

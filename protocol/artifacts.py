@@ -41,6 +41,7 @@ from typing import IO, Any
 
 from protocol.messages import (
     DEFAULT_MAX_FRAME,
+    MAX_OPEN_TRANSFERS,
     ArtifactDone,
     ArtifactDoneBody,
     ArtifactOffer,
@@ -315,7 +316,9 @@ class ArtifactReceiver:
     transfer and deletes the partial file. Every refusal is an `ArtifactError`.
     """
 
-    def __init__(self, dest_dir: Path, *, max_size: int, max_concurrent: int = 4) -> None:
+    def __init__(
+        self, dest_dir: Path, *, max_size: int, max_concurrent: int = MAX_OPEN_TRANSFERS
+    ) -> None:
         if max_size < 0:
             raise ValueError(f"max_size must not be negative, not {max_size}")
         if max_concurrent < 1:

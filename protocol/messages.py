@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     UNEXPECTED = "unexpected"  # a valid message at the wrong moment
     UNKNOWN_DEVICE = "unknown_device"
     BAD_PROOF = "bad_proof"
+    ALREADY_CONNECTED = "already_connected"  # another live connection holds the device name
     NOT_YOUR_TASK = "not_your_task"
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
@@ -357,6 +358,10 @@ _ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
 MAX_BATCH = 64
 """The most envelopes one batch frame (a JSON array of envelopes) may carry."""
 
+MAX_OPEN_TRANSFERS = 4
+"""The most artifact transfers one peer may have open at once on one connection (offered
+and not yet ended with `artifact.done`); a receiver refuses a further offer."""
+
 _BATCH_ADAPTER: TypeAdapter[list[Message]] = TypeAdapter(list[Message])
 
 
@@ -407,10 +412,7 @@ def parse_frame(
     neither an envelope nor a batch, a batch of the wrong length).
     """
     _check_size(frame, max_frame)
-    head = frame[:1]
-    if head.isspace():  # rare: only then is the whole frame scanned
-        head = frame.lstrip()[:1]
-    if head not in ("[", b"["):
+    if not is_batch(frame):
         return [_parse_envelope(frame)]
     try:
         messages = _BATCH_ADAPTER.validate_json(frame)
@@ -440,6 +442,14 @@ def parse_frame(
         except ProtocolViolation as violation:
             outcomes.append(violation)
     return outcomes
+
+
+def is_batch(frame: str | bytes) -> bool:
+    """Whether a text frame is a batch: its first non-whitespace character is `[`."""
+    head = frame[:1]
+    if head.isspace():  # rare: only then is the whole frame scanned
+        head = frame.lstrip()[:1]
+    return head in ("[", b"[")
 
 
 def _load(frame: str | bytes) -> Any:

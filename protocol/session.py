@@ -23,6 +23,7 @@ from protocol.auth import DeviceKey, derive_key, new_nonce, proof_mac, verify_pr
 from protocol.messages import (
     DEFAULT_MAX_FRAME,
     MAX_BATCH,
+    MAX_OPEN_TRANSFERS,
     PROTOCOL_VERSION,
     Ack,
     AckBody,
@@ -65,6 +66,7 @@ from protocol.messages import (
     WelcomeBody,
     encode_batch,
     encode_envelope,
+    is_batch,
     new_message_id,
     parse_frame,
 )
@@ -73,7 +75,6 @@ from protocol.tasks import TaskAssignment, TaskProgress, TaskResult
 log = logging.getLogger("orrery.aip")
 
 Now = Callable[[], float]
-MAX_OPEN_TRANSFERS = 16
 
 
 class SessionState(StrEnum):
@@ -129,6 +130,7 @@ class SessionClosed:
     reason: str
     lost: bool = False  # the peer went silent: heartbeats missed
     dropped: bool = False  # the transport reported the socket gone without a goodbye
+    left: bool = False  # the peer said goodbye (`bye`): it closed on purpose
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,10 +333,13 @@ class _Session(ABC):
         self._require_active("artifact.done")
         return self._send(ArtifactDone, body)
 
-    def refuse(self, code: ErrorCode, text: str, *, ref: str | None = None) -> None:
-        """Send a non-fatal `error` about one of the peer's messages (`ref`)."""
+    def refuse(
+        self, code: ErrorCode, text: str, *, ref: str | None = None, fatal: bool = False
+    ) -> None:
+        """Send an `error` about one of the peer's messages (`ref`); a `fatal` one closes
+        the session after it (the caller flushes, and the transport closes the socket)."""
         if not self.closed:
-            self._error(code, text, ref=ref)
+            self._error(code, text, ref=ref, fatal=fatal)
 
     def _require_active(self, what: str) -> None:
         if self.state is not SessionState.ACTIVE:
@@ -349,12 +354,14 @@ class _Session(ABC):
         if fatal:
             self._close(text)
 
-    def _close(self, reason: str, *, lost: bool = False, dropped: bool = False) -> None:
+    def _close(
+        self, reason: str, *, lost: bool = False, dropped: bool = False, left: bool = False
+    ) -> None:
         if self.state is SessionState.CLOSED:
             return
         self.state = SessionState.CLOSED
         self.close_reason = reason
-        self._events.append(SessionClosed(reason=reason, lost=lost, dropped=dropped))
+        self._events.append(SessionClosed(reason=reason, lost=lost, dropped=dropped, left=left))
 
     def close(self, reason: str = "closing") -> None:
         """Say goodbye and close; the caller sends the `bye` and closes the socket."""
@@ -382,10 +389,13 @@ class _Session(ABC):
         except ProtocolViolation as violation:
             self._refuse(violation)
             return
+        batch = len(outcomes) > 1 or is_batch(frame)
         for index, outcome in enumerate(outcomes):
             if self.closed:  # an earlier envelope of the batch closed the session
                 return
-            if index and not self._admit():  # each envelope of a batch counts
+            # Every error about one element of a batch says which (parse errors already do).
+            where = f"batch[{index}]: " if batch else ""
+            if index and not self._admit(where):  # each envelope of a batch counts
                 continue
             if isinstance(outcome, ProtocolViolation):
                 self._refuse(outcome)
@@ -393,12 +403,11 @@ class _Session(ABC):
             try:
                 self._receive(outcome)
             except ProtocolViolation as violation:
-                self._error(
-                    violation.code, violation.message, ref=outcome.id, fatal=violation.fatal
-                )
+                text = where + violation.message
+                self._error(violation.code, text, ref=outcome.id, fatal=violation.fatal)
             except ValidationError as exc:  # task ids a `TaskRef` refuses (empty, over 64 chars)
-                where = ".".join(str(part) for part in exc.errors()[0]["loc"]) or "body"
-                text = f"{outcome.type}: body.{where}: {exc.errors()[0]['msg']}"
+                field = ".".join(str(part) for part in exc.errors()[0]["loc"]) or "body"
+                text = f"{where}{outcome.type}: body.{field}: {exc.errors()[0]['msg']}"
                 self._error(ErrorCode.MALFORMED, text, ref=outcome.id)
 
     def _refuse(self, violation: ProtocolViolation) -> None:
@@ -408,8 +417,9 @@ class _Session(ABC):
             fatal = fatal or violation.code is not ErrorCode.TOO_LARGE
         self._error(violation.code, violation.message, ref=violation.ref, fatal=fatal)
 
-    def _admit(self) -> bool:
-        """Whether the rate limit lets one more envelope in (each of a batch counts)."""
+    def _admit(self, where: str = "") -> bool:
+        """Whether the rate limit lets one more envelope in (each of a batch counts);
+        `where` names the element of a batch in the refusal."""
         return True
 
     def _receive_binary(self, data: bytes) -> None:
@@ -548,10 +558,13 @@ class ServerSession(_Session):
 
     # -- frames from the device
 
-    def _admit(self) -> bool:
+    def _admit(self, where: str = "") -> bool:
         if self._limit.allow(self._now()):
             return True
-        self._error(ErrorCode.RATE_LIMITED, "too many frames; slow down (frame dropped)")
+        dropped = "envelope" if where else "frame"
+        self._error(
+            ErrorCode.RATE_LIMITED, f"{where}too many frames; slow down ({dropped} dropped)"
+        )
         return False
 
     def _receive(self, message: Message) -> None:
@@ -568,8 +581,18 @@ class ServerSession(_Session):
         handler(self, message)
 
     def _on_hello(self, message: Hello) -> None:
+        if self.state is SessionState.AWAIT_PROOF:
+            raise ProtocolViolation(
+                ErrorCode.UNEXPECTED,
+                "a second hello while the challenge is unanswered; answer the challenge "
+                "already sent with proof (it stays valid)",
+            )
         if self.state is not SessionState.AWAIT_HELLO:
-            raise ProtocolViolation(ErrorCode.UNEXPECTED, "hello after the handshake")
+            raise ProtocolViolation(
+                ErrorCode.UNEXPECTED,
+                f"hello after the handshake: this connection is already authenticated as "
+                f"{self.device!r}; send hello only as the first frame of a connection",
+            )
         self._hello(message)
 
     def _on_proof(self, message: Proof) -> None:
@@ -593,7 +616,7 @@ class ServerSession(_Session):
         self._events.append(ResultReceived(result=message.body, message_id=message.id))
 
     def _on_bye(self, message: Bye) -> None:
-        self._close(message.body.reason or "device said goodbye")
+        self._close(message.body.reason or "device said goodbye", left=True)
 
     def _on_ack(self, message: Ack) -> None:
         pass  # devices may ack orchestrator messages; nothing waits for them
@@ -773,7 +796,7 @@ class DeviceSession(_Session):
             self._close(f"refused by the orchestrator: {message.body.message}")
 
     def _on_bye(self, message: Bye) -> None:
-        self._close(message.body.reason or "orchestrator said goodbye")
+        self._close(message.body.reason or "orchestrator said goodbye", left=True)
 
     def _on_assign(self, message: TaskAssign) -> None:
         assignment = message.body
@@ -850,6 +873,7 @@ _DEVICE_HANDLERS: dict[type, Handler] = {
 
 
 __all__ = [
+    "MAX_OPEN_TRANSFERS",
     "ApprovalDecided",
     "ApprovalRequested",
     "ArtifactChunk",

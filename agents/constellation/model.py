@@ -172,6 +172,11 @@ class StarSpec(BaseModel):
             raise ValueError("a star needs either 'tool' (with 'args') or 'instruction'")
         if self.tool is not None and self.instruction is not None:
             raise ValueError("a star has either 'tool' or 'instruction', not both")
+        if self.instruction is not None and "goal" in self.args:
+            raise ValueError(
+                "an instruction is agent.do's goal: leave 'goal' out of 'args' (they may "
+                "carry agent.do's other arguments, such as 'max_steps')"
+            )
         return self
 
     @field_validator("after")
@@ -188,9 +193,11 @@ class StarSpec(BaseModel):
 
     @property
     def effective_args(self) -> dict[str, Any]:
+        """The arguments the tool gets; an instruction becomes `agent.do`'s `goal`, next to
+        whatever else `args` gives agent.do (`max_steps`, `tools`)."""
         if self.tool is not None:
             return self.args
-        return {"instruction": self.instruction, **self.args}
+        return {"goal": self.instruction, **self.args}
 
 
 class Line(BaseModel):

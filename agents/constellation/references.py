@@ -1,8 +1,10 @@
 """`${star.output.field}` references: parsed at validation, resolved at dispatch time.
 
-A string that is exactly one reference is replaced by the referenced value with its
-type (a number stays a number); a reference inside longer text is interpolated as text
-(dicts and lists as JSON). Only `output` (the upstream result) and `error` may be read.
+A string that is exactly one reference is replaced by the referenced value as it is
+(a number stays a number, a text keeps every character); a reference inside longer text
+is interpolated as text: a text value without one trailing line break (`\n` or `\r\n`, as
+a command's output ends), anything else as JSON. Only `output` (the upstream result) and
+`error` may be read.
 """
 
 from __future__ import annotations
@@ -107,6 +109,10 @@ def _value_of(reference: Reference, lookup: Lookup) -> Any:
 
 
 def _as_text(value: Any) -> str:
+    """A value as it reads inside longer text: a text without one trailing line break
+    ("There are ${count.output.stdout} files" must not break after the number)."""
     if isinstance(value, str):
-        return value
+        if value.endswith("\r\n"):
+            return value[:-2]
+        return value.removesuffix("\n")
     return json.dumps(value, sort_keys=True)

@@ -7,7 +7,7 @@ exist, no cycles, every `${star.output...}` reference names an upstream star, an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import networkx as nx
 
@@ -98,6 +98,14 @@ def check_structure(
     return graph
 
 
+def _reference_sites(star: StarSpec) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """(where in the star, ${...} text) of every reference the star's tool will get: in
+    `args`, and in `instruction` (agent.do's goal) where it has one."""
+    if star.instruction is not None:
+        yield from iter_references(star.instruction, ("instruction",))
+    yield from iter_references(star.args, ("args",))
+
+
 def check_references(
     stars: Mapping[str, StarSpec],
     graph: nx.DiGraph,
@@ -107,7 +115,7 @@ def check_references(
     """Every reference must be well formed and name a star upstream of the one using it."""
     for star in stars.values():
         upstream: set[str] | None = None
-        for arg_location, text in iter_references(star.effective_args, ("args",)):
+        for arg_location, text in _reference_sites(star):
             location = (*locate_star(star.id), *arg_location)
             try:
                 reference = parse_reference(text)

@@ -19,6 +19,9 @@ from agents.constellation import Star
 
 MAX_FIELDS = 12
 FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,31}$")
+EXIT_CODE_FIELDS = ("returncode", "exit_code")
+"""Where a result carries a process's exit code: `returncode` (shell.run, python.run),
+or `exit_code` (what another device's tool may call it); the first that is an int wins."""
 
 ErrorKind = Literal["timed out", "device lost", "cancelled", "no capable device", "failed"]
 
@@ -51,12 +54,15 @@ def summarise(star: Star) -> ResultSummary:
     exit_code = None
     fields: dict[str, FieldFact] = {}
     if isinstance(output, Mapping):
-        code = output.get("exit_code")
-        exit_code = code if isinstance(code, int) and not isinstance(code, bool) else None
+        for name in EXIT_CODE_FIELDS:
+            code = output.get(name)
+            if isinstance(code, int) and not isinstance(code, bool):
+                exit_code = code
+                break
         for key, value in output.items():
             if len(fields) >= MAX_FIELDS:
                 break
-            if isinstance(key, str) and FIELD_NAME.match(key) and key != "exit_code":
+            if isinstance(key, str) and FIELD_NAME.match(key) and key not in EXIT_CODE_FIELDS:
                 fields[key] = _fact(value)
     elif output is not None:
         fields["output"] = _fact(output)

@@ -16,21 +16,25 @@ from agents.aip_dispatcher import AipDispatcher
 from agents.clock import VirtualClock
 from agents.constellation import PlanSpec, build_constellation
 from agents.constellation.model import ConstellationStatus, StarStatus
+from agents.dispatch import DeviceChange
+from agents.events import DeviceStateChanged, Event
 from agents.fleet_store import StoreKeys, StoreLedger
 from agents.orchestrator import Orchestrator
 from devices.agent import DeviceAgent
 from devices.backoff import Backoff
 from memory import Store
 from protocol.auth import enroll
-from protocol.messages import DEFAULT_MAX_FRAME, HelloBody, Load
+from protocol.messages import DEFAULT_MAX_FRAME, ErrorCode, HelloBody, Load, ToolDescription
 from protocol.session import (
     AssignmentReceived,
     DeviceSession,
+    PeerError,
     ServerConfig,
+    SessionClosed,
     SessionEvent,
     Welcomed,
 )
-from protocol.tasks import TaskOutcome, TaskResult
+from protocol.tasks import TaskAssignment, TaskOutcome, TaskResult
 from protocol.transport import AipServer, Connection, TransportClosed, connect_aip, serve_aip
 
 WAIT = 20.0
@@ -80,7 +84,12 @@ class Fleet:
 
 
 async def make_fleet(
-    tmp_path: Path, names: list[str], *, clock: VirtualClock | None = None, **config: float
+    tmp_path: Path,
+    names: list[str],
+    *,
+    clock: VirtualClock | None = None,
+    observe: Callable[[str, str, list[str]], None] | None = None,
+    **config: float,
 ) -> Fleet:
     store = Store.open_path(tmp_path / "orchestrator" / "orrery.db")
     tokens = {}
@@ -95,6 +104,13 @@ async def make_fleet(
         config=ServerConfig(**config),  # type: ignore[arg-type]
     )
     orchestrator = Orchestrator(dispatcher, clock=clock)
+    if observe is not None:  # device states, as the orchestrator publishes them
+
+        def states(event: Event) -> None:
+            if isinstance(event, DeviceStateChanged):
+                observe(event.device, event.state, [])
+
+        orchestrator.events.listen(states)
     server = await serve_aip(dispatcher.handle, "127.0.0.1", 0)
     return Fleet(store, dispatcher, orchestrator, server, tokens, tmp_path)
 
@@ -133,7 +149,7 @@ PLAN = {
             "tool": "fs.write",
             "args": {
                 "path": "joined.txt",
-                "content": "${a.output.stdout}${b.output.stdout}${c.output.stdout}",
+                "content": "${a.output.stdout}\n${b.output.stdout}\n${c.output.stdout}\n",
             },
         },
     ],
@@ -265,20 +281,33 @@ def _outbox_size(path: Path) -> int:
         return len(outbox)
 
 
-async def _raw_device(fleet: Fleet, name: str) -> tuple[DeviceSession, Connection]:
+async def _raw_device(
+    fleet: Fleet, name: str, *, tools: list[ToolDescription] | None = None
+) -> tuple[DeviceSession, Connection]:
     """A hand-driven device: handshake done, then silent (it sends no heartbeats)."""
+    session, connection, events = await _handshake(fleet, name, tools=tools)
+    assert any(isinstance(e, Welcomed) for e in events), events
+    return session, connection
+
+
+async def _handshake(
+    fleet: Fleet, name: str, *, tools: list[ToolDescription] | None = None
+) -> tuple[DeviceSession, Connection, list[SessionEvent]]:
+    """A hand-driven device's handshake, until `welcome` or until it is refused."""
     session = DeviceSession(
-        hello=HelloBody(device=name, versions=[1], max_tasks=2, tools=[]),
+        hello=HelloBody(device=name, versions=[1], max_tasks=2, tools=tools or []),
         token=fleet.tokens[name],
         now=asyncio.get_running_loop().time,
     )
     connection = await connect_aip(fleet.url)
     session.start()
-    while not any(isinstance(e, Welcomed) for e in session.events_received()):
+    events: list[SessionEvent] = []
+    while not session.closed and not any(isinstance(e, Welcomed) for e in events):
         await connection.send_all(session.data_to_send())
         frame, binary = await asyncio.wait_for(connection.recv(), WAIT)
         session.receive_frame(frame, binary=binary)
-    return session, connection
+        events += session.events_received()
+    return session, connection, events
 
 
 async def test_silent_device_is_lost_on_the_virtual_clock_and_its_work_fails_over(
@@ -303,7 +332,8 @@ async def test_silent_device_is_lost_on_the_virtual_clock_and_its_work_fails_ove
 
     fleet.dispatcher.attach(Sink())
     try:
-        session, connection = await _raw_device(fleet, "mute")
+        tools = [ToolDescription(name="shell.run")]
+        session, connection = await _raw_device(fleet, "mute", tools=tools)
         await fleet.wait_devices(1)
         from protocol.tasks import TaskAssignment
 
@@ -455,5 +485,299 @@ async def test_connection_that_never_says_hello_is_closed(tmp_path: Path) -> Non
         assert "handshake" in goodbye["body"]["reason"]
         with pytest.raises(TransportClosed):
             await asyncio.wait_for(connection.recv(), WAIT)
+    finally:
+        await shutdown(fleet)
+
+
+async def test_args_that_do_not_fit_the_tools_schema_fail_before_assignment(fleet: Fleet) -> None:
+    received: list[SessionEvent] = []
+    fleet.start_agent("alpha", on_event=received.append)
+    await fleet.wait_devices(1)
+    plan = {
+        "name": "bad-args",
+        "stars": [
+            {"id": "extra", "tool": "shell.run", "args": {"nope": 1}},
+            {"id": "typed", "tool": "shell.run", "args": {"cmd": 1}},
+            {"id": "fine", "tool": "shell.run", "args": {"cmd": "echo fine"}},
+        ],
+    }
+    constellation = build_constellation(PlanSpec.model_validate(plan))
+    final = await asyncio.wait_for(fleet.orchestrator.run(constellation), WAIT)
+
+    stars = final.stars
+    assert stars["fine"].status is StarStatus.SUCCEEDED
+    assert stars["extra"].status is StarStatus.FAILED
+    assert stars["extra"].error == (
+        "attempt 1/1: star 'extra': invalid arguments for shell.run: args: Additional "
+        "properties are not allowed ('nope' was unexpected); args: 'cmd' is a required "
+        "property; fix the star's args to match the schema device 'alpha' announced for it"
+    )
+    assert (stars["typed"].error or "").startswith(
+        "attempt 1/1: star 'typed': invalid arguments for shell.run: args.cmd: 1 is not of "
+        "type 'string'"
+    )
+    assigned = [e.assignment.star_id for e in received if isinstance(e, AssignmentReceived)]
+    assert assigned == ["fine"]  # the others never reached the device
+    assert [r.star_id for r in fleet.store.results(constellation.id)] == ["fine"]
+
+
+async def test_args_are_checked_in_the_dialect_the_schema_declares(fleet: Fleet) -> None:
+    """A Draft 7 tuple (`items` as a list) is checked as Draft 7; the same schema without
+    `$schema` is Draft 2020-12, where it is no schema at all: the star fails saying so."""
+    pair = {
+        "type": "object",
+        "properties": {"pair": {"items": [{"type": "string"}, {"type": "integer"}]}},
+    }
+    draft7 = {"$schema": "http://json-schema.org/draft-07/schema#", **pair}
+    tools = [
+        ToolDescription(name="pair.old", args_schema=draft7),
+        ToolDescription(name="pair.new", args_schema=pair),
+    ]
+    _, connection = await _raw_device(fleet, "beta", tools=tools)
+    await fleet.wait_devices(1)
+    failures: list[TaskResult] = []
+    fleet.dispatcher.attach(_Failures(failures))
+    for star, tool, pair_value in [
+        ("a", "pair.old", ["x", "y"]),
+        ("b", "pair.new", ["x", 1]),
+    ]:
+        fleet.dispatcher.assign(
+            TaskAssignment(
+                constellation_id="c",
+                star_id=star,
+                attempt=1,
+                device="beta",
+                tool=tool,
+                args={"pair": pair_value},
+            )
+        )
+    assert [f.star_id for f in failures] == ["a", "b"]
+    assert "args.pair.1: 'y' is not of type 'integer'" in (failures[0].error or "")
+    assert "is not a usable JSON Schema" in (failures[1].error or "")
+    fleet.dispatcher.assign(
+        TaskAssignment(
+            constellation_id="c",
+            star_id="c",
+            attempt=1,
+            device="beta",
+            tool="pair.old",
+            args={"pair": ["x", 1]},
+        )
+    )
+    frame, _ = await asyncio.wait_for(connection.recv(), WAIT)
+    assert json.loads(frame)["body"]["star_id"] == "c"  # valid for Draft 7: sent
+    await connection.close()
+
+
+class _Failures:
+    def __init__(self, into: list[TaskResult], states: list[tuple[str, str]] | None = None) -> None:
+        self.into = into
+        self.states = states
+
+    def on_device_change(self, change: DeviceChange) -> None:
+        if self.states is not None:
+            self.states.append((change.device, change.state))
+
+    def on_approval(self, asked: object) -> None:
+        pass
+
+    def on_result(self, result: TaskResult) -> None:
+        self.into.append(result)
+
+    def on_progress(self, progress: object) -> None:
+        pass
+
+    def on_devices_changed(self) -> None:
+        pass
+
+
+async def test_a_device_stopped_on_purpose_is_offline_not_lost_and_hands_its_star_over(
+    tmp_path: Path,
+) -> None:
+    clock = VirtualClock()
+    states: list[tuple[str, str]] = []
+    fleet = await make_fleet(
+        tmp_path, ["one", "two"], clock=clock, observe=lambda d, s, _: states.append((d, s))
+    )
+    try:
+        stop_one = asyncio.Event()
+        one = DeviceAgent(
+            fleet.url,
+            "one",
+            fleet.tokens["one"],
+            data_dir=fleet.tmp / "one",
+            backoff=Backoff(initial=0.01, factor=2, maximum=0.1),
+            shutdown_grace=0.0,
+        )
+        running_one = asyncio.create_task(one.run(stop_one))
+        await fleet.wait_devices(1)
+        ready = fleet.tmp / "two" / "workspace"
+        ready.mkdir(parents=True)
+        (ready / "here").touch()  # the star finishes at once on "two" only
+        plan = {
+            "name": "handover",
+            "stars": [
+                {
+                    "id": "work",
+                    "tool": "shell.run",
+                    "args": {"cmd": "test -e here || exec sleep 60"},
+                    "retries": 1,
+                }
+            ],
+        }
+        handle = fleet.orchestrator.submit(build_constellation(PlanSpec.model_validate(plan)))
+
+        async def started() -> None:
+            while not one.running:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(started(), WAIT)
+        fleet.start_agent("two")
+        await fleet.wait_devices(2)
+        stop_one.set()  # as SIGTERM does in `orrery device`
+        await asyncio.wait_for(running_one, WAIT)
+        final = await asyncio.wait_for(handle.wait(), WAIT)
+
+        assert final.status is ConstellationStatus.SUCCEEDED
+        first, second = final.stars["work"].attempts
+        assert first.device == "one"
+        assert "'one' shut down before the star finished" in (first.error or "")
+        assert second.device == "two"
+        assert [state for device, state in states if device == "one"][-1] == "offline"
+        clock.advance(3 * ServerConfig().heartbeat_interval * ServerConfig().heartbeat_misses)
+        assert ("one", "lost") not in states  # it said goodbye: no grace, no loss
+    finally:
+        await shutdown(fleet)
+
+
+async def test_attempts_a_leaving_device_still_holds_fail_over_at_once(tmp_path: Path) -> None:
+    clock = VirtualClock()  # never advanced: nothing may wait for a grace period
+    states: list[tuple[str, str]] = []
+    fleet = await make_fleet(
+        tmp_path, ["raw"], clock=clock, observe=lambda d, s, _: states.append((d, s))
+    )
+    failures: list[TaskResult] = []
+    failed = asyncio.Event()
+
+    class Sink(_Failures):
+        def on_result(self, result: TaskResult) -> None:
+            super().on_result(result)
+            failed.set()
+
+    fleet.dispatcher.attach(Sink(failures, states))
+    try:
+        tools = [ToolDescription(name="shell.run")]
+        session, connection = await _raw_device(fleet, "raw", tools=tools)
+        await fleet.wait_devices(1)
+        assignment = TaskAssignment(
+            constellation_id="c", star_id="s", attempt=1, device="raw", tool="shell.run"
+        )
+        fleet.dispatcher.assign(assignment)
+        frame, _ = await asyncio.wait_for(connection.recv(), WAIT)
+        session.receive_frame(frame)
+        session.close("going for lunch")  # a bye, without handing the attempt back
+        await connection.send_all(session.data_to_send())
+        await asyncio.wait_for(failed.wait(), WAIT)
+        (failure,) = failures
+        assert failure.status is TaskOutcome.FAILED
+        assert failure.error == (
+            "device 'raw' left (going for lunch) before the star finished; "
+            "it can run on another device"
+        )
+        assert fleet.dispatcher.devices() == []
+        assert states[-1] == ("raw", "offline")
+        assert ("raw", "lost") not in states
+        await connection.close()
+    finally:
+        await shutdown(fleet)
+
+
+async def test_a_second_process_with_the_same_name_is_refused_and_evicts_nobody(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    first_events: list[SessionEvent] = []
+    stop_first = asyncio.Event()
+    first = DeviceAgent(
+        fleet.url,
+        "alpha",
+        fleet.tokens["alpha"],
+        data_dir=fleet.tmp / "alpha",
+        backoff=Backoff(initial=0.01, factor=2, maximum=0.1),
+        on_event=first_events.append,
+    )
+    running_first = asyncio.create_task(first.run(stop_first))
+    await fleet.wait_devices(1)
+
+    refusals: list[PeerError] = []
+    refused_thrice = asyncio.Event()
+    second_welcomed = asyncio.Event()
+
+    def second_saw(event: SessionEvent) -> None:
+        if isinstance(event, PeerError):
+            refusals.append(event)
+            if len(refusals) == 3:
+                refused_thrice.set()
+        elif isinstance(event, Welcomed):
+            second_welcomed.set()
+
+    stop_second = asyncio.Event()
+    second = DeviceAgent(
+        fleet.url,
+        "alpha",
+        fleet.tokens["alpha"],
+        data_dir=fleet.tmp / "alpha-again",
+        backoff=Backoff(initial=0.01, factor=2, maximum=0.1),
+        on_event=second_saw,
+    )
+    running_second = asyncio.create_task(second.run(stop_second))
+    try:
+        await asyncio.wait_for(refused_thrice.wait(), WAIT)
+        assert {r.code for r in refusals} == {ErrorCode.ALREADY_CONNECTED}
+        refusal = refusals[0].message
+        assert refusal.startswith("device 'alpha' is already connected (from 127.0.0.1:")
+        assert "stop the other process, or enrol this one under a name of its own" in refusal
+        assert first.connected
+        assert not second.connected
+        said = [r.getMessage() for r in caplog.records if r.name == "orrery.device"]
+        assert any(
+            line.startswith("device alpha: cannot connect to ")
+            and "(refused by the orchestrator: device 'alpha' is already connected" in line
+            and "; retrying in " in line
+            for line in said
+        ), said
+        assert [type(e) for e in first_events].count(Welcomed) == 1
+        assert not any(isinstance(e, SessionClosed) for e in first_events)  # never evicted
+        assert [d.name for d in fleet.dispatcher.devices()] == ["alpha"]
+
+        stop_first.set()  # the first one leaves: the second takes the name over
+        await asyncio.wait_for(running_first, WAIT)
+        await asyncio.wait_for(second_welcomed.wait(), WAIT)
+        assert second.connected
+    finally:
+        stop_first.set()
+        stop_second.set()
+        await asyncio.wait_for(asyncio.gather(running_first, running_second), WAIT)
+
+
+async def test_a_new_connection_replaces_one_that_went_quiet(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    fleet = await make_fleet(tmp_path, ["half"], clock=clock)
+    try:
+        _, old_connection = await _raw_device(fleet, "half")
+        await fleet.wait_devices(1)
+        _, _, early = await _handshake(fleet, "half")  # the old one is live: refused
+        (refused,) = [e for e in early if isinstance(e, PeerError)]
+        assert refused.code is ErrorCode.ALREADY_CONNECTED
+
+        clock.advance(2 * ServerConfig().heartbeat_interval + 0.1)  # missed a heartbeat
+        _, new_connection, events = await _handshake(fleet, "half")
+        assert any(isinstance(e, Welcomed) for e in events)
+        frame, _ = await asyncio.wait_for(old_connection.recv(), WAIT)
+        goodbye = json.loads(frame)
+        assert goodbye["type"] == "bye"
+        assert goodbye["body"]["reason"] == "replaced by a new connection from the same device"
+        assert [d.name for d in fleet.dispatcher.devices()] == ["half"]
+        await new_connection.close()
+        await old_connection.close()
     finally:
         await shutdown(fleet)

@@ -16,7 +16,7 @@ from agents.fleet_store import StoreKeys, StoreLedger
 from agents.orchestrator import Orchestrator
 from memory import Store
 from protocol.auth import enroll
-from protocol.messages import DEFAULT_MAX_FRAME, HelloBody, Load
+from protocol.messages import DEFAULT_MAX_FRAME, HelloBody, Load, ToolDescription
 from protocol.session import DeviceSession, ServerConfig, Welcomed
 from protocol.tasks import TaskAssignment
 from protocol.transport import AipServer, Connection, TransportClosed, connect_aip, serve_aip
@@ -77,7 +77,9 @@ async def closed(connection: Connection) -> bool:
 
 async def authenticated(server: Server, name: str) -> tuple[DeviceSession, Connection]:
     session = DeviceSession(
-        hello=HelloBody(device=name, versions=[1], max_tasks=2),
+        hello=HelloBody(
+            device=name, versions=[1], max_tasks=2, tools=[ToolDescription(name="shell.run")]
+        ),
         token=server.tokens[name],
         now=asyncio.get_running_loop().time,
     )

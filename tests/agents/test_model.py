@@ -237,9 +237,11 @@ def test_star_needs_exactly_one_of_tool_and_instruction() -> None:
         StarSpec.model_validate({"id": "a"})
     with pytest.raises(ValidationError, match="not both"):
         StarSpec.model_validate({"id": "a", "tool": "shell.run", "instruction": "do it"})
-    agent = StarSpec.model_validate({"id": "a", "instruction": "tidy up", "args": {"x": 1}})
+    agent = StarSpec.model_validate({"id": "a", "instruction": "tidy up", "args": {"max_steps": 2}})
     assert agent.effective_tool == "agent.do"
-    assert agent.effective_args == {"instruction": "tidy up", "x": 1}
+    assert agent.effective_args == {"goal": "tidy up", "max_steps": 2}
+    with pytest.raises(ValidationError, match="leave 'goal' out"):
+        StarSpec.model_validate({"id": "a", "instruction": "tidy up", "args": {"goal": "x"}})
     tool = StarSpec.model_validate(star("b"))
     assert tool.effective_tool == "shell.run"
     assert tool.effective_args == {"cmd": "true"}
@@ -403,6 +405,10 @@ def _lookup(star_id: str) -> tuple[Any, str | None] | None:
     finished: dict[str, tuple[Any, str | None]] = {
         "a": ({"count": 3, "stdout": "hi\n", "rows": [{"v": 1}], "flag": False}, None),
         "f": (None, "boom"),
+        "t": (
+            {"two": "4\n\n", "crlf": "4\r\n", "bare": "4", "spaced": " 4 \n", "lf": "\n"},
+            None,
+        ),
     }
     return finished.get(star_id)
 
@@ -417,6 +423,8 @@ def test_whole_reference_keeps_type() -> None:
             "error": "${f.error}",
             "plain": 7,
             "nested": ["${a.output.count}"],
+            "text": "${a.output.stdout}",
+            "two": "${t.output.two}",
         },
         _lookup,
     )
@@ -428,14 +436,33 @@ def test_whole_reference_keeps_type() -> None:
         "error": "boom",
         "plain": 7,
         "nested": [3],
+        "text": "hi\n",  # a whole reference is the value as it is, line break included
+        "two": "4\n\n",
     }
 
 
 def test_interpolated_reference_becomes_text() -> None:
     assert resolve_references("n=${a.output.count}!", _lookup) == "n=3!"
     assert resolve_references("rows: ${a.output.rows}", _lookup) == 'rows: [{"v": 1}]'
-    assert resolve_references("${a.output.stdout}${a.output.count}", _lookup) == "hi\n3"
+    assert resolve_references("flag: ${a.output.flag}", _lookup) == "flag: false"
     assert resolve_references("no refs, $ and {} stay", _lookup) == "no refs, $ and {} stay"
+
+
+@pytest.mark.parametrize(
+    ("text", "resolved"),
+    [
+        ("There are ${a.output.stdout} files here.", "There are hi files here."),
+        ("${a.output.stdout}${a.output.count}", "hi3"),
+        ("${a.output.stdout}\n${a.output.stdout}\n", "hi\nhi\n"),
+        ("[${t.output.two}]", "[4\n]"),  # only one line break goes
+        ("[${t.output.crlf}]", "[4]"),
+        ("[${t.output.bare}]", "[4]"),
+        ("[${t.output.spaced}]", "[ 4 ]"),  # spaces stay
+        ("[${t.output.lf}]", "[]"),
+    ],
+)
+def test_interpolated_text_loses_one_trailing_line_break(text: str, resolved: str) -> None:
+    assert resolve_references(text, _lookup) == resolved
 
 
 def test_unresolved_references() -> None:

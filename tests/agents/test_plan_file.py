@@ -497,6 +497,24 @@ def test_malformed_plan_is_located(
     assert error.source == SOURCE
 
 
+def test_a_reference_in_an_instruction_is_checked_and_located() -> None:
+    text = """\
+        name: x
+        stars:
+          - id: a
+            tool: shell.run
+          - id: b
+            args: {max_steps: 2}
+            instruction: "summarise ${a.output.stdout}"
+        """
+    with pytest.raises(PlanFileError) as info:
+        parse_plan(textwrap.dedent(text), source=SOURCE, known_tools={*TOOLS, "agent.do"})
+    assert info.value.location == ("stars", 1, "instruction")
+    assert (info.value.line, info.value.column) == (7, 18)
+    assert "star 'b' refers to ${a.output.stdout}" in info.value.message
+    assert "'a' is not upstream" in info.value.message
+
+
 def test_column_points_at_the_offending_value() -> None:
     error = plan_error(
         """\

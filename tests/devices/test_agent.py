@@ -28,6 +28,7 @@ from protocol.messages import ErrorCode, TaskRef
 from protocol.session import (
     DeviceAuthenticated,
     HeartbeatReceived,
+    PeerError,
     ProgressReceived,
     ResultAcked,
     ResultReceived,
@@ -452,6 +453,50 @@ async def test_a_cancelled_task_is_killed_and_reports_nothing(
     assert device.unacked_on_disk() == []  # no result was made for it, sent or kept
 
 
+async def test_an_assignment_for_another_device_is_accepted_and_failed_not_run(
+    orchestrator: Orchestrator, start: Callable[..., Running], workspace: Path
+) -> None:
+    device = start()
+    await orchestrator.seen.wait(kind(DeviceAuthenticated))
+    stray = shell("stray", "touch ran").model_copy(update={"device": "someone-else"})
+    orchestrator.assign(stray)
+    await orchestrator.seen.wait(kind(TaskAccepted))
+    (seen,) = await orchestrator.seen.wait(kind(ResultReceived))
+    result = seen.event.result
+    assert result.status is TaskOutcome.FAILED
+    assert result.error == (
+        f"task.assign names device 'someone-else', but this is device '{DEVICE}'; not run"
+    )
+    await device.events.wait(is_event(ResultAcked))
+    assert not (workspace / "ran").exists()
+
+
+async def test_a_result_that_crosses_a_cancel_is_refused_and_dropped(
+    orchestrator: Orchestrator, start: Callable[..., Running]
+) -> None:
+    """The device's own timeout fires just as the orchestrator gives up on the attempt:
+    its result meets `not_your_task`, the device drops it, and the late cancel is harmless."""
+    device = start()
+    await orchestrator.seen.wait(kind(DeviceAuthenticated))
+    racing = shell("racing", "exec sleep 30").model_copy(update={"timeout": 0.2})
+    orchestrator.assign(racing)
+    await orchestrator.seen.wait(kind(TaskAccepted))
+    orchestrator.assigned.discard(racing.key)  # fenced on the orchestrator's side first
+    (refused,) = await device.events.wait(
+        lambda e: isinstance(e, PeerError) and e.code is ErrorCode.NOT_YOUR_TASK
+    )
+    assert "racing" in refused.message
+    assert device.agent.unacked() == []  # dropped from the outbox: it can never succeed
+    orchestrator.cancel(ref("racing"))  # the cancel that crossed it: nothing to stop
+    orchestrator.assign(shell("after", "echo after"))
+    await orchestrator.seen.wait(
+        lambda seen: isinstance(seen.event, ResultReceived) and seen.event.result.star_id == "after"
+    )
+    assert orchestrator.results("racing") == []
+    await device.stopped()
+    assert device.unacked_on_disk() == []
+
+
 async def test_stopping_says_goodbye(
     orchestrator: Orchestrator, start: Callable[..., Running]
 ) -> None:
@@ -643,3 +688,69 @@ def test_backoff_is_the_same_for_the_same_random_sequence() -> None:
 def test_backoff_rejects_nonsense(options: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="backoff"):
         Backoff(**options)
+
+
+async def test_it_logs_one_line_on_connecting_on_a_drop_and_on_stopping(
+    orchestrator: Orchestrator, start: Callable[..., Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="orrery.device")
+    device = start()
+    await device.events.wait(is_event(Welcomed))
+    url = f"{orchestrator.url}/aip/v1"
+    tools = len(device.agent._tools)
+    connected = f"connected to {url} as {DEVICE} ({tools} tools)"
+    assert lines(caplog) == [connected]
+
+    await orchestrator.drop()
+    await device.events.wait(is_event(Welcomed), count=2)
+    [lost] = [line for line in lines(caplog) if "lost" in line]
+    assert lost.startswith(f"device {DEVICE}: connection to {url} lost (")
+    assert "; 0 star(s) keep running; reconnecting in " in lost
+    assert lines(caplog) == [connected, lost, connected]
+
+    await device.stopped()
+    assert lines(caplog) == [connected, lost, connected, f"device {DEVICE}: stopped"]
+
+
+async def test_a_connection_that_cannot_be_made_is_a_warning_with_the_retry(
+    tmp_path: Path, workspace: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="orrery.device")
+    _, key = enrolled(DEVICE)
+    orch = Orchestrator({DEVICE: key}, ServerConfig(heartbeat_interval=HEARTBEAT))
+    server = await serve_aip(orch.handle, "127.0.0.1", 0)
+    port = server.port
+    server.close()
+    await server.wait_closed()
+    events = Log()
+    agent = DeviceAgent(
+        f"ws://127.0.0.1:{port}",
+        DEVICE,
+        enrolled(DEVICE)[0],
+        data_dir=tmp_path / "data",
+        workspace=workspace,
+        backoff=Backoff(initial=0.01, maximum=0.02),
+        on_event=events.add,
+    )
+    warned = asyncio.Event()
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warned.set()  # type: ignore[method-assign]
+    logging.getLogger("orrery.device").addHandler(handler)
+    running = Running(agent, events)
+    try:
+        await asyncio.wait_for(warned.wait(), WAIT)
+    finally:
+        logging.getLogger("orrery.device").removeHandler(handler)
+        await running.stopped()
+    warning = next(r for r in caplog.records if r.levelno == logging.WARNING).getMessage()
+    assert warning.startswith(f"device {DEVICE}: cannot connect to ws://127.0.0.1:{port}/aip/v1 (")
+    assert "; retrying in " in warning
+
+
+def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The INFO lines of the device agent itself, in order."""
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "orrery.device" and record.levelno == logging.INFO
+    ]

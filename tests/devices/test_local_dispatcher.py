@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from devices.host import platform_name
 from devices.local import LocalDispatcher
+from devices.registry import DeviceInfo, canonical_platform
 from devices.tools import Tool, ToolContext, ToolRegistry
 from protocol.tasks import TaskAssignment, TaskOutcome, TaskProgress, TaskResult
 
@@ -35,6 +36,17 @@ def test_platform_names() -> None:
     assert platform_name("darwin") == "macos"
     assert platform_name("win32") == "windows"
     assert platform_name("freebsd14") == "freebsd14"
+
+
+def test_the_orchestrators_view_of_a_device_reads_platform_aliases() -> None:
+    assert canonical_platform("Darwin") == "macos"
+    assert canonical_platform("linux2") == "linux"
+    assert canonical_platform("cygwin") == "windows"
+    mac = DeviceInfo(name="m", platform="darwin", tools=frozenset({"shell.run"}))
+    assert mac.platform == "macos"
+    assert mac.mismatch(tool="shell.run", platform="macos") is None
+    assert mac.mismatch(tool="shell.run", platform="darwin") is None
+    assert mac.mismatch(tool="shell.run", platform="linux") == "runs macos, not linux"
 
 
 async def test_describes_one_device(tmp_path: Path) -> None:
@@ -83,14 +95,16 @@ async def test_failure_carries_exit_code_and_output(
     assert result.output["stdout"] == "out\n"
 
 
-async def test_invalid_arguments_fail_naming_the_field(
+async def test_invalid_arguments_fail_naming_the_star_and_the_field(
     dispatcher: LocalDispatcher, sink: FakeSink
 ) -> None:
     dispatcher.assign(assignment("args", command="ls"))
     result = await sink.result("args")
     assert result.status is TaskOutcome.FAILED
     assert result.error is not None
-    assert result.error.startswith("invalid arguments for shell.run: cmd: Field required; ")
+    assert result.error.startswith(
+        "star 'args': invalid arguments for shell.run: cmd: Field required; "
+    )
     assert "command: Extra inputs are not permitted" in result.error
     assert result.output is None
 
@@ -177,7 +191,9 @@ async def test_aclose_stops_everything_without_results(
 async def test_refusals(dispatcher: LocalDispatcher, sink: FakeSink) -> None:
     elsewhere = assignment("far").model_copy(update={"device": "laptop"})
     dispatcher.assign(elsewhere)
-    assert (await sink.result("far")).error == "this dispatcher runs device 'local', not 'laptop'"
+    assert (await sink.result("far")).error == (
+        "task.assign names device 'laptop', but this is device 'local'; not run"
+    )
     for n in range(3):
         dispatcher.assign(assignment(f"busy{n}", cmd=f"echo go{n}; sleep 30"))
     dispatcher.assign(assignment("fourth", cmd="true"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -278,10 +279,11 @@ def test_orrery_demo_headless_runs_the_fleet_plans_on_three_processes(tmp_path: 
 
 
 async def test_a_device_stopped_with_sigterm_hands_its_star_back(
-    orchestra: Served, fleet: DeviceProcesses, store: Store
+    orchestra: Served, fleet: DeviceProcesses, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     import signal
 
+    caplog.set_level(logging.INFO, logger="orrery.aip.dispatcher")
     fleet.add("leaving", ["worker"])
     fleet.add("staying", ["worker"])
     fleet.start("leaving", orchestra.url, extra=["--shutdown-grace", "1", "--max-tasks", "1"])
@@ -322,3 +324,9 @@ async def test_a_device_stopped_with_sigterm_hands_its_star_back(
     first, second = final.stars["long"].attempts
     assert "shut down before the star finished" in (first.error or "")
     assert (first.device, second.device) == ("leaving", "staying")
+    # It said goodbye: offline at once, and the orchestrator knows it left on purpose (so it
+    # neither waits for it nor reports it lost; tests/agents proves that on a virtual clock).
+    assert {d.name: d.state for d in store.devices()}["leaving"] == "offline"
+    said = [r.getMessage() for r in caplog.records if r.name == "orrery.aip.dispatcher"]
+    assert "device leaving left: device stopping" in said
+    assert not any("leaving" in line and "lost" in line for line in said)

@@ -9,6 +9,7 @@ import pytest
 from protocol.messages import (
     MAX_BATCH,
     ErrorCode,
+    Hello,
     ProtocolViolation,
     TaskAccept,
     TaskAssign,
@@ -87,7 +88,52 @@ def test_the_session_processes_a_batch_as_separate_frames(aip: Kit) -> None:
     assert [e.message_id for e in aip.of(server_events, ResultReceived)] == ["r1", "r3"]
     (error,) = link.errors_from_server()
     assert (error.code, error.ref) == (ErrorCode.NOT_YOUR_TASK, "r2")
+    assert error.message.startswith("batch[1]: task c1/nobody ")  # like a parse error's
     assert link.server.state is SessionState.ACTIVE
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_every_refusal_of_an_element_names_its_place_in_the_batch(aip: Kit, batch: bool) -> None:
+    link = aip.link("dev-a", handshake=True)
+    link.server.assign(aip.assignment("s1"))
+    link.pump()
+    link.take()
+    bad_ids = TaskResultMessage.model_construct(
+        id="r-ids", ts=1.0, body=aip.result("s1").model_copy(update={"star_id": ""})
+    )
+    elements = [
+        envelope(aip, "s1", "r-ok"),
+        json.dumps({"v": 1, "type": "task.result", "id": "r-parse", "body": {}}),
+        envelope(aip, "nobody", "r-fenced"),
+        aip.frame(Hello(id="r-hello", body=aip.hello_body("dev-a"))),
+        bad_ids.model_dump_json(),
+    ]
+    if batch:
+        link.to_server_raw(encode_batch(elements))
+    else:
+        for element in elements:
+            link.to_server_raw(element)
+    errors = link.errors_from_server()
+    assert [(e.code, e.ref) for e in errors] == [
+        (ErrorCode.MALFORMED, "r-parse"),
+        (ErrorCode.NOT_YOUR_TASK, "r-fenced"),
+        (ErrorCode.UNEXPECTED, "r-hello"),
+        (ErrorCode.MALFORMED, "r-ids"),
+    ]
+    prefixes = [e.message.split(" ")[0] for e in errors]
+    if batch:
+        assert prefixes == ["batch[1]:", "batch[2]:", "batch[3]:", "batch[4]:"]
+    else:
+        assert not any(e.message.startswith("batch[") for e in errors)
+
+
+def test_a_rate_limited_element_names_its_place(aip: Kit) -> None:
+    link = aip.link("dev-a", config=ServerConfig(rate=1e-9, burst=4), handshake=True)
+    heartbeat = json.dumps({"v": 1, "type": "heartbeat", "id": "hb", "body": {}})
+    link.to_server_raw(encode_batch([heartbeat] * 3))  # hello and proof took two tokens
+    (error,) = link.errors_from_server()
+    assert error.code is ErrorCode.RATE_LIMITED
+    assert error.message == "batch[2]: too many frames; slow down (envelope dropped)"
 
 
 def test_a_fatal_element_ends_the_batch(aip: Kit) -> None:

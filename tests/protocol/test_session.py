@@ -7,10 +7,12 @@ import hashlib
 import hmac
 import json
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from protocol.artifacts import ArtifactReceiver
 from protocol.messages import (
     Ack,
     ArtifactDone,
@@ -290,13 +292,21 @@ def test_second_hello_during_the_handshake_is_refused_but_not_fatal(aip: Kit) ->
     link.server.receive_frame(hello)
     (error,) = [json.loads(f) for f in link.server.data_to_send()]
     assert error["body"]["code"] == "unexpected"
+    assert error["body"]["message"] == (
+        "a second hello while the challenge is unanswered; answer the challenge already "
+        "sent with proof (it stays valid)"
+    )
     assert link.server.state is SessionState.AWAIT_PROOF
 
 
 def test_hello_after_the_handshake_is_refused_but_not_fatal(aip: Kit) -> None:
     link = aip.link("dev-a", handshake=True)
     link.to_server_raw(aip.frame(Hello(body=aip.hello_body("dev-b"))))
-    assert codes(link.errors_from_server()) == [ErrorCode.UNEXPECTED]
+    (error,) = link.errors_from_server()
+    assert error.code is ErrorCode.UNEXPECTED
+    assert error.message.startswith(
+        "hello after the handshake: this connection is already authenticated as 'dev-a'"
+    )
     assert link.server.state is SessionState.ACTIVE
     assert link.server.device == "dev-a"
 
@@ -971,6 +981,13 @@ def test_overlapping_transfers_keep_their_chunks(aip: Kit) -> None:
     assert codes(link.errors_from_server()) == [ErrorCode.BINARY_UNEXPECTED]
 
 
+def test_the_session_and_the_artifact_layer_allow_the_same_open_transfers(
+    tmp_path: Path,
+) -> None:
+    assert MAX_OPEN_TRANSFERS == 4
+    assert ArtifactReceiver(tmp_path, max_size=1).max_concurrent == MAX_OPEN_TRANSFERS
+
+
 def test_too_many_open_transfers_are_refused_not_fatal(aip: Kit) -> None:
     link = aip.link("dev-a", handshake=True)
     for index in range(MAX_OPEN_TRANSFERS):
@@ -1013,7 +1030,7 @@ def test_bye_from_the_device_closes(aip: Kit) -> None:
     link.device.close("shutting down")
     link.pump()
     server_events, device_events = link.take()
-    assert server_events == [SessionClosed(reason="shutting down")]
+    assert server_events == [SessionClosed(reason="shutting down", left=True)]  # it said bye
     assert device_events == [SessionClosed(reason="shutting down")]
     assert link.server.closed
     assert link.device.closed
@@ -1027,13 +1044,13 @@ def test_bye_from_the_orchestrator_closes(aip: Kit) -> None:
     link.pump()
     server_events, device_events = link.take()
     assert server_events == [SessionClosed(reason="orchestrator stopping")]
-    assert device_events == [SessionClosed(reason="orchestrator stopping")]
+    assert device_events == [SessionClosed(reason="orchestrator stopping", left=True)]
 
 
 def test_empty_bye_gets_a_default_reason(aip: Kit) -> None:
     link = aip.link("dev-a", handshake=True)
     link.to_server_raw(aip.raw("bye", {}))
-    assert link.take()[0] == [SessionClosed(reason="device said goodbye")]
+    assert link.take()[0] == [SessionClosed(reason="device said goodbye", left=True)]
 
 
 def test_close_is_idempotent(aip: Kit) -> None:

@@ -18,12 +18,16 @@ import protocol.session
 from protocol.auth import KDF_ITERATIONS, DeviceKey, derive_key, proof_mac
 from protocol.messages import (
     DEFAULT_MAX_FRAME,
+    MAX_OPEN_TRANSFERS,
     MESSAGE_TYPES,
     Ack,
     Challenge,
     ErrorCode,
+    Hello,
     Proof,
+    ProtocolViolation,
     TaskAssign,
+    TaskResultMessage,
     Welcome,
     parse_message,
 )
@@ -282,9 +286,83 @@ def test_worked_example_plays_against_the_real_orchestrator_session(
     assert ack.body == by_kind["ack"][0].body
 
     server.receive_frame(by_kind["bye"][1])
-    assert server.events_received() == [SessionClosed(reason="device stopping")]
+    assert server.events_received() == [SessionClosed(reason="device stopping", left=True)]
 
 
 def test_example_frames_are_compact_json_as_the_encoder_writes_it() -> None:
     for block in json_blocks():
         assert block == json.dumps(json.loads(block), separators=(",", ":"), ensure_ascii=False)
+
+
+def test_worked_example_result_carries_what_shell_run_returns() -> None:
+    from devices.tools.process import ProcessResult
+
+    (result,) = [m for m in example() if isinstance(m, TaskResultMessage)]
+    assert result.body.output.keys() == ProcessResult.model_fields.keys()
+    ProcessResult.model_validate(result.body.output)
+    assert "`returncode`" in section("`task.result`")
+    assert "exit_code" not in doc()
+
+
+def test_platforms_are_the_ones_devices_send() -> None:
+    from devices.local import platform_name
+
+    hello = section("`hello`")
+    for name in ("darwin", "linux", "win32"):
+        assert f"`{platform_name(name)}`" in hello
+    assert "read `darwin` (Python's `sys.platform` there) as `macos`" in hello
+
+
+def test_the_schema_dialect_and_the_args_check_are_specified() -> None:
+    assert "Draft 2020-12" in section("`hello`")
+    assign = section("`task.assign`")
+    assert "MUST validate `args`" in assign
+    assert "JSON Schema Draft 2020-12 when it names none" in assign
+
+
+def test_the_open_transfer_limit_is_one_documented_number(tmp_path: Path) -> None:
+    from protocol.artifacts import ArtifactReceiver
+
+    assert ArtifactReceiver(tmp_path, max_size=1).max_concurrent == MAX_OPEN_TRANSFERS
+    assert f"more than **{MAX_OPEN_TRANSFERS}**" in section("Artifacts")
+    assert f"| open artifact transfers | {MAX_OPEN_TRANSFERS} per peer" in section("Limits")
+    for table in ("Orchestrator side", "Device side"):
+        assert f"while {MAX_OPEN_TRANSFERS} transfers of the peer are open" in section(table)
+    assert "reference: 4" not in doc()
+
+
+def test_batch_refusals_are_specified_as_the_session_sends_them(aip: Kit) -> None:
+    batches = section("Batches")
+    assert "its text MUST start with `batch[i]: `" in batches
+    link = aip.link("dev-a", handshake=True)
+    link.to_server_raw("[" + aip.frame(Hello(id="again", body=aip.hello_body("dev-a"))) + "]")
+    (error,) = link.errors_from_server()
+    assert (error.ref, error.message.split(":")[0]) == ("again", "batch[0]")
+
+
+def test_a_goodbye_is_specified_as_leaving_not_a_loss() -> None:
+    bye = section("`bye`")
+    assert "MUST say `bye`" in bye
+    assert "MUST then show the device as offline, not lost" in bye
+    assert "no grace period runs" in bye
+
+
+def test_what_the_envelope_rules_say_the_reference_parser_sees() -> None:
+    """The spec says which checks need a parser of one's own; the reference's is as lax,
+    and as strict, as the text says."""
+    envelope = section("Envelope")
+    assert "**What a receiver can check depends on its JSON parser.**" in envelope
+    duplicate = '{"v":1,"type":"heartbeat","id":"a","id":"b","ts":0,"body":{}}'
+    assert parse_message(duplicate).id == "b"  # "takes the last of duplicate keys"
+    hello = '{"v":1,"type":"hello","id":"h","ts":0,"body":{"device":"x","versions":[1],%s}}'
+    assert parse_message(hello % '"max_tasks":2.0').body.max_tasks == 2  # "accepts 2.0"
+    with pytest.raises(ProtocolViolation) as refused:
+        parse_message('{"v":1.0,"type":"heartbeat","id":"a","ts":0,"body":{}}')
+    assert refused.value.code is ErrorCode.UNSUPPORTED_VERSION  # "refuses v 1.0"
+
+
+def test_cancel_and_the_device_field_are_specified() -> None:
+    cancel = section("`task.cancel`")
+    assert "MUST NOT send a `task.result` for it" in cancel
+    assert "A result that crosses the cancel." in cancel
+    assert "A device MUST check that `device` is its own name." in section("`task.assign`")

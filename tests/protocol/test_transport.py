@@ -381,7 +381,7 @@ async def test_drive_runs_a_handshake_over_sockets_and_reports_the_loss(aip: Kit
         await handled.next()
 
     assert [type(event) for event in server_events] == [DeviceAuthenticated, SessionClosed]
-    assert server_events[-1] == SessionClosed(reason="device going away", lost=False)
+    assert server_events[-1] == SessionClosed(reason="device going away", left=True)
     assert [type(event) for event in device_events] == [Welcomed, SessionClosed]
 
 

@@ -83,7 +83,7 @@ async def test_injected_output_reaches_neither_the_prompt_nor_the_plan(
     backend: LlamaBackend, make_sim: Callable[..., Sim]
 ) -> None:
     sim = make_sim(list(context().devices))
-    sim.script("s1", Outcome(output={"stdout": INJECTION, "stderr": "", "exit_code": 0}))
+    sim.script("s1", Outcome(output={"stdout": INJECTION, "stderr": "", "returncode": 0}))
     recording = Recording(backend)
     reviewer = PlanReviewer(
         sim.orch,

@@ -153,7 +153,7 @@ async def test_an_invalid_edit_is_repaired_or_rejected_and_nothing_is_half_appli
 
 
 async def test_device_output_never_reaches_the_edit_prompt(sim: Sim) -> None:
-    sim.script("s1", Outcome(output={"stdout": INJECTION, "stderr": "", "exit_code": 0}))
+    sim.script("s1", Outcome(output={"stdout": INJECTION, "stderr": "", "returncode": 0}))
     model = ScriptedModel([decision("continue")])
     review = reviewer(sim, model, EditPolicy.ALWAYS)
     two_steps(sim)
