@@ -131,6 +131,15 @@ class AipDispatcher:
     def devices(self) -> Sequence[DeviceInfo]:
         return [device.info for device in self._devices.values() if device.connected]
 
+    def silence(self) -> dict[str, float]:
+        """Connected device -> seconds since a frame (a heartbeat, at least) came from it."""
+        now = self.clock.now()
+        return {
+            name: max(0.0, now - device.session.last_seen)
+            for name, device in self._devices.items()
+            if device.connected
+        }
+
     def tool_schemas(self) -> dict[str, dict[str, Any]]:
         """Tool name -> argument schema, as the connected devices announced them.
 

@@ -79,6 +79,16 @@ class FleetDispatcher:
         """Tool name -> argument schema, the first dispatcher's description winning."""
         return merged_tool_schemas(self.dispatchers)
 
+    def silence(self) -> dict[str, float]:
+        """Device -> seconds since it was last heard from, where a dispatcher knows."""
+        quiet: dict[str, float] = {}
+        for dispatcher in self.dispatchers:
+            heard = getattr(dispatcher, "silence", None)
+            if heard is not None:
+                for name, seconds in heard().items():
+                    quiet.setdefault(name, seconds)
+        return quiet
+
     # ---------------------------------------------------------------- Approvals
 
     def pending_approvals(self) -> list[ApprovalAsked]:

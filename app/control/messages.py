@@ -359,6 +359,8 @@ class DeviceEntry(_Message):
     max_tasks: int | None = None
     running: list[str] = Field(default_factory=list)
     in_process: bool = False
+    heartbeat_age: float | None = None
+    """Seconds since the device was last heard from (connected remote devices only)."""
 
 
 class DeviceList(_Message):

@@ -443,6 +443,7 @@ class Runtime:
         for a in self.orchestrator.running_attempts():
             running.setdefault(a.device, []).append(f"{a.constellation_id}/{a.star_id}#{a.attempt}")
         in_process = self._in_process_names()
+        silence = self.dispatcher.silence()
         entries = []
         for row in self.store.devices():
             info = connected.pop(row.name, None)
@@ -451,6 +452,12 @@ class Runtime:
         for info in connected.values():  # in process, or connected but not in the store
             state = self._states.get(info.name, "online")
             entries.append(_device_entry(info.name, state, info, running, in_process, None))
+        entries = [
+            e.model_copy(update={"heartbeat_age": round(silence[e.name], 2)})
+            if e.name in silence and e.connected
+            else e
+            for e in entries
+        ]
         return sorted(entries, key=lambda e: (not e.in_process, e.name))
 
     def connected(self) -> list[str]:
