@@ -38,6 +38,8 @@ from agents.models.grammar import schema_to_grammar
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
+    from agents.models.prefix_cache import PrefixCacheUsage
+
 log = logging.getLogger("orrery.models")
 
 ChatMessage = dict[str, str]
@@ -288,6 +290,12 @@ class LlamaBackend:
             await self._submit(lambda llm: _loaded(llm).tokenize(text.encode(), add_bos=False))
         )
 
+    async def prefix_cache_usage(self) -> PrefixCacheUsage:
+        """How many saved prompt states the prefix cache holds, and their bytes."""
+        from agents.models.prefix_cache import cache_usage
+
+        return await self._submit(lambda llm: cache_usage(_loaded(llm)))  # type: ignore[no-any-return]
+
     # ------------------------------------------------------------------ worker
 
     async def _submit(self, run: Callable[[Llama | None], Any]) -> Any:
@@ -362,29 +370,27 @@ def _import_llama() -> Any:
 
 
 def _create_llama(settings: LoadSettings) -> Llama:
-    llama_cpp = _import_llama()
-    cache = None
-    threads: dict[str, int] = {}
-    if settings.n_threads:
-        threads = {"n_threads": settings.n_threads, "n_threads_batch": settings.n_threads}
+    _import_llama()
+    from agents.models.prefix_cache import CheckedRAMCache, LeanLlama
+
     try:
-        llm = llama_cpp.Llama(
+        llm = LeanLlama(
             model_path=str(settings.path),
             n_ctx=settings.n_ctx,
             n_gpu_layers=settings.n_gpu_layers,
             chat_format=settings.chat_format,
             seed=settings.seed,
             verbose=False,
-            **threads,
+            n_threads=settings.n_threads or None,
+            n_threads_batch=settings.n_threads or None,
         )
     except ValueError as exc:  # "Failed to load model from file": truncated, wrong tensors
         raise ModelFileCorrupt(
             settings.path, f"llama.cpp could not load it, truncated or damaged ({exc})"
         ) from exc
     if settings.prefix_cache_bytes > 0:
-        cache = llama_cpp.LlamaRAMCache(capacity_bytes=settings.prefix_cache_bytes)
-        llm.set_cache(cache)
-    return llm  # type: ignore[no-any-return]
+        llm.set_cache(CheckedRAMCache(capacity_bytes=settings.prefix_cache_bytes))
+    return llm
 
 
 def _loaded(llm: Llama | None) -> Llama:
