@@ -34,6 +34,7 @@ from agents.models.errors import (
     ModelNotLoaded,
 )
 from agents.models.grammar import schema_to_grammar
+from agents.models.llama_log import route_llama_logging
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -366,6 +367,7 @@ def _import_llama() -> Any:
         import llama_cpp
     except ImportError as exc:
         raise BackendUnavailable(str(exc)) from exc
+    route_llama_logging()
     return llama_cpp
 
 
