@@ -4,7 +4,7 @@ llama-cpp-python saves a `LlamaState` into its prefix cache after every completi
 `Llama.save_state` puts a copy of `Llama.scores` (the logits array: n_batch x vocabulary x 4
 bytes, 512 MiB for Gemma-3's 262,144 tokens) into every state, `LlamaRAMCache` counts only
 `llama_state_size` against its capacity, and with `logits_all` off nothing reads the copy:
-the process grew ~520 MB per planner call. `LeanLlama` saves and restores states without it
+the process grew ~530 MiB per planner call. `LeanLlama` saves and restores states without it
 (the stock path when `logits_all` is on, where the logits are real); `CheckedRAMCache` counts
 every byte an entry holds against its capacity and refuses, with `PrefixCacheEntryOversized`,
 an entry much larger than the llama.cpp state it wraps, so such a regression fails at the
