@@ -1,5 +1,5 @@
-"""`orrery models list` and `orrery models bench`, and the display of the first-use
-preparation of models (`preparation_progress`) that every command finding models shows."""
+"""`orrery models list` and `orrery models bench`, and `preparation_progress`: the display
+of the first-use preparation of models, for every command that finds models."""
 
 from __future__ import annotations
 
