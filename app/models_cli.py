@@ -1,4 +1,5 @@
-"""`orrery models list` and `orrery models bench`."""
+"""`orrery models list` and `orrery models bench`, and `preparation_progress`: the display
+of the first-use preparation of models, for every command that finds models."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ import asyncio
 import contextlib
 import json
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.exit_codes import EXIT_BAD_INPUT, EXIT_OK
 
 if TYPE_CHECKING:  # the model layer (gguf, numpy) loads only when a models command runs
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
     from agents.models.manager import ModelConfig, ModelManager
+    from agents.models.progress import PrepareProgress, PrepareStep
     from agents.models.registry import ModelEntry, ModelRegistry
 
 
@@ -56,9 +64,10 @@ def models_command(options: argparse.Namespace, data: Path) -> int:
 def _registry(data: Path, config: ModelConfig) -> ModelRegistry:
     from agents.models.registry import ModelRegistry
 
-    registry = ModelRegistry.discover(
-        data_dir=data, paths=config.paths, default_name=config.default
-    )
+    with preparation_progress() as progress:
+        registry = ModelRegistry.discover(
+            data_dir=data, paths=config.paths, default_name=config.default, progress=progress
+        )
     for problem in registry.problems:
         print(f"orrery: warning: {problem}", file=sys.stderr)
     return registry
@@ -99,7 +108,7 @@ def _list(options: argparse.Namespace, data: Path) -> int:
                 "architecture": meta.architecture,
                 "parameters": meta.size_label or f"{meta.parameters / 1e6:.0f}M",
                 "quantisation": meta.quantisation,
-                "size_mb": round(meta.size_bytes / 2**20, 1),
+                "size_mib": round(meta.size_bytes / 2**20, 1),
                 "context_length": meta.context_length,
                 "runs_on": plan.placement.reason if plan else "unknown",
                 "chat_format": plan.chat_format if plan else "missing",
@@ -111,27 +120,50 @@ def _list(options: argparse.Namespace, data: Path) -> int:
         for row in rows:
             print(json.dumps(row))
         return status
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="Local models")
-    for column in ("name", "roles", "params", "quant", "MB", "context", "runs on", "chat"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            str(row["name"]) + (f" ({row['checksum']})" if row["checksum"] else ""),
-            ",".join(row["roles"]),  # type: ignore[arg-type]
-            str(row["parameters"]),
-            str(row["quantisation"]),
-            str(row["size_mb"]),
-            str(row["context_length"]),
-            str(row["runs_on"]),
-            str(row["chat_format"]),
-        )
-    Console().print(table)
+    _print_models(rows)
     if not rows:
         print("no models found; `make demo` installs the embedded default", file=sys.stderr)
     return status
+
+
+def _print_models(rows: list[dict[str, Any]]) -> None:
+    """A table of the short facts (names never cut), then each model's longer ones."""
+    from rich.console import Console
+    from rich.padding import Padding
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console()
+    table = Table(title="Local models", box=None, pad_edge=False, header_style="bold")
+    longest = max((len(row["name"]) for row in rows), default=4)
+    table.add_column("name", no_wrap=True, min_width=longest)
+    table.add_column("roles", overflow="fold")
+    table.add_column("params", justify="right", overflow="fold")
+    table.add_column("quant", overflow="fold")
+    table.add_column("MiB", justify="right", overflow="fold")
+    table.add_column("context", justify="right", overflow="fold")
+    table.add_column("chat", overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            ", ".join(row["roles"]),
+            row["parameters"],
+            row["quantisation"],
+            f"{row['size_mib']:.1f}",
+            str(row["context_length"]),
+            row["chat_format"],
+        )
+    console.print(table)
+    console.print()
+    for row in rows:
+        checksum = f"; checksum {row['checksum']}" if row["checksum"] else ""
+        console.print(Text(f"{row['name']}{checksum}", style="bold"))
+        details = Table.grid(padding=(0, 1))
+        details.add_column(no_wrap=True)
+        details.add_column(overflow="fold")
+        details.add_row("runs on:", row["runs_on"])
+        details.add_row("file:", row["path"])
+        console.print(Padding(details, (0, 0, 0, 2)))
 
 
 def _plannable(manager: ModelManager, entry: ModelEntry) -> bool:
@@ -179,3 +211,106 @@ async def _bench(options: argparse.Namespace, data: Path) -> int:
         f"generated={completion.completion_tokens} gen_tok_s={completion.tokens_per_second:.1f}"
     )
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def preparation_progress(console: Console | None = None) -> Iterator[PrepareProgress]:
+    """A `PrepareProgress` that shows the first-use preparation of models while the block
+    runs: bars on `console` (default: stderr) when it is a terminal, else one line when a
+    step starts and one when it ends. Shows nothing when nothing is prepared. Pass it to
+    `ModelRegistry.discover(progress=...)`; it may be called from any thread."""
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    display: _BarDisplay | _LineDisplay
+    display = _BarDisplay(console) if console.is_terminal else _LineDisplay(console)
+    try:
+        yield display.show
+    finally:
+        display.close()
+
+
+def _mib(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB"
+
+
+class _LineDisplay:
+    """One line per step start and end, for logs and pipes."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._started: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def show(self, step: PrepareStep) -> None:
+        with self._lock:
+            if step.what not in self._started:
+                self._started[step.what] = time.monotonic()
+                size = f" ({_mib(step.total)})" if step.total is not None else ""
+                self._write(f"orrery: preparing models: {step.what}{size} ...")
+            if step.finished:
+                seconds = time.monotonic() - self._started.pop(step.what)
+                outcome = f"failed ({step.error})" if step.error else "done"
+                self._write(f"orrery: preparing models: {step.what}: {outcome} in {seconds:.1f}s")
+
+    def _write(self, line: str) -> None:
+        print(line, file=self._console.file, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class _BarDisplay:
+    """A rich progress bar per step, started on the first step (never for none)."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self._lock = threading.Lock()
+
+    def show(self, step: PrepareStep) -> None:
+        with self._lock:
+            progress = self._progress or self._start()
+            task = self._tasks.get(step.what)
+            if task is None:
+                task = progress.add_task(step.what, total=step.total, amount="")
+                self._tasks[step.what] = task
+            amount = _mib(step.done) + (f" of {_mib(step.total)}" if step.total else "")
+            if step.finished:
+                description = step.what + (f": failed ({step.error})" if step.error else ": done")
+                progress.update(
+                    task,
+                    description=description,
+                    total=step.total or 1,
+                    completed=step.total or 1,
+                    amount=amount if step.total else "",
+                )
+                progress.stop_task(task)
+            else:
+                progress.update(task, completed=step.done, amount=amount if step.total else "")
+
+    def _start(self) -> Progress:
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._progress = Progress(
+            SpinnerColumn(finished_text=" "),
+            TextColumn("preparing models: {task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[amount]}"),
+            TimeElapsedColumn(),
+            console=self._console,
+        )
+        self._progress.start()
+        return self._progress
+
+    def close(self) -> None:
+        with self._lock:
+            if self._progress is not None:
+                self._progress.stop()

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.models.backend import LlamaBackend, LoadSettings
+from agents.models.llama_log import route_llama_logging
 from agents.models.manager import ModelManager
 from agents.models.registry import ModelRegistry
 from devices.tools import default_tools
@@ -93,6 +94,7 @@ async def generation(
 ) -> tuple[list[float], list[float]]:
     import llama_cpp
 
+    route_llama_logging()  # as the backend does, so both sides log (and print) alike
     ours: list[float] = []
     direct: list[float] = []
     threads = os.cpu_count() or 1

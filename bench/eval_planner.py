@@ -7,8 +7,10 @@ returns one (after its own bounded repair); it is scored by node F1 (tools, as a
 edge F1 ((upstream tool, downstream tool) pairs, as a multiset) and whether the expected
 parallel groups can still run at once. An invalid plan scores 0 for both F1s.
 
-The per-case lines come as they finish, then a per-category table, and the last line is
-`valid_rate=<x.xx> node_f1=<x.xxx> edge_f1=<x.xxx> median_plan_s=<x.xx> model=<name>`.
+The per-case lines come as they finish (each with the process's resident memory after it),
+then a per-category table, and the last line is
+`valid_rate=<x.xx> node_f1=<x.xxx> edge_f1=<x.xxx> median_plan_s=<x.xx> model=<name>
+peak_rss_mib=<n>` (one line; the peak resident memory of the whole run, from getrusage).
 
 Usage: python bench/eval_planner.py [--model PATH_OR_NAME] [--limit N] [--category C]
                                      [--json FILE] [--data-dir DIR]
@@ -21,6 +23,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -77,6 +80,22 @@ def chosen_model(model: str | None, data: Path) -> tuple[ModelEntry, ModelRegist
     return registry.get(model), registry
 
 
+def rss_mib() -> float:
+    """The resident memory of this process now, in MiB (Linux; elsewhere the peak so far)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            pages = int(statm.read().split()[1])
+    except OSError:
+        return peak_rss_mib()
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mib() -> float:
+    """The peak resident memory of this process so far, in MiB (getrusage's ru_maxrss)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes there, KiB here
+
+
 def contexts(
     cases: list[EvalCase], fleets: dict[str, list[EvalDevice]]
 ) -> dict[str, PlanningContext]:
@@ -105,10 +124,10 @@ async def evaluate(planner: Planner, case: EvalCase, context: PlanningContext) -
     return case_score(case, outcome.spec, seconds=outcome.seconds, attempts=outcome.attempts)
 
 
-def case_line(index: int, total: int, score: CaseScore) -> str:
+def case_line(index: int, total: int, score: CaseScore, rss: float) -> str:
     width = len(str(total))
     head = f"[{index:>{width}}/{total}] {score.case_id:<28} {score.category:<10}"
-    timing = f"{score.seconds:6.2f}s x{score.attempts}"
+    timing = f"{score.seconds:6.2f}s x{score.attempts} rss={rss:4.0f}MiB"
     if not score.valid:
         return f"{head} INVALID {timing}  {score.error}"
     par = {None: "-", True: "yes", False: "no"}[score.parallel_ok]
@@ -144,7 +163,7 @@ async def run(options: argparse.Namespace) -> int:
         for index, case in enumerate(cases, start=1):
             score = await evaluate(planner, case, by_fleet[case.fleet])
             scores.append(score)
-            print(case_line(index, len(cases), score), flush=True)
+            print(case_line(index, len(cases), score, rss_mib()), flush=True)
 
     summary = summarise(scores)
     if options.json:
@@ -152,12 +171,13 @@ async def run(options: argparse.Namespace) -> int:
             "model": entry.name,
             "cases": [dataclasses.asdict(score) for score in scores],
             "summary": dataclasses.asdict(summary),
+            "peak_rss_mib": round(peak_rss_mib()),
         }
         text = json.dumps(report, indent=2) + "\n"
         await asyncio.to_thread(Path(options.json).write_text, text, encoding="utf-8")
     print()
     print(summary.table())
-    print(summary.last_line(entry.name))
+    print(f"{summary.last_line(entry.name)} peak_rss_mib={peak_rss_mib():.0f}")
     return 0
 
 

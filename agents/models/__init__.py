@@ -3,6 +3,7 @@
 from agents.models.errors import ModelError, ModelFileCorrupt, ModelFileMissing, ModelNotFound
 from agents.models.metadata import GgufMetadata, MetadataCache, file_sha256, read_metadata
 from agents.models.placement import ALL_LAYERS, ModelSizes, Placement, plan_placement
+from agents.models.progress import PrepareProgress, PrepareStep
 from agents.models.registry import (
     DEFAULT_MODEL,
     EMBEDDED,
@@ -30,6 +31,8 @@ __all__ = [
     "ModelSizes",
     "ModelSource",
     "Placement",
+    "PrepareProgress",
+    "PrepareStep",
     "file_sha256",
     "plan_placement",
     "read_free_vram",

@@ -34,9 +34,12 @@ from agents.models.errors import (
     ModelNotLoaded,
 )
 from agents.models.grammar import schema_to_grammar
+from agents.models.llama_log import route_llama_logging
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
+
+    from agents.models.prefix_cache import PrefixCacheUsage
 
 log = logging.getLogger("orrery.models")
 
@@ -288,6 +291,12 @@ class LlamaBackend:
             await self._submit(lambda llm: _loaded(llm).tokenize(text.encode(), add_bos=False))
         )
 
+    async def prefix_cache_usage(self) -> PrefixCacheUsage:
+        """How many saved prompt states the prefix cache holds, and their bytes."""
+        from agents.models.prefix_cache import cache_usage
+
+        return await self._submit(lambda llm: cache_usage(_loaded(llm)))  # type: ignore[no-any-return]
+
     # ------------------------------------------------------------------ worker
 
     async def _submit(self, run: Callable[[Llama | None], Any]) -> Any:
@@ -358,33 +367,32 @@ def _import_llama() -> Any:
         import llama_cpp
     except ImportError as exc:
         raise BackendUnavailable(str(exc)) from exc
+    route_llama_logging()
     return llama_cpp
 
 
 def _create_llama(settings: LoadSettings) -> Llama:
-    llama_cpp = _import_llama()
-    cache = None
-    threads: dict[str, int] = {}
-    if settings.n_threads:
-        threads = {"n_threads": settings.n_threads, "n_threads_batch": settings.n_threads}
+    _import_llama()
+    from agents.models.prefix_cache import CheckedRAMCache, LeanLlama
+
     try:
-        llm = llama_cpp.Llama(
+        llm = LeanLlama(
             model_path=str(settings.path),
             n_ctx=settings.n_ctx,
             n_gpu_layers=settings.n_gpu_layers,
             chat_format=settings.chat_format,
             seed=settings.seed,
             verbose=False,
-            **threads,
+            n_threads=settings.n_threads or None,
+            n_threads_batch=settings.n_threads or None,
         )
     except ValueError as exc:  # "Failed to load model from file": truncated, wrong tensors
         raise ModelFileCorrupt(
             settings.path, f"llama.cpp could not load it, truncated or damaged ({exc})"
         ) from exc
     if settings.prefix_cache_bytes > 0:
-        cache = llama_cpp.LlamaRAMCache(capacity_bytes=settings.prefix_cache_bytes)
-        llm.set_cache(cache)
-    return llm  # type: ignore[no-any-return]
+        llm.set_cache(CheckedRAMCache(capacity_bytes=settings.prefix_cache_bytes))
+    return llm
 
 
 def _loaded(llm: Llama | None) -> Llama:

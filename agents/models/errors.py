@@ -11,7 +11,8 @@ message says what is wrong and what to do.
     ├── ModelNotLoaded     a generation asked of a backend with no model in memory
     ├── GenerationFailed   llama.cpp raised while generating
     ├── SchemaNotConvertible  a JSON schema a grammar cannot enforce (never loosened)
-    └── ChatTemplateMissing   no chat template and no known format for the architecture
+    ├── ChatTemplateMissing   no chat template and no known format for the architecture
+    └── PrefixCacheEntryOversized  a saved prompt state far larger than llama.cpp's state
 """
 
 from __future__ import annotations
@@ -113,4 +114,21 @@ class ChatTemplateMissing(ModelError):
             f"model {path or '(unnamed)'} has no chat template and its architecture "
             f"{architecture!r} has no known chat format; set `chat_format` for it in the "
             "configuration (for example chatml, gemma, llama-3, mistral-instruct)"
+        )
+
+
+class PrefixCacheEntryOversized(ModelError):
+    """A prompt state saved for the prefix cache holds far more than llama.cpp's own state
+    (`real_bytes` against `state_bytes`): the cache would outgrow its limit by that much per
+    entry. Raised instead of storing it; seen when llama-cpp-python copies its logits into
+    every state (agents/models/prefix_cache.py)."""
+
+    def __init__(self, real_bytes: int, state_bytes: int) -> None:
+        self.real_bytes = real_bytes
+        self.state_bytes = state_bytes
+        super().__init__(
+            f"a saved prompt state holds {real_bytes / 2**20:.1f} MiB, but llama.cpp's state is "
+            f"only {state_bytes / 2**20:.1f} MiB: this llama-cpp-python saves more than the "
+            "prefix cache can bound; set `prefix_cache_mb = 0` under [models] in orrery.toml "
+            "to turn the cache off, and report the llama-cpp-python version"
         )

@@ -25,6 +25,7 @@ from typing import Any
 from gguf import GGMLQuantizationType, GGUFReader, LlamaFileType, ReaderTensor
 
 from agents.models.errors import ModelFileCorrupt, ModelFileMissing
+from agents.models.progress import PrepareProgress, StepReporter
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +88,18 @@ def read_metadata(
     cache: MetadataCache | None = None,
     *,
     with_sha256: bool = False,
+    progress: PrepareProgress | None = None,
 ) -> GgufMetadata:
     """Read and check the GGUF file at `path`, through `cache` when one is given.
 
     Raises `ModelFileMissing` if there is no such file and `ModelFileCorrupt` if it is not
     a GGUF file, ends early, or lacks the metadata a model needs. With `with_sha256`, the
-    file is also hashed (once per file version when a cache is used).
+    file is also hashed (once per file version when a cache is used). A parse (not a cache
+    hit) is reported to `progress` as one step.
     """
     if cache is not None:
-        return cache.read(path, with_sha256=with_sha256)
-    meta = _parse(Path(path))
+        return cache.read(path, with_sha256=with_sha256, progress=progress)
+    meta = _parse_reporting(Path(path), progress)
     if with_sha256:
         meta = dataclasses.replace(meta, sha256=file_sha256(meta.path))
     return meta
@@ -125,8 +128,15 @@ class MetadataCache:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
 
-    def read(self, path: str | os.PathLike[str], *, with_sha256: bool = False) -> GgufMetadata:
-        """Like `read_metadata(path, with_sha256=...)`, instant when the cache has the file."""
+    def read(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        with_sha256: bool = False,
+        progress: PrepareProgress | None = None,
+    ) -> GgufMetadata:
+        """Like `read_metadata(path, with_sha256=..., progress=...)`, instant when the cache
+        has the file."""
         path = Path(path)
         stat = _stat_model_file(path)
         key = _CacheKey(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
@@ -138,7 +148,7 @@ class MetadataCache:
             meta = dataclasses.replace(cached, path=path)
         else:
             started = time.perf_counter()
-            meta = _parse(path)
+            meta = _parse_reporting(path, progress)
             log.debug("parsed %s in %.2f s", path, time.perf_counter() - started)
         if with_sha256:
             meta = dataclasses.replace(meta, sha256=file_sha256(path))
@@ -202,6 +212,17 @@ def _stat_model_file(path: Path) -> os.stat_result:
     if not path.is_file():
         raise ModelFileCorrupt(path, "it is a directory or device, not a file")
     return stat
+
+
+def _parse_reporting(path: Path, progress: PrepareProgress | None) -> GgufMetadata:
+    step = StepReporter(progress, f"reading the metadata of {path.name}", None)
+    try:
+        meta = _parse(path)
+    except Exception as exc:
+        step.fail(exc.reason if isinstance(exc, ModelFileCorrupt) else str(exc))
+        raise
+    step.finish()
+    return meta
 
 
 def _parse(path: Path) -> GgufMetadata:

@@ -17,14 +17,18 @@ within a source files are taken in sorted path order, so the naming is stable.
 
 Discovery never raises for one bad file: missing configured paths and corrupt files are
 logged and kept in `ModelRegistry.problems` (to show the user) and the rest are listed.
+
+The first discovery in a data directory prepares files (joins the embedded model's pieces,
+reads each file's metadata; seconds) and tells a `progress` callable, if given, each step
+(`agents.models.progress`); later ones find both done and report nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import logging
 import os
-import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,7 @@ from typing import Literal
 
 from agents.models.errors import ModelError, ModelFileCorrupt, ModelFileMissing, ModelNotFound
 from agents.models.metadata import GgufMetadata, MetadataCache, file_sha256, read_metadata
+from agents.models.progress import PrepareProgress, StepReporter
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +141,18 @@ class ModelRegistry:
         cache_dir: Path | None = None,
         embedded: Sequence[EmbeddedModel] = EMBEDDED,
         default_name: str | None = None,
+        progress: PrepareProgress | None = None,
     ) -> ModelRegistry:
         """Find the embedded, data-dir and configured models (in that order of precedence).
 
         Metadata goes through a `MetadataCache` in `cache_dir`, by default
         ``<data_dir>/cache/gguf``; with neither, every file is parsed (seconds each).
+        Joining pieces and parsing files are reported to `progress` step by step.
         """
         if cache_dir is None and data_dir is not None:
             cache_dir = data_dir / "cache" / "gguf"
         cache = MetadataCache(cache_dir) if cache_dir is not None else None
-        found = _Discovery(cache, cache_dir.parent / "embedded" if cache_dir else None)
+        found = _Discovery(cache, cache_dir.parent / "embedded" if cache_dir else None, progress)
         for model in embedded:
             found.add_embedded(model)
         if data_dir is not None:
@@ -216,6 +223,9 @@ def verify(entry: ModelEntry) -> None:
         )
 
 
+_COPY_BLOCK = 1 << 20
+
+
 def _reinstall_hint(distribution: str) -> str:
     return f"reinstall it with `pip install --force-reinstall {distribution}`"
 
@@ -224,39 +234,57 @@ def _default_name_for(path: Path) -> str:
     return path.stem.lower()
 
 
-def assemble(pieces: Sequence[Path], target: Path, sha256: str) -> None:
+def assemble(
+    pieces: Sequence[Path], target: Path, sha256: str, progress: PrepareProgress | None = None
+) -> None:
     """Join `pieces` into `target` unless it is already there with the right size; check
-    the SHA-256 of what was joined. The file appears whole or not at all."""
+    the SHA-256 of what was joined. The file appears whole or not at all. The copy is
+    reported to `progress` as one step, in bytes."""
     missing = [piece for piece in pieces if not piece.is_file()]
     if missing:
         raise ModelFileMissing(missing[0], hint="reinstall the package that ships it")
     size = sum(piece.stat().st_size for piece in pieces)
     if target.is_file() and target.stat().st_size == size:
         return
+    step = StepReporter(progress, f"joining {target.name} from {len(pieces)} pieces", size)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".partial-{os.getpid()}")
+    digest = hashlib.sha256()
     try:
         with partial.open("wb") as out:
             for piece in pieces:
                 with piece.open("rb") as source:
-                    shutil.copyfileobj(source, out, 1 << 20)
-        actual = file_sha256(partial)
+                    while block := source.read(_COPY_BLOCK):
+                        out.write(block)
+                        digest.update(block)
+                        step.advance(len(block))
+        actual = digest.hexdigest()
         if actual != sha256:
             raise ModelFileCorrupt(
                 target, f"the joined pieces hash to {actual}, not the pinned {sha256}"
             )
         os.replace(partial, target)
+    except Exception as exc:
+        step.fail(exc.reason if isinstance(exc, ModelFileCorrupt) else str(exc))
+        raise
     finally:
         partial.unlink(missing_ok=True)
+    step.finish()
     log.info("assembled %s from %d pieces (%d bytes)", target, len(pieces), size)
 
 
 class _Discovery:
     """Accumulates entries with unique names and unique files, and the problems met."""
 
-    def __init__(self, cache: MetadataCache | None, assemble_dir: Path | None) -> None:
+    def __init__(
+        self,
+        cache: MetadataCache | None,
+        assemble_dir: Path | None,
+        progress: PrepareProgress | None,
+    ) -> None:
         self._cache = cache
         self._assemble_dir = assemble_dir
+        self._progress = progress
         self.entries: list[ModelEntry] = []
         self.problems: list[ModelError] = []
         self._names: set[str] = set()
@@ -299,7 +327,7 @@ class _Discovery:
             return
         target = self._assemble_dir / model.file
         try:
-            assemble(pieces, target, model.sha256)
+            assemble(pieces, target, model.sha256, self._progress)
         except ModelError as exc:
             self._problem(exc)
             return
@@ -327,7 +355,7 @@ class _Discovery:
             log.debug("model file %s is already listed; skipping its %s copy", path, source)
             return
         try:
-            metadata = read_metadata(path, self._cache)
+            metadata = read_metadata(path, self._cache, progress=self._progress)
         except ModelError as exc:
             self._problem(exc)
             return

@@ -1,4 +1,4 @@
-"""The llama.cpp backend with the real embedded default model (Gemma-3-270M, 253 MB)."""
+"""The llama.cpp backend with the real embedded default model (Gemma-3-270M, 241.4 MiB)."""
 
 from __future__ import annotations
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from agents.models.errors import ModelFileCorrupt, ModelFileMissing, ModelNotFound
 from agents.models.metadata import GgufMetadata
+from agents.models.progress import PrepareStep
 from agents.models.registry import (
     DEFAULT_MODEL,
     EMBEDDED,
@@ -231,3 +233,48 @@ def test_joining_checks_the_hash_and_leaves_nothing_half_written(tmp_path: Path)
     assert list(target.parent.iterdir()) == []
     with pytest.raises(ModelFileMissing):
         assemble([tmp_path / "missing"], target, "0" * 64)
+
+
+def test_joining_reports_its_bytes_once_and_nothing_when_already_joined(tmp_path: Path) -> None:
+    pieces = [tmp_path / "a", tmp_path / "b"]
+    pieces[0].write_bytes(b"GGUF" + b"x" * 3_000_000)
+    pieces[1].write_bytes(b"y" * 100)
+    pinned = hashlib.sha256(pieces[0].read_bytes() + pieces[1].read_bytes()).hexdigest()
+    target = tmp_path / "out" / "joined.gguf"
+    steps: list[PrepareStep] = []
+    assemble(pieces, target, pinned, steps.append)
+    total = 3_000_104
+    assert steps[0] == PrepareStep("joining joined.gguf from 2 pieces", 0, total)
+    assert [step.done for step in steps[1:-1]] == sorted(step.done for step in steps[1:-1])
+    assert steps[-1] == PrepareStep("joining joined.gguf from 2 pieces", total, total, True)
+    assert target.stat().st_size == total
+    steps.clear()
+    assemble(pieces, target, pinned, steps.append)
+    assert steps == []
+
+
+def test_a_failed_join_ends_its_step_with_the_reason(tmp_path: Path) -> None:
+    piece = tmp_path / "a"
+    piece.write_bytes(b"GGUF")
+    steps: list[PrepareStep] = []
+    with pytest.raises(ModelFileCorrupt):
+        assemble([piece], tmp_path / "joined.gguf", "0" * 64, steps.append)
+    assert steps[-1].finished
+    assert "not the pinned" in (steps[-1].error or "")
+
+
+def test_discovery_reports_each_file_it_parses_and_nothing_once_cached(tmp_path: Path) -> None:
+    write_gguf(tmp_path / "models" / "alpha.gguf")
+    (tmp_path / "models" / "broken.gguf").write_bytes(b"GGUF" + b"\0" * 20)
+    steps: list[PrepareStep] = []
+    ModelRegistry.discover(data_dir=tmp_path, embedded=(), progress=steps.append)
+    assert [(step.what, step.finished, step.error is None) for step in steps] == [
+        ("reading the metadata of alpha.gguf", False, True),
+        ("reading the metadata of alpha.gguf", True, True),
+        ("reading the metadata of broken.gguf", False, True),
+        ("reading the metadata of broken.gguf", True, False),
+    ]
+    steps.clear()
+    ModelRegistry.discover(data_dir=tmp_path, embedded=(), progress=steps.append)
+    # alpha is cached; broken files are never cached, so it is read (and reported) again
+    assert {step.what for step in steps} == {"reading the metadata of broken.gguf"}
