@@ -539,12 +539,12 @@ class ConstellationLayout:
     def _placement(
         self, added: frozenset[str], removed: frozenset[str], moved: frozenset[str], *, full: bool
     ) -> Placement:
-        m = self.metrics
-        positions = {s: (m.column_x(c), self._heights[s]) for s, c in self._columns.items()}
+        pitch, heights, columns = self.metrics.column_pitch, self._heights, self._columns
+        positions = {s: (c * pitch, heights[s]) for s, c in columns.items()}
         routes: dict[Edge, tuple[Point, ...]] = {}
         for edge, bends in self._bends.items():
-            first = self._columns[edge[0]] + 1
-            routes[edge] = tuple((m.column_x(first + i), y) for i, y in enumerate(bends))
+            first = columns[edge[0]] + 1
+            routes[edge] = tuple(((first + i) * pitch, y) for i, y in enumerate(bends))
         return Placement(positions, dict(self._columns), routes, added, removed, moved, full)
 
     def _extend(self, ids: list[str], lines: list[Edge], before: set[str]) -> Placement:
@@ -619,13 +619,23 @@ class _Rooms:
     def __init__(self, metrics: LayoutMetrics) -> None:
         self.metrics = metrics
         self._spans: dict[int, list[tuple[float, float]]] = {}
+        self._unsorted: set[int] = set()
 
     def take(self, column: int, y: float, height: float) -> None:
-        bisect.insort(self._spans.setdefault(column, []), (y - height / 2, y + height / 2))
+        """Mark a span taken (sorted when the column is next asked about)."""
+        self._spans.setdefault(column, []).append((y - height / 2, y + height / 2))
+        self._unsorted.add(column)
+
+    def _column(self, column: int) -> list[tuple[float, float]]:
+        spans = self._spans.get(column, [])
+        if column in self._unsorted:
+            spans.sort()
+            self._unsorted.discard(column)
+        return spans
 
     def below(self, column: int, height: float) -> float:
         """A height under everything in the column (0 in an empty one)."""
-        spans = self._spans.get(column)
+        spans = self._column(column)
         if not spans:
             return 0.0
         return max(bottom for _, bottom in spans) + self.metrics.row_gap + height / 2
@@ -637,7 +647,7 @@ class _Rooms:
         )
         half = height / 2 + gap
         blocked: list[list[float]] = []  # centres that would overlap, merged
-        for top, bottom in self._spans.get(column, []):
+        for top, bottom in self._column(column):
             low, high = top - half, bottom + half
             if blocked and low < blocked[-1][1]:
                 blocked[-1][1] = max(blocked[-1][1], high)

@@ -218,10 +218,11 @@ class ConstellationModel:
             if before is not None and before != star:
                 changed.add(star.id)
             stars[star.id] = star
-        lines = {
-            (a, b): LineView(a, b, kind, predicate)
-            for a, b, kind, predicate in _lines_of(constellation)
-        }
+        lines: dict[Edge, LineView] = {}
+        for a, b, kind, predicate in _lines_of(constellation):
+            known = self.lines.get((a, b))
+            same = known is not None and known.kind == kind and known.predicate == predicate
+            lines[(a, b)] = known if same and known is not None else LineView(a, b, kind, predicate)
         added = frozenset(stars) if new else frozenset(stars.keys() - self.stars.keys())
         removed = frozenset(self.stars) if new else frozenset(self.stars.keys() - stars.keys())
         lines_changed = new or lines != self.lines
