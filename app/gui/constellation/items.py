@@ -138,7 +138,7 @@ class StarItem(QGraphicsObject):
             painter.fillRect(rect, accent)
             if device is not None:
                 painter.fillRect(
-                    QRectF(rect.left(), rect.top(), rect.width() / 4, rect.height()), device
+                    QRectF(rect.left(), rect.top(), rect.width() / 6, rect.height()), device
                 )
             return
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -275,10 +275,13 @@ class LineItem(QGraphicsPathItem):
         pen = theme.line_pen(kind, width)
         if selected:
             pen.setColor(theme.highlight)
-        if lod < _BLOCK:  # hair lines: no antialiasing, no dash pattern to compute
+        if lod < _BLOCK:  # faint hair lines: no antialiasing, no dash pattern to compute
             painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
             pen.setStyle(Qt.PenStyle.SolidLine)
             pen.setWidth(0)
+            faint = QColor(pen.color())
+            faint.setAlpha(90)
+            pen.setColor(faint)
         painter.setPen(pen)
         painter.setBrush(Qt.BrushStyle.NoBrush)
         path = self.path()

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QPointF, QRectF, QSize, Qt
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QPointF, QRectF, QSize, QSizeF, Qt
 from PySide6.QtGui import QFont, QFontMetricsF, QImage, QPainter
 from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import QApplication
@@ -80,13 +80,14 @@ def render_image(
     """The drawing as an RGB image."""
     application()
     picture = _Picture(constellation, dark=dark)
+    drawing = max(picture.drawing.width(), picture.drawing.height(), 1.0) * scale
+    if drawing > MAX_SIDE:  # a huge plan: only the drawing shrinks, title and legend stay
+        picture.set_drawing_scale(MAX_SIDE / drawing)
     size = picture.size * scale
-    factor = min(1.0, MAX_SIDE / max(size.width(), size.height(), 1.0))
-    size *= factor
     image = QImage(QSize(round(size.width()), round(size.height())), QImage.Format.Format_RGB32)
     image.fill(picture.scene.look.theme.background)
     painter = QPainter(image)
-    painter.scale(scale * factor, scale * factor)
+    painter.scale(scale, scale)
     picture.paint(painter)
     painter.end()
     return image
@@ -144,8 +145,14 @@ class _Picture:
         self.legend = Legend(model, self.scene.look)
         self.drawing = self.scene.sceneRect() if stars else QRectF(0, 0, 0, 0)
         self.head = self.title_metrics.height() + self.scene.look.small_metrics.height() + 12
+        self.set_drawing_scale(1.0)
+
+    def set_drawing_scale(self, scale: float) -> None:
+        """Draw the constellation at `scale` (title and legend keep their size)."""
+        self.drawing_scale = scale
+        self.drawn = QSizeF(self.drawing.width() * scale, self.drawing.height() * scale)
         width = max(
-            self.drawing.width(),
+            self.drawn.width(),
             self.title_metrics.horizontalAdvance(self.title) + MARGIN,
             self.scene.look.small_metrics.horizontalAdvance(self.subtitle) + MARGIN,
         )
@@ -154,7 +161,7 @@ class _Picture:
         width = max(width, self.legend_size.width())
         self.size = QSize(
             round(width + 2 * MARGIN),
-            round(MARGIN + self.head + self.drawing.height() + self.legend_size.height() + MARGIN),
+            round(MARGIN + self.head + self.drawn.height() + self.legend_size.height() + MARGIN),
         ).toSizeF()
 
     def paint(self, painter: QPainter) -> None:
@@ -170,8 +177,8 @@ class _Picture:
         painter.drawText(QPointF(MARGIN, below), self.subtitle)
         top = MARGIN + self.head
         if not self.drawing.isEmpty():
-            target = QRectF(MARGIN, top, self.drawing.width(), self.drawing.height())
+            target = QRectF(MARGIN, top, self.drawn.width(), self.drawn.height())
             self.scene.render(painter, target, self.drawing, Qt.AspectRatioMode.KeepAspectRatio)
         self.legend.paint(
-            painter, QPointF(MARGIN - 10, top + self.drawing.height()), self.legend_width
+            painter, QPointF(MARGIN - 10, top + self.drawn.height()), self.legend_width
         )
