@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_orchestrator.py
 	$(BIN)/python bench/bench_protocol.py
 	$(BIN)/python bench/bench_models.py
+	QT_QPA_PLATFORM=offscreen $(BIN)/python bench/bench_gui.py
 
 eval-planner: $(STAMP)
 	$(BIN)/python bench/eval_planner.py

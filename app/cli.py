@@ -215,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("id", metavar="ID")
     show.add_argument("--json", action="store_true", help="one JSON object")
     show.add_argument("--png", metavar="FILE", help="also draw the graph into this PNG file")
+    show.add_argument("--svg", metavar="FILE", help="also draw the graph into this SVG file")
     show.add_argument("--output", metavar="STAR", help="print only this star's whole output")
     add_server_options(show)
 

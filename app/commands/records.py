@@ -11,7 +11,6 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -70,16 +69,17 @@ async def status(options: argparse.Namespace, stop: asyncio.Event) -> int:
 async def show(options: argparse.Namespace, stop: asyncio.Event) -> int:
     async with api_for(options) as api:
         snapshot = await api.constellation(options.id)
-    if options.png:
-        from app.graph_png import render_png
+    drawings = [(f, p) for f, p in (("png", options.png), ("svg", options.svg)) if p]
+    if drawings:  # Qt is loaded only to draw
+        from app.gui.constellation.render import render_png, render_svg
 
         drawn = {**snapshot.constellation, "name": snapshot.name, "status": snapshot.status}
-        picture = render_png(drawn)
-        try:
-            await asyncio.to_thread(Path(options.png).write_bytes, picture)
-        except OSError as exc:
-            print(f"orrery: error: cannot write {options.png}: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+        for kind, path in drawings:
+            try:
+                (render_png if kind == "png" else render_svg)(drawn, path)
+            except OSError as exc:
+                print(f"orrery: error: cannot write {path}: {exc}", file=sys.stderr)
+                return EXIT_BAD_INPUT
     stars = snapshot.constellation.get("stars") or {}
     if options.output is not None:
         star = stars.get(options.output)
@@ -94,8 +94,8 @@ async def show(options: argparse.Namespace, stop: asyncio.Event) -> int:
         print(json.dumps(_document(snapshot), ensure_ascii=False))
         return EXIT_OK
     _print_constellation(snapshot)
-    if options.png:
-        print(f"graph drawn to {options.png}")
+    for _, path in drawings:
+        print(f"graph drawn to {path}")
     return EXIT_OK
 
 
@@ -120,7 +120,7 @@ def _document(snapshot: Snapshot) -> dict[str, object]:
 
 
 def _print_constellation(snapshot: Snapshot) -> None:
-    from app.graph_png import edges_of
+    from app.gui.constellation.view_model import edges_of
 
     out = Console(highlight=False)
     out.print(f"[bold]{escape(snapshot.name)}[/] ({snapshot.constellation_id}): "
