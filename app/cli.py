@@ -52,6 +52,12 @@ COMMANDS: dict[str, str] = {
 }
 """Command (with its subcommand) -> `module:function` (async, `(options, stop) -> int`)."""
 
+QT_COMMANDS: dict[str, str] = {
+    "gui": "app.gui.main:main",
+    "demo": "app.gui.main:demo",
+}
+"""Commands that run on Qt's event loop (`(options) -> int`): the desktop app."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -79,15 +85,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_options(run)
     _add_run_options(run)
 
+    gui = commands.add_parser(
+        "gui",
+        help="the desktop app",
+        description="Open the desktop app. Without --server it hosts the orchestrator: this "
+        "machine is a device, and remote devices dial in at ws://HOST:PORT/aip/v1 (enrol "
+        "them from the Devices panel); with --server it drives that `orrery serve`.",
+    )
+    add_server_options(gui)
+    gui.add_argument("--host", default="127.0.0.1", help="address devices dial in to")
+    gui.add_argument("--port", type=int, default=8765, help="its port (0 picks a free one)")
+    gui.add_argument("--workspace", metavar="DIR", help="folder this machine's tools work in")
+
     demo = commands.add_parser(
         "demo",
         help="run the fleet sample plans on three local device processes",
         description="Start an orchestrator and three `orrery device` processes on this machine "
         "(atlas: reports, borealis: build, cygnus: storage; data under "
         "DATA_DIR/fleet-devices), run resources/plans/fleet/*.yaml on them, then a request "
-        "in words planned by the local model (unless --no-requests), stop them.",
+        "in words planned by the local model (unless --no-requests), stop them. In the "
+        "desktop app unless --headless.",
     )
-    demo.add_argument("--headless", action="store_true", help="no window")
+    demo.add_argument("--headless", action="store_true", help="no window: the terminal only")
     demo.add_argument(
         "--no-requests",
         action="store_true",
@@ -336,6 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return models_command(options, data_dir(options.data_dir))
     name = options.command
+    if name in QT_COMMANDS and not getattr(options, "headless", False):
+        module_name, function_name = QT_COMMANDS[name].split(":")
+        qt_command = getattr(importlib.import_module(module_name), function_name)
+        return int(qt_command(options))
     if name == "devices":
         name = f"devices {options.devices_command}"
     module_name, function_name = COMMANDS[name].split(":")

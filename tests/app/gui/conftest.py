@@ -2,6 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture
+def qasync_loop(qapp: Any) -> Iterator[asyncio.AbstractEventLoop]:
+    """A qasync loop on pytest-qt's QApplication, set as the current loop for the test
+    (run a scenario with `qasync_loop.run_until_complete(...)`, as the app runs its own)."""
+    import qasync
+
+    qapp.setQuitOnLastWindowClosed(False)  # the scenario ends the loop, not a closed window
+    loop = qasync.QEventLoop(qapp, already_running=False)
+    asyncio.set_event_loop(loop)
+    try:
+        yield loop
+    finally:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()  # joins the loop's worker threads (asyncio.to_thread's)
+        asyncio.set_event_loop(None)
