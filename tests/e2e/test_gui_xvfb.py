@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from app.resources import resources_dir
 from tests.e2e.processes import orrery
 
 pytestmark = pytest.mark.slow
 
-DEMO_PLANS = 2  # resources/plans/fleet/*.yaml
+DEMO_PLANS = len(list((resources_dir() / "plans" / "fleet").glob("*.yaml")))
 
 
 def xwd_colours(path: Path) -> int:
