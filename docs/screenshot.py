@@ -79,7 +79,7 @@ async def shoot(out: Path, wait: float) -> None:
             settings = QSettings(str(Path(home) / "gui.ini"), QSettings.Format.IniFormat)
             window = MainWindow(session, settings, where="this machine (4 devices)",
                                 server_url="ws://127.0.0.1:8765")  # fmt: skip
-            window.resize(1600, 1000)
+            window.resize(1920, 1080)
             window.show()
             session.start()
             session.submit(plan())

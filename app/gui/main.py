@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -100,6 +101,7 @@ async def run_app(options: argparse.Namespace, *, demo: bool = False) -> int:
         window.show()
         session.start()
         stop_on_signals(window)
+        gc.freeze()  # what startup made lives on: full collections stop walking it
         demo_task = None
         if demo:
             from app.gui.demo import run_demo

@@ -150,6 +150,10 @@ class GuiSession(QObject):
 
         self._spawn(enrol())
 
+    def refresh(self) -> None:
+        """Read the shown constellation's snapshot afresh (the view asks after a gap)."""
+        self._spawn(self._refresh_snapshot(reshow=True))
+
     def refresh_devices(self) -> None:
         self._spawn(self._guard(self._devices()))
 

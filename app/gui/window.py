@@ -174,9 +174,10 @@ class MainWindow(QMainWindow):
         self.approvals.decided.connect(session.approve)
         self.history.opened.connect(session.open)
         self.history.run_again.connect(session.run_again)
-        self.view.star_selected.connect(self.inspector.show_star)
+        self.view.star_selected.connect(lambda star: self.inspector.show_star(star or None))
         self.view.star_activated.connect(self._reveal_star)
         self.view.star_menu_requested.connect(self._star_menu)
+        self.view.snapshot_outdated.connect(lambda _cid: session.refresh())
 
     # ---------------------------------------------------------------- what arrives
 
