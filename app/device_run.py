@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from agents.models.manager import LazyModelManager, ModelManager
+from agents.models.progress import PrepareProgress
 from agents.models.vram import read_free_vram
 from devices.agent import DeviceAgent
 from devices.policy import DevicePolicy
@@ -24,8 +25,10 @@ def load_policy(data_dir: Path, explicit: Path | None) -> DevicePolicy:
     return DevicePolicy.load(default) if default.is_file() else DevicePolicy()
 
 
-def device_models(data_dir: Path) -> LazyModelManager:
-    """The models agent.do uses, found on first use (`[models]` in DATA_DIR/orrery.toml)."""
+def device_models(data_dir: Path, *, progress: PrepareProgress | None = None) -> LazyModelManager:
+    """The models of the `[models]` configuration (DATA_DIR/orrery.toml), found on first use;
+    `progress` sees the first-use preparation of the embedded model (joining its pieces),
+    from the worker thread that finds them (`app.models_cli.preparation_progress`)."""
 
     def make() -> ModelManager:
         from agents.models.registry import ModelRegistry
@@ -33,7 +36,7 @@ def device_models(data_dir: Path) -> LazyModelManager:
 
         config = load_model_config(data_dir)
         registry = ModelRegistry.discover(
-            data_dir=data_dir, paths=config.paths, default_name=config.default
+            data_dir=data_dir, paths=config.paths, default_name=config.default, progress=progress
         )
         return ModelManager(registry, config)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sys
 import threading
@@ -20,9 +21,9 @@ if TYPE_CHECKING:  # the model layer (gguf, numpy) loads only when a models comm
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
-    from agents.models.manager import ModelConfig, ModelManager
+    from agents.models.manager import ModelConfig
     from agents.models.progress import PrepareProgress, PrepareStep
-    from agents.models.registry import ModelEntry, ModelRegistry
+    from agents.models.registry import ModelRegistry
 
 
 def add_models_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,31 +75,66 @@ def _registry(data: Path, config: ModelConfig) -> ModelRegistry:
 
 
 def _list(options: argparse.Namespace, data: Path) -> int:
-    from agents.models.errors import ModelError
-    from agents.models.manager import ROLES, ModelManager
-    from agents.models.registry import verify
     from app.settings import load_model_config
 
     config = load_model_config(data, extra_paths=[Path(p) for p in options.model])
     registry = _registry(data, config)
+    found = model_rows(registry, config, verify_checksums=options.verify)
+    for problem in found.warnings:
+        print(f"orrery: warning: {problem}", file=sys.stderr)
+    for error in found.errors:
+        print(f"orrery: error: {error}", file=sys.stderr)
+    rows = found.rows
+    if options.json:
+        for row in rows:
+            print(json.dumps(row))
+        return EXIT_BAD_INPUT if found.errors else EXIT_OK
+    _print_models(rows)
+    if not rows:
+        print("no models found; `make demo` installs the embedded default", file=sys.stderr)
+    return EXIT_BAD_INPUT if found.errors else EXIT_OK
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelRows:
+    """The models a registry knows, one dict each (the `models list --json` shape); the
+    models that cannot be planned (`warnings`) and checksum mismatches (`errors`)."""
+
+    rows: list[dict[str, Any]]
+    warnings: list[str]
+    errors: list[str]
+
+
+def model_rows(
+    registry: ModelRegistry, config: ModelConfig, *, verify_checksums: bool = False
+) -> ModelRows:
+    """What `orrery models list` and the desktop app's models panel show of each model:
+    name, roles, size, quantisation, context, where it would run and why, the GPU memory
+    that placement plans, its chat format, and (`verify_checksums`) its pinned hash."""
+    from agents.models.errors import ModelError
+    from agents.models.manager import ROLES, ModelManager
+    from agents.models.registry import verify
+
     manager = ModelManager(registry, config)
     roles: dict[str, list[str]] = {}
     for role in ROLES:
         with contextlib.suppress(ModelError):
             roles.setdefault(manager.model_for(role).name, []).append(role)
-    status = EXIT_OK
-    rows = []
+    rows, warnings, errors = [], [], []
     for entry in registry.entries():
-        plan = manager.plan(entry) if _plannable(manager, entry) else None
+        try:
+            plan = manager.plan(entry)
+        except ModelError as exc:
+            warnings.append(str(exc))
+            plan = None
         checksum = ""
-        if options.verify and entry.pinned_sha256:
+        if verify_checksums and entry.pinned_sha256:
             try:
                 verify(entry)
                 checksum = "ok"
             except ModelError as exc:
                 checksum = "MISMATCH"
-                status = EXIT_BAD_INPUT
-                print(f"orrery: error: {exc}", file=sys.stderr)
+                errors.append(str(exc))
         meta = entry.metadata
         rows.append(
             {
@@ -111,19 +147,14 @@ def _list(options: argparse.Namespace, data: Path) -> int:
                 "size_mib": round(meta.size_bytes / 2**20, 1),
                 "context_length": meta.context_length,
                 "runs_on": plan.placement.reason if plan else "unknown",
+                "device": plan.placement.device if plan else "unknown",
+                "gpu_mib": round(plan.placement.gpu_bytes / 2**20, 1) if plan else 0.0,
                 "chat_format": plan.chat_format if plan else "missing",
                 "checksum": checksum,
                 "path": str(entry.path),
             }
         )
-    if options.json:
-        for row in rows:
-            print(json.dumps(row))
-        return status
-    _print_models(rows)
-    if not rows:
-        print("no models found; `make demo` installs the embedded default", file=sys.stderr)
-    return status
+    return ModelRows(rows, warnings, errors)
 
 
 def _print_models(rows: list[dict[str, Any]]) -> None:
@@ -164,17 +195,6 @@ def _print_models(rows: list[dict[str, Any]]) -> None:
         details.add_row("runs on:", row["runs_on"])
         details.add_row("file:", row["path"])
         console.print(Padding(details, (0, 0, 0, 2)))
-
-
-def _plannable(manager: ModelManager, entry: ModelEntry) -> bool:
-    from agents.models.errors import ModelError
-
-    try:
-        manager.plan(entry)
-    except ModelError as exc:
-        print(f"orrery: warning: {exc}", file=sys.stderr)
-        return False
-    return True
 
 
 async def _bench(options: argparse.Namespace, data: Path) -> int:

@@ -50,6 +50,13 @@ class RequestPlanner:
         """The planner `DATA_DIR/orrery.toml` configures (`ConfigError` if it is wrong)."""
         return cls(device_models(data_dir), tool_schemas, load_planner_settings(data_dir))
 
+    def set_edit_policy(self, policy: str) -> None:
+        """Use edit policy `policy` ("on_failure", "always" or "never") for runs submitted
+        from now on (a person changed it in the desktop app's settings)."""
+        self.settings = PlannerSettings.model_validate(
+            {**self.settings.model_dump(), "edit_policy": policy}
+        )
+
     def context(self, devices: Sequence[DeviceInfo]) -> PlanningContext:
         return PlanningContext.from_devices(devices, self.tool_schemas())
 

@@ -185,10 +185,22 @@ class LazyModelManager:
         self._lock = asyncio.Lock()
 
     async def backend(self, role: str) -> LlamaBackend:
+        return await (await self.manager()).backend(role)
+
+    async def manager(self) -> ModelManager:
+        """The manager, made now if it was not yet (in a worker thread)."""
         async with self._lock:
             if self._manager is None:
                 self._manager = await asyncio.to_thread(self._make)
-        return await self._manager.backend(role)
+        return self._manager
+
+    def loaded(self) -> list[str]:
+        """Names of the models in memory (none before the manager is made)."""
+        return self._manager.loaded() if self._manager is not None else []
+
+    async def unload(self, name: str) -> None:
+        if self._manager is not None:
+            await self._manager.unload(name)
 
     async def close(self) -> None:
         if self._manager is not None:

@@ -66,6 +66,7 @@ async def in_process(
 ) -> AsyncIterator[RuntimeParts]:
     """The data dir's runtime in this process (with this machine as a device, and the
     planner, when asked)."""
+    from app.models_cli import preparation_progress
     from app.runtime import RuntimeOptions, ThisMachine, open_runtime
 
     machine = None
@@ -75,9 +76,15 @@ async def in_process(
             workspace=Path(workspace) if workspace else None,
             max_tasks=getattr(options, "max_tasks", 4),
         )
-    settings = RuntimeOptions(data_dir(options.data_dir), this_machine=machine, planner=planner)
-    async with open_runtime(settings) as parts:
-        yield parts
+    with preparation_progress() as progress:  # the embedded model's first-use preparation
+        settings = RuntimeOptions(
+            data_dir(options.data_dir),
+            this_machine=machine,
+            planner=planner,
+            model_progress=progress,
+        )
+        async with open_runtime(settings) as parts:
+            yield parts
 
 
 @contextlib.asynccontextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -122,33 +123,36 @@ async def served(
     """The data dir's runtime, served on `host:port` (AIP and the control API); where it
     listens is said on `say_to`."""
     from app.control.token import TOKEN_FILE, ensure_token
+    from app.models_cli import preparation_progress
 
     tls_cert = getattr(options, "tls_cert", None)
     tls_key = getattr(options, "tls_key", None)
-    async with open_runtime(settings) as parts:
-        assert parts.aip is not None
-        endpoint = Endpoint(
-            parts.runtime,
-            parts.aip,
-            token=ensure_token(settings.data_dir),
-            host=host,
-            port=port,
-            tls_cert=Path(tls_cert) if tls_cert else None,
-            tls_key=Path(tls_key) if tls_key else None,
-        )
-        stop_saying = parts.runtime.stream.listen(device_lines())
-        try:
-            async with endpoint:
-                print(f"orrery: serving AIP at {endpoint.url}", file=say_to, flush=True)
-                token = settings.data_dir / TOKEN_FILE
-                print(
-                    f"orrery: control API at {endpoint.control_url} (token: {token})",
-                    file=say_to,
-                    flush=True,
-                )
-                yield parts, endpoint
-        finally:
-            stop_saying()
+    with preparation_progress() as progress:  # the embedded model's first-use preparation
+        settings = dataclasses.replace(settings, model_progress=progress)
+        async with open_runtime(settings) as parts:
+            assert parts.aip is not None
+            endpoint = Endpoint(
+                parts.runtime,
+                parts.aip,
+                token=ensure_token(settings.data_dir),
+                host=host,
+                port=port,
+                tls_cert=Path(tls_cert) if tls_cert else None,
+                tls_key=Path(tls_key) if tls_key else None,
+            )
+            stop_saying = parts.runtime.stream.listen(device_lines())
+            try:
+                async with endpoint:
+                    print(f"orrery: serving AIP at {endpoint.url}", file=say_to, flush=True)
+                    token = settings.data_dir / TOKEN_FILE
+                    print(
+                        f"orrery: control API at {endpoint.control_url} (token: {token})",
+                        file=say_to,
+                        flush=True,
+                    )
+                    yield parts, endpoint
+            finally:
+                stop_saying()
 
 
 def device_lines(out: Callable[[str], None] | None = None) -> Callable[[Event], None]:

@@ -19,15 +19,18 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QObject, QSettings, Signal
 from PySide6.QtWidgets import QApplication
 
+from agents.models.manager import LazyModelManager
+from agents.models.progress import PrepareStep
 from app.config import data_dir
 from app.exit_codes import EXIT_BAD_INPUT, EXIT_OK
+from app.gui.settings_dialog import EDIT_POLICIES, POLICY_KEY, SERVER_KEY
 from app.interface import OrreryApi
 
 log = logging.getLogger("orrery.gui")
@@ -44,6 +47,8 @@ class Connection:
     server_url: str  # what a new device passes to `orrery device --server`
     device_url: str | None = None  # where demo devices dial in (embedded only)
     store: object | None = None  # the embedded runtime's store (for the demo's devices)
+    models: LazyModelManager | None = None  # the embedded runtime's models
+    apply_policy: Callable[[str], None] | None = None  # sets the planner's edit policy
 
 
 def main(options: argparse.Namespace) -> int:
@@ -92,11 +97,19 @@ async def run_app(options: argparse.Namespace, *, demo: bool = False) -> int:
     home.mkdir(parents=True, exist_ok=True)
     settings = QSettings(str(home / SETTINGS_FILE), QSettings.Format.IniFormat)
     closed = asyncio.Event()
-    async with connect(options, demo=demo) as connection:
+    relay = PreparationRelay()
+    async with connect(options, settings, relay, demo=demo) as connection:
         session = GuiSession(connection.api)
         window = MainWindow(
-            session, settings, where=connection.where, server_url=connection.server_url
+            session,
+            settings,
+            where=connection.where,
+            server_url=connection.server_url,
+            data_dir=home,
+            models=connection.models,
+            apply_policy=connection.apply_policy,
         )
+        relay.step.connect(window.show_preparation)
         window.closed.connect(closed.set)
         window.show()
         session.start()
@@ -118,11 +131,36 @@ async def run_app(options: argparse.Namespace, *, demo: bool = False) -> int:
     return EXIT_OK
 
 
+class PreparationRelay(QObject):
+    """Carries the embedded model's first-use preparation steps from the worker thread
+    that joins its pieces to the window (a queued signal)."""
+
+    step = Signal(str)
+
+    def __call__(self, step: PrepareStep) -> None:
+        if step.error:
+            self.step.emit(f"preparing the model failed: {step.error}")
+        elif step.finished:
+            self.step.emit(f"{step.what}: done")
+        elif step.total:
+            self.step.emit(f"{step.what}: {100 * step.done // step.total}%")
+        else:
+            self.step.emit(f"{step.what}…")
+
+
 @contextlib.asynccontextmanager
-async def connect(options: argparse.Namespace, *, demo: bool) -> AsyncIterator[Connection]:
-    """The remote server of `--server`, else an embedded orchestrator (see the docstring)."""
-    server = getattr(options, "server", None)
+async def connect(
+    options: argparse.Namespace,
+    settings: QSettings,
+    relay: PreparationRelay | None = None,
+    *,
+    demo: bool,
+) -> AsyncIterator[Connection]:
+    """The remote server of `--server` (or the one saved in the settings), else an
+    embedded orchestrator (see the module docstring)."""
+    server = getattr(options, "server", None) or str(settings.value(SERVER_KEY, "") or "")
     if server and not demo:
+        options.server = server
         from app.commands.clients import remote
 
         async with remote(options) as client:
@@ -134,12 +172,15 @@ async def connect(options: argparse.Namespace, *, demo: bool) -> AsyncIterator[C
 
     home = data_dir(options.data_dir)
     workspace = getattr(options, "workspace", None)
-    settings = RuntimeOptions(
+    policy = settings.value(POLICY_KEY)
+    runtime_options = RuntimeOptions(
         home,
         this_machine=ThisMachine(workspace=Path(workspace) if workspace else None),
         accept_devices=True,
+        model_progress=relay,
+        edit_policy=str(policy) if policy in EDIT_POLICIES else None,
     )
-    async with open_runtime(settings) as parts:
+    async with open_runtime(runtime_options) as parts:
         assert parts.aip is not None
         port = 0 if demo else getattr(options, "port", 8765)
         endpoint = Endpoint(
@@ -159,12 +200,15 @@ async def connect(options: argparse.Namespace, *, demo: bool) -> AsyncIterator[C
         try:
             base = endpoint.url.removesuffix("/aip/v1")
             print(f"orrery: the app serves devices at {endpoint.url}", file=sys.stderr)
+            planner = parts.runtime.planner
             yield Connection(
                 parts.runtime,
                 f"this machine (devices: {base})",
                 base,
                 device_url=endpoint.url,
                 store=parts.store,
+                models=parts.models,
+                apply_policy=getattr(planner, "set_edit_policy", None),
             )
         finally:
             await endpoint.__aexit__(None, None, None)

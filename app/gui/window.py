@@ -13,8 +13,10 @@ Ctrl++ / Ctrl+- zoom, Ctrl+1…6 show a panel, Ctrl+Q quit.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
@@ -40,6 +42,10 @@ from app.gui.request_box import RequestBox
 from app.gui.session import GuiSession
 from app.gui.timeline import Timeline
 
+if TYPE_CHECKING:
+    from agents.models.manager import LazyModelManager
+    from app.gui.settings_dialog import SettingsDialog
+
 log = logging.getLogger("orrery.gui")
 
 
@@ -55,11 +61,18 @@ class MainWindow(QMainWindow):
         *,
         where: str,
         server_url: str,
+        data_dir: Path | None = None,
+        models: LazyModelManager | None = None,
+        apply_policy: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__()
         self.session = session
         self.settings = settings
         self.server_url = server_url
+        self.where = where
+        self.data_dir = data_dir
+        self.models = models
+        self.apply_policy = apply_policy
         self.setWindowTitle(f"Orrery — {where}")
         self.setAccessibleName("Orrery")
         self.resize(1400, 900)
@@ -146,6 +159,8 @@ class MainWindow(QMainWindow):
             view_menu.addAction(toggle)
         devices_menu = bar.addMenu("&Devices")
         self._action(devices_menu, "Enrol a device…", "Ctrl+E", self.devices._ask_name)
+        settings_menu = bar.addMenu("S&ettings")
+        self._action(settings_menu, "Models and settings…", "Ctrl+,", self.open_settings)
 
     def _action(self, menu: QMenu, text: str, shortcut: Any, slot: Any) -> QAction:
         action = QAction(text, self)
@@ -308,6 +323,26 @@ class MainWindow(QMainWindow):
         self.cancel_run_action.setEnabled(live)
         self.pin_action.setEnabled(live)
         self.cancel_star_action.setEnabled(live)
+
+    def open_settings(self) -> SettingsDialog:
+        from app.config import data_dir as default_data_dir
+        from app.gui.settings_dialog import SettingsDialog
+
+        dialog = SettingsDialog(
+            self.settings,
+            data_dir=self.data_dir or default_data_dir(None),
+            connection=self.where,
+            models=self.models,
+            apply_policy=self.apply_policy,
+            parent=self,
+        )
+        dialog.show()
+        dialog._spawn(dialog.refresh())
+        return dialog
+
+    def show_preparation(self, what: str) -> None:
+        """A step of the embedded model's first-use preparation, in the status bar."""
+        self.statusBar().showMessage(what, 10000)
 
     # ---------------------------------------------------------------- comfort
 

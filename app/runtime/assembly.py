@@ -28,6 +28,7 @@ from agents.dispatch import Dispatcher
 from agents.fleet_dispatcher import merged_tool_schemas
 from agents.fleet_store import StoreKeys, StoreLedger
 from agents.models.manager import LazyModelManager
+from agents.models.progress import PrepareProgress
 from app.config import workspace_dir
 from app.runtime.approval_policy import ApprovalPolicy, ask_a_person
 from app.runtime.core import Planner, Runtime
@@ -66,6 +67,10 @@ class RuntimeOptions:
     approval_policy: ApprovalPolicy = ask_a_person
     extra_dispatchers: tuple[Dispatcher, ...] = field(default=())
     """More dispatchers to join the fleet (after this machine and AIP)."""
+    model_progress: PrepareProgress | None = None
+    """Told the steps of the first-use preparation of the embedded model (any thread)."""
+    edit_policy: str | None = None
+    """The planner's edit policy, over `[planner] edit_policy` of orrery.toml."""
 
 
 @dataclass(slots=True)
@@ -77,6 +82,7 @@ class RuntimeParts:
     data_dir: Path
     aip: AipDispatcher | None
     this_machine: InProcessDevice | None
+    models: LazyModelManager | None = None
 
 
 def open_store(data_dir: Path) -> Store:
@@ -102,7 +108,7 @@ async def open_runtime(options: RuntimeOptions) -> AsyncIterator[RuntimeParts]:
         if options.this_machine is not None:
             from app.device_run import device_models
 
-            models = device_models(data)
+            models = device_models(data, progress=options.model_progress)
             this_machine = in_process_device(data, options.this_machine, models)
             dispatchers.append(this_machine)
         aip = None
@@ -126,10 +132,13 @@ async def open_runtime(options: RuntimeOptions) -> AsyncIterator[RuntimeParts]:
             if models is None:
                 from app.device_run import device_models
 
-                models = device_models(data)
-            planner = RequestPlanner(
-                models, lambda: merged_tool_schemas(dispatchers), load_planner_settings(data)
-            )
+                models = device_models(data, progress=options.model_progress)
+            settings = load_planner_settings(data)
+            if options.edit_policy is not None:
+                settings = type(settings).model_validate(
+                    {**settings.model_dump(), "edit_policy": options.edit_policy}
+                )
+            planner = RequestPlanner(models, lambda: merged_tool_schemas(dispatchers), settings)
         runtime = Runtime(
             store,
             dispatchers,
@@ -139,7 +148,7 @@ async def open_runtime(options: RuntimeOptions) -> AsyncIterator[RuntimeParts]:
         )
         try:
             async with runtime:
-                yield RuntimeParts(runtime, store, data, aip, this_machine)
+                yield RuntimeParts(runtime, store, data, aip, this_machine, models)
         finally:
             if models is not None and planner is None:
                 await models.close()
