@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -20,6 +21,7 @@ from app.commands.clients import api_for
 from app.control.messages import DeviceEntry, HistoryEntry, Snapshot
 from app.exit_codes import EXIT_BAD_INPUT, EXIT_OK
 from app.progress import outputs_table, render_output, summary_table
+from app.run_stats import run_stats
 
 
 async def history(options: argparse.Namespace, stop: asyncio.Event) -> int:
@@ -116,6 +118,7 @@ def _document(snapshot: Snapshot) -> dict[str, object]:
         "stars": list((data.get("stars") or {}).values()),
         "lines": data.get("lines") or [],
         "edits": [e.model_dump(mode="json") for e in snapshot.edits],
+        "stats": dataclasses.asdict(run_stats(data)),
     }
 
 
@@ -153,6 +156,7 @@ def _print_constellation(snapshot: Snapshot) -> None:
     for edit in snapshot.edits:
         undo = " (undo)" if edit.undo else ""
         out.print(f"edit to version {edit.version}{undo}: {escape(edit.rationale)}")
+    out.print(f"parallelism: {run_stats(data).line()}")
 
 
 async def devices_list(options: argparse.Namespace, stop: asyncio.Event) -> int:
