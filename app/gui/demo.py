@@ -12,7 +12,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from app.gui.main import Connection
+from app.gui.connection import Connection
 from app.gui.session import GuiSession
 
 log = logging.getLogger("orrery.gui.demo")
