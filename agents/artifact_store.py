@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from protocol.artifacts import ArtifactReceiver
+from protocol.private import private_dir, write_private
 
 log = logging.getLogger("orrery.artifacts")
 
@@ -31,8 +32,9 @@ class ArtifactStore:
         self.max_size = max_size
         self._objects = self.root / "objects"
         self._incoming = self.root / "incoming"
-        self._objects.mkdir(parents=True, exist_ok=True)
-        self._incoming.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)  # uploads may hold anything: 0700 folders, 0600 files
+        private_dir(self._objects)
+        private_dir(self._incoming)
 
     def receiver(self) -> ArtifactReceiver:
         """A receiver for one connection's uploads (its own folder under ``incoming/``)."""
@@ -45,7 +47,7 @@ class ArtifactStore:
             received.unlink(missing_ok=True)  # the same content again
         else:
             os.replace(received, target)
-        (self._objects / f"{sha256}.name").write_text(name, encoding="utf-8")
+        write_private(self._objects / f"{sha256}.name", name.encode("utf-8"))
         log.info("artifact %s kept as %s (%d bytes)", name, sha256[:12], target.stat().st_size)
         return target
 

@@ -39,6 +39,7 @@ from protocol.messages import (
     TaskRef,
     ToolDescription,
 )
+from protocol.private import private_dir
 from protocol.session import (
     ApprovalDecided,
     AssignmentReceived,
@@ -274,7 +275,7 @@ class DeviceAgent:
         """Serve the orchestrator until `stop` is set; reconnect after every loss."""
         if self._dispatcher is not None:
             raise RuntimeError(f"device agent {self.name!r} is already running")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)  # 0700: the outbox and fetched artifacts live here
         self._outbox = Outbox.open(self.outbox_path)
         self._dispatcher = LocalDispatcher(
             self.workspace,

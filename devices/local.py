@@ -81,7 +81,7 @@ class LocalDispatcher:
         self._approvals = approvals
         self._workspace = Path(workspace)
         self._artifacts = artifacts  # an ArtifactChannel on a device with an orchestrator
-        self._workspace.mkdir(parents=True, exist_ok=True)
+        self._workspace.mkdir(parents=True, exist_ok=True, mode=0o700)  # 0700 if made here
         self._tools = tools if tools is not None else default_tools()
         platform = platform_name()
         self._info = DeviceInfo(

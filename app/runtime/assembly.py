@@ -33,6 +33,7 @@ from app.runtime.approval_policy import ApprovalPolicy, ask_a_person
 from app.runtime.core import Planner, Runtime
 from app.runtime.this_machine import InProcessDevice
 from memory import Store
+from protocol.private import private_dir
 from protocol.session import ServerConfig
 
 STORE_FILE = "orrery.db"
@@ -94,7 +95,7 @@ def fleet_tools() -> frozenset[str]:
 @contextlib.asynccontextmanager
 async def open_runtime(options: RuntimeOptions) -> AsyncIterator[RuntimeParts]:
     """Open the store, build the runtime, start it; stop and close everything on exit."""
-    data = options.data_dir
+    data = private_dir(options.data_dir)  # 0700: the store, tokens and outputs live here
     with open_store(data) as store:
         models = None
         dispatchers: list[Dispatcher] = []
