@@ -10,14 +10,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.tools.base import ProgressCallback, ToolContext
 from devices.tools.errors import ToolError, ToolFailed, ToolTimedOut
-from devices.tools.paths import confine_in, workspace_root
+from devices.tools.paths import Confined, held_path, locate_in, workspace_root
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +59,35 @@ class ProcessResult(BaseModel):
     duration: float
 
 
-def working_folder(context: ToolContext, cwd: str | None) -> Path:
-    """The folder a process runs in: the workspace, or `cwd` confined like a file path."""
-    if cwd is None:
-        return workspace_root(context.workspace)
-    folder = confine_in(context, cwd)
-    if not folder.is_dir():
+@dataclass(frozen=True, slots=True)
+class WorkingFolder:
+    """Where a process runs: `chdir` is what the child changes to (the folder held open
+    by the parent, /proc/self/fd/N on Linux), `path` the folder's own path."""
+
+    chdir: Path
+    path: Path
+
+
+@contextlib.contextmanager
+def working_folder(context: ToolContext, cwd: str | None) -> Iterator[WorkingFolder]:
+    """The folder a process runs in: the workspace, or `cwd` confined like a file path,
+    opened without following a link on the way and held open for the block, so a folder
+    swapped for a link after the check is not where the child lands."""
+    root = workspace_root(context.workspace)
+    target = Confined(root, (), ".", root) if cwd is None else locate_in(context, cwd)
+    try:
+        handle = target.open_dir()
+    except (FileNotFoundError, NotADirectoryError):
         raise ToolError(
             f"cwd {cwd!r} is not a folder in the workspace; "
             "create it first or leave cwd out to run in the workspace root"
-        )
-    return folder
+        ) from None
+    except OSError as error:
+        raise ToolError(f"cannot use cwd {cwd!r}: {error.strerror or error}") from None
+    try:
+        yield WorkingFolder(held_path(handle, target.path), target.path)
+    finally:
+        os.close(handle)
 
 
 def truncation_marker(dropped: int) -> str:

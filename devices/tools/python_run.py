@@ -36,13 +36,14 @@ class PythonTool(Tool[PythonArgs, ProcessResult]):
         self._drain_grace = drain_grace
 
     async def run(self, args: PythonArgs, context: ToolContext) -> ProcessResult:
-        return await run_process(
-            [self._interpreter, "-I", "-u", "-c", args.code],  # -u: progress as it is printed
-            cwd=working_folder(context, args.cwd),
-            progress=context.progress,
-            timeout=args.timeout,
-            max_output=args.max_output,
-            check=args.check,
-            kill_grace=self._kill_grace,
-            drain_grace=self._drain_grace,
-        )
+        with working_folder(context, args.cwd) as folder:
+            return await run_process(
+                [self._interpreter, "-I", "-u", "-c", args.code],  # -u: progress as printed
+                cwd=folder.chdir,
+                progress=context.progress,
+                timeout=args.timeout,
+                max_output=args.max_output,
+                check=args.check,
+                kill_grace=self._kill_grace,
+                drain_grace=self._drain_grace,
+            )

@@ -46,15 +46,15 @@ class ShellTool(Tool[ShellArgs, ProcessResult]):
 
     async def run(self, args: ShellArgs, context: ToolContext) -> ProcessResult:
         context.policy.shell.check(args.cmd, args.env)
-        cwd = working_folder(context, args.cwd)
-        return await run_process(
-            [self._shell, "-c", args.cmd],
-            cwd=cwd,
-            progress=context.progress,
-            env=args.env,
-            timeout=args.timeout,
-            max_output=args.max_output,
-            check=args.check,
-            kill_grace=self._kill_grace,
-            drain_grace=self._drain_grace,
-        )
+        with working_folder(context, args.cwd) as folder:
+            return await run_process(
+                [self._shell, "-c", args.cmd],
+                cwd=folder.chdir,
+                progress=context.progress,
+                env=args.env,
+                timeout=args.timeout,
+                max_output=args.max_output,
+                check=args.check,
+                kill_grace=self._kill_grace,
+                drain_grace=self._drain_grace,
+            )
