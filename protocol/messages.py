@@ -39,6 +39,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_TASKS = "too_many_tasks"
     BINARY_UNEXPECTED = "binary_unexpected"
     ARTIFACT = "artifact"
+    ARTIFACT_UNEXPECTED = "artifact_unexpected"  # an upload from a device with no star to make it
+    QUOTA_EXCEEDED = "quota_exceeded"  # the orchestrator's artifact quota would be exceeded
     INTERNAL = "internal"
 
 
