@@ -180,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument(
         "--policy",
         metavar="TOML",
-        help="what this device allows (default: DATA_DIR/device.toml; without one, tools "
-        "stay inside the workspace and http.get fetches nothing); see docs/devices.md",
+        help="what this device allows (default: DATA_DIR/device.toml; without one, file "
+        "tools stay inside the workspace, http.get fetches nothing, and shell.run and "
+        "python.run run unconfined: [sandbox] confines them); see docs/devices.md",
     )
 
     devices = commands.add_parser("devices", help="enrol and list devices")

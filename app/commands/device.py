@@ -48,6 +48,7 @@ async def main(options: argparse.Namespace, stop: asyncio.Event) -> int:
     except TokenMissing as exc:
         print(f"orrery: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    os.environ.pop(DEVICE_TOKEN_ENV, None)  # not handed down to the commands stars run
     policy = load_policy(data, Path(options.policy) if options.policy else None)
     device_log = logging.getLogger("orrery.device")
     if device_log.getEffectiveLevel() > logging.INFO:

@@ -45,7 +45,8 @@ class ThisMachine:
     """This machine as an in-process device: its name, workspace (default
     DATA_DIR/workspace), how many stars it runs at once, its labels, and the policy file
     that restricts its tools (default DATA_DIR/device.toml if there is one; without one,
-    every built-in tool, confined to the workspace)."""
+    every built-in tool: file tools confined to the workspace, shell.run and python.run
+    unconfined)."""
 
     name: str = "local"
     workspace: Path | None = None
@@ -156,6 +157,9 @@ def in_process_device(data: Path, spec: ThisMachine, models: LazyModelManager) -
     policy_file = spec.policy or (data / POLICY_FILE)
     if spec.policy is not None or policy_file.is_file():
         policy = DevicePolicy.load(policy_file)
+        from devices.tools.sandbox import sandbox_for
+
+        sandbox_for(policy, workspace, (data,))  # a [sandbox] that cannot run: refused now
         tools = device_tools(policy, lambda: models.backend("device"), free_vram=read_free_vram)
         rule = policy.approval_rule if policy.approval.required else None
     else:
@@ -172,4 +176,5 @@ def in_process_device(data: Path, spec: ThisMachine, models: LazyModelManager) -
         labels=spec.labels,
         tools=tools,
         needs_approval=rule,
+        private=(data,),  # a [sandbox] hides the orchestrator's data dir from its tools
     )

@@ -271,12 +271,32 @@ async def _spawn(
         raise
 
 
+def confined(
+    context: ToolContext, argv: Sequence[str], folder: WorkingFolder, env: Mapping[str, str]
+) -> tuple[list[str], dict[str, str] | None, bool]:
+    """(argv, env, whether the process inherits the device's environment) for running
+    `argv` in `folder` under the context's `[sandbox]`: inside bubblewrap when the policy
+    asks for it (`devices.tools.sandbox`), else as it is."""
+    from devices.tools.policy import PolicyError
+    from devices.tools.sandbox import sandbox_for
+
+    try:
+        box = sandbox_for(context.policy, context.workspace, context.private)
+    except PolicyError as error:
+        raise ToolError(error.message) from None
+    if box is None:
+        return list(argv), dict(env), True
+    wrapped, outer = box.wrap(argv, folder.path, env)
+    return wrapped, outer, False
+
+
 async def run_process(
     argv: Sequence[str],
     *,
     cwd: Path,
     progress: ProgressCallback,
     env: Mapping[str, str] | None = None,
+    inherit_env: bool = True,
     timeout: float | None = None,  # noqa: ASYNC109 - the partial output must survive it
     max_output: int = 65_536,
     check: bool = False,
@@ -287,7 +307,8 @@ async def run_process(
 
     stdout and stderr are consumed as they arrive; each keeps its first `max_output`
     bytes and drops the rest (with a visible marker), so memory stays bounded whatever
-    the command prints. Lines are reported to `progress`, up to `PROGRESS_LINES`. With
+    the command prints. `env` adds to the device's environment, or with `inherit_env`
+    false is the whole of it. Lines are reported to `progress`, up to `PROGRESS_LINES`. With
     `check`, a non-zero exit raises `ToolFailed` carrying the result and the end of
     stderr. When the command exits but processes it started still hold its output
     pipes after `drain_grace` seconds, its process group is stopped. On timeout the
@@ -302,7 +323,7 @@ async def run_process(
         transport, pipes = await _spawn(
             argv,
             cwd=cwd,
-            env={**os.environ, **env} if env is not None else None,
+            env=({**os.environ, **env} if inherit_env else dict(env)) if env is not None else None,
             pipes=lambda: _Pipes(captures, lines),
             kill_grace=kill_grace,
         )

@@ -7,7 +7,13 @@ import sys
 from pydantic import Field
 
 from devices.tools.base import Tool, ToolContext
-from devices.tools.process import ProcessLimits, ProcessResult, run_process, working_folder
+from devices.tools.process import (
+    ProcessLimits,
+    ProcessResult,
+    confined,
+    run_process,
+    working_folder,
+)
 
 
 class PythonArgs(ProcessLimits):
@@ -37,10 +43,14 @@ class PythonTool(Tool[PythonArgs, ProcessResult]):
 
     async def run(self, args: PythonArgs, context: ToolContext) -> ProcessResult:
         with working_folder(context, args.cwd) as folder:
+            command = [self._interpreter, "-I", "-u", "-c", args.code]  # -u: progress as printed
+            argv, env, inherit = confined(context, command, folder, {})
             return await run_process(
-                [self._interpreter, "-I", "-u", "-c", args.code],  # -u: progress as printed
+                argv,
                 cwd=folder.chdir,
                 progress=context.progress,
+                env=env,
+                inherit_env=inherit,
                 timeout=args.timeout,
                 max_output=args.max_output,
                 check=args.check,

@@ -5,7 +5,13 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from devices.tools.base import Tool, ToolContext
-from devices.tools.process import ProcessLimits, ProcessResult, run_process, working_folder
+from devices.tools.process import (
+    ProcessLimits,
+    ProcessResult,
+    confined,
+    run_process,
+    working_folder,
+)
 
 
 class ShellArgs(ProcessLimits):
@@ -47,11 +53,13 @@ class ShellTool(Tool[ShellArgs, ProcessResult]):
     async def run(self, args: ShellArgs, context: ToolContext) -> ProcessResult:
         context.policy.shell.check(args.cmd, args.env)
         with working_folder(context, args.cwd) as folder:
+            argv, env, inherit = confined(context, [self._shell, "-c", args.cmd], folder, args.env)
             return await run_process(
-                [self._shell, "-c", args.cmd],
+                argv,
                 cwd=folder.chdir,
                 progress=context.progress,
-                env=args.env,
+                env=env,
+                inherit_env=inherit,
                 timeout=args.timeout,
                 max_output=args.max_output,
                 check=args.check,
