@@ -41,6 +41,10 @@ MAX_PLAN_BYTES = 1024 * 1024
 MAX_PLAN_NODES = 100_000
 """The most YAML values a plan may hold once every alias is expanded."""
 
+MAX_PLAN_DEPTH = 64
+"""The deepest a plan's values may nest; checked as the YAML is read, before reading it
+could recurse deep enough to exhaust the stack (fatal in a worker thread)."""
+
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _INT_TAG = "tag:yaml.org,2002:int"
@@ -101,15 +105,26 @@ class _OverBudget(Exception):
 
 
 class PlanLoader(yaml.SafeLoader):
-    """`SafeLoader` without YAML 1.1 surprises: see the module docstring. With a
-    `deadline` (`time.monotonic()`), composing a node after it raises `_OverBudget`."""
+    """`SafeLoader` without YAML 1.1 surprises: see the module docstring. Values nested
+    deeper than `MAX_PLAN_DEPTH` are refused as they are read; with a `deadline`
+    (`time.monotonic()`), composing a node after it raises `_OverBudget`."""
 
     deadline: float | None = None
+    _depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise _OverBudget
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_PLAN_DEPTH:
+            raise _LocatedYAMLError(
+                problem=f"plan is nested too deeply (more than {MAX_PLAN_DEPTH} levels)",
+                problem_mark=self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         first_seen: dict[Any, yaml.Node] = {}

@@ -42,7 +42,8 @@ async def authenticated(served: Served) -> ClientConnection:
 def slow_plan(values: int) -> str:
     """A valid plan whose YAML takes a while to read: one star with many small values."""
     items = ", ".join(str(i % 10) for i in range(values))
-    return f"name: heavy\nstars:\n  - id: a\n    tool: shell.run\n    args: {{cmd: 'true', data: [{items}]}}\n"
+    star = f"  - id: a\n    tool: shell.run\n    args: {{cmd: 'true', data: [{items}]}}\n"
+    return "name: heavy\nstars:\n" + star
 
 
 async def test_a_large_plan_does_not_hold_the_server_for_other_clients(served: Served) -> None:
@@ -136,5 +137,22 @@ async def test_the_server_refuses_an_oversized_plan_as_an_invalid_plan(served: S
         reply = json.loads(await ws.recv())
         assert (reply["code"], reply["field"]) == ("invalid_plan", "plan")
         assert reply["message"].startswith("b.yaml: plan file is larger than 1024 KiB")
+    finally:
+        await ws.close()
+
+
+async def test_a_deeply_nested_plan_is_refused_before_it_can_exhaust_a_worker_stack(
+    served: Served,
+) -> None:
+    ws = await authenticated(served)
+    try:
+        for depth in (200, 3000, 100_000):  # 3000 once crashed the process (found by fuzzing)
+            plan = "name: deep\nstars: " + "[" * depth + "]" * depth + "\n"
+            await ws.send(json.dumps({"type": "submit", "id": f"s{depth}", "plan": plan}))
+            reply = json.loads(await ws.recv())
+            assert (reply["code"], reply["field"]) == ("invalid_plan", "plan"), reply
+            assert "nested too deeply (more than 64 levels)" in reply["message"]
+        await ws.send(json.dumps({"type": "devices", "id": "d"}))
+        assert json.loads(await ws.recv())["type"] == "device_list"
     finally:
         await ws.close()
