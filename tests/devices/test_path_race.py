@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -51,10 +52,17 @@ class Swapper:
         self.real = workspace / ".box-real"
         self.outside = outside
         self.swaps = 0
+        self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        try:
+            self._swap()
+        except BaseException as error:  # said by __exit__: a dead swapper proves nothing
+            self.error = error
+
+    def _swap(self) -> None:
         while not self._stop.is_set():
             os.rename(self.box, self.real)
             os.symlink(self.outside, self.box)
@@ -71,6 +79,7 @@ class Swapper:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        assert self.error is None, f"the swapper failed: {self.error!r}"
 
 
 @pytest.fixture
@@ -131,14 +140,16 @@ async def test_a_working_folder_or_an_upload_never_lands_outside(
 ) -> None:
     workspace, outside = setting
     code = "import os; print(open('data.txt').read()); open('made-here', 'w').close()"
+    runs = []
     with Swapper(workspace, outside):
-        runs = await asyncio.gather(
-            *(attempt(PythonTool(), context, code=code, cwd="box") for _ in range(RUNS))
-        )
+        for _ in range(RUNS):  # one after another, each at a random phase of the swapping
+            await asyncio.sleep(random.uniform(0, 0.003))  # (it would lock step otherwise)
+            runs.append(await attempt(PythonTool(), context, code=code, cwd="box"))
     assert not (outside / "made-here").exists()
     printed = [r.stdout for r in runs if not isinstance(r, ToolError) and r.returncode == 0]
     assert SECRET not in "".join(printed)
-    assert printed, "no run succeeded: the test would prove nothing"
+    assert printed, f"no run succeeded: the test would prove nothing: {runs[:5]}"
+    assert len(printed) < RUNS, "no run met the swapped link: the test would prove nothing"
     with Swapper(workspace, outside):
         uploads = await asyncio.gather(
             *(attempt(ArtifactPutTool(), context, path="box/data.txt") for _ in range(RUNS))
