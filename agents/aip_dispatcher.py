@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agents.artifact_store import ArtifactStore
+from agents.artifact_store import ArtifactStore, QuotaExceeded
 from agents.clock import Clock, RealClock, Timer
 from agents.dispatch import ApprovalAsked, DeviceChange, TaskSink, UnknownApproval
 from agents.tool_args import ToolArgsChecker
@@ -92,7 +92,10 @@ class _Device:
     state: str = "online"  # "online" or "busy" (every slot taken) while connected
 
 
-__all__ = ["AipDispatcher", "KeyStore", "ResultLedger", "UnknownApproval"]
+UPLOADING_TOOLS = frozenset({"artifact.put", "agent.do"})
+"""Tools whose stars may upload artifacts (agent.do may call artifact.put)."""
+
+__all__ = ["UPLOADING_TOOLS", "AipDispatcher", "KeyStore", "ResultLedger", "UnknownApproval"]
 
 
 class AipDispatcher:
@@ -394,10 +397,17 @@ class AipDispatcher:
 
     # ---------------------------------------------------------------- artifacts
 
+    def _may_upload(self, device: str | None) -> bool:
+        """Whether `device` runs a star whose tool may upload an artifact."""
+        running = self._assigned.get(device, {}) if device is not None else {}
+        return any(a.tool in UPLOADING_TOOLS for a in running.values())
+
     def _upload(
         self, session: ServerSession, event: ArtifactOffered | ArtifactChunk | ArtifactFinished
     ) -> None:
-        """A device's `artifact.put`: receive, verify, keep by hash, ack the done."""
+        """A device's `artifact.put`: receive, verify, keep by hash, ack the done. An offer
+        is accepted only from a device running a star that may upload (`UPLOADING_TOOLS`)
+        and only when it fits its quotas (`ArtifactStore.room_for`)."""
         if self.artifacts is None:
             if isinstance(event, ArtifactOffered):
                 session.refuse(
@@ -406,6 +416,23 @@ class AipDispatcher:
                     ref=event.offer.id,
                 )
             return
+        device = session.device or "?"
+        if isinstance(event, ArtifactOffered):
+            refusal: tuple[ErrorCode, str] | None = None
+            if not self._may_upload(session.device):
+                refusal = (
+                    ErrorCode.ARTIFACT_UNEXPECTED,
+                    f"device {device!r} runs no star that uploads artifacts "
+                    f"({', '.join(sorted(UPLOADING_TOOLS))}); an upload comes from a running "
+                    "star",
+                )
+            elif (room := self.artifacts.room_for(device, event.offer.body.size)) is not None:
+                refusal = (ErrorCode.QUOTA_EXCEEDED, room)
+            if refusal is not None:
+                log.info("device %s: artifact %r refused: %s", device, event.offer.body.name,
+                         refusal[1])  # fmt: skip
+                session.refuse(*refusal, ref=event.offer.id)
+                return
         receiver = self._receivers.get(session)
         if receiver is None:
             receiver = self._receivers[session] = self.artifacts.receiver()
@@ -422,11 +449,14 @@ class AipDispatcher:
                 offer = receiver.offer_of(body.transfer) if body.ok else None
                 path = receiver.on_done(event.done)
                 if offer is not None:
-                    self.artifacts.keep(path, offer.sha256, offer.name)
+                    self.artifacts.keep(path, offer.sha256, offer.name, device)
                     session.ack(event.done.id)
         except ArtifactError as exc:
             log.info("device %s: artifact refused: %s", session.device, exc.message)
             session.refuse(ErrorCode.ARTIFACT, exc.message, ref=ref)
+        except QuotaExceeded as exc:  # others filled the room while it was sent
+            log.info("device %s: artifact refused: %s", session.device, exc)
+            session.refuse(ErrorCode.QUOTA_EXCEEDED, str(exc), ref=ref)
 
     def _fetch(
         self, session: ServerSession, driver: SessionDriver, event: ArtifactRequested

@@ -33,6 +33,7 @@ from agents.constellation import (
 )
 from agents.constellation.model import DeviceSelector
 from agents.constellation.references import UnresolvedReference, resolve_references
+from agents.constellation.shell_words import SHELL_ARGS, UnsafeShellReference
 from agents.dispatch import ApprovalAsked, DeviceChange, Dispatcher
 from agents.events import (
     ApprovalNeeded,
@@ -470,8 +471,12 @@ class Orchestrator:
         try:
             args = star.effective_args
             if star.id in run.referencing:
-                args = resolve_references(args, lambda sid: _finished_value(stars, sid))
-        except UnresolvedReference as exc:
+                args = resolve_references(  # in shell syntax, as quoted words: data only
+                    args,
+                    lambda sid: _finished_value(stars, sid),
+                    shell_args=SHELL_ARGS.get(star.effective_tool, ()),
+                )
+        except (UnresolvedReference, UnsafeShellReference) as exc:
             if star.status is StarStatus.READY:
                 star.move_to(StarStatus.RUNNING)
             star.error = str(exc)

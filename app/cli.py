@@ -172,13 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="run this machine as a device agent",
         description="Connect to an orchestrator and run the stars it assigns; reconnects by "
         "itself until stopped (Ctrl-C). Exit 2 if the orchestrator refuses the device. The "
-        "token comes from --token-file, else $ORRERY_DEVICE_TOKEN, else --token (others "
-        "on this machine can read a command line: prefer the first two).",
+        "token comes from --token-file, else $ORRERY_DEVICE_TOKEN, else --token (warned "
+        "about: every user of this machine can read a command line). At start it says "
+        "which of its tools run unconfined (docs/security.md).",
     )
     device.add_argument("--server", required=True, metavar="URL", help="ws://HOST:PORT")
     device.add_argument("--name", required=True, metavar="N", help="this device's name")
     device.add_argument("--token-file", metavar="FILE", help="file holding its enrolment token")
-    device.add_argument("--token", metavar="T", help="its enrolment token (prefer --token-file)")
+    device.add_argument(
+        "--token",
+        metavar="T",
+        help="its enrolment token on the command line, where other local users can read it: "
+        "prefer --token-file or $ORRERY_DEVICE_TOKEN",
+    )
     device.add_argument("--labels", default="", metavar="a,b", help="comma-separated labels")
     device.add_argument("--max-tasks", type=int, default=4, metavar="K", help="stars at once")
     device.add_argument("--workspace", metavar="DIR", help="folder its tools work in")
@@ -193,8 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument(
         "--policy",
         metavar="TOML",
-        help="what this device allows (default: DATA_DIR/device.toml; without one, tools "
-        "stay inside the workspace and http.get fetches nothing); see docs/devices.md",
+        help="what this device allows (default: DATA_DIR/device.toml; without one, file "
+        "tools stay inside the workspace, http.get fetches nothing, and shell.run and "
+        "python.run run unconfined: [sandbox] confines them); see docs/devices.md",
     )
 
     devices = commands.add_parser("devices", help="enrol and list devices")

@@ -69,6 +69,7 @@ from app.control.messages import (
     DevicesRequest,
     Enrolled,
     EnrollRequest,
+    ErrorCode,
     ErrorReply,
     EventMessage,
     HistoryEntry,
@@ -88,6 +89,7 @@ from app.control.messages import (
     UnsubscribeRequest,
     dump,
     parse_server_message,
+    plan_text_problem,
 )
 from app.control.token import ENV_TOKEN, TokenError, read_token, token_path
 from app.errors import (
@@ -149,6 +151,16 @@ def find_token(token: str | None, data_dir: str | Path | None) -> FoundToken:
         return FoundToken(read_token(folder), str(token_path(folder)))
     except TokenError as exc:
         raise AuthRefused(str(exc)) from None
+
+
+def _rejected_here(exc: ValidationError) -> RequestRejected:
+    """A request this client would send malformed, as the server's `malformed` refusal."""
+    error = exc.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in error["loc"]) or None
+    message = error["msg"].removeprefix("Value error, ")
+    return RequestRejected.of(
+        ErrorCode.MALFORMED, f"{field}: {message}" if field else message, field
+    )
 
 
 _END = object()
@@ -391,8 +403,11 @@ class Orrery:
     # ---------------------------------------------------------------- requests
 
     async def _call(self, make: Callable[[str], BaseModel], expect: type[M]) -> M:
+        try:  # refused here as the server would refuse it: one line, a `RequestRejected`
+            request = make(self._next_id())
+        except ValidationError as exc:
+            raise _rejected_here(exc) from None
         ws = await self._live()
-        request = make(self._next_id())
         request_id = str(getattr(request, "id"))  # noqa: B009  (every request has one)
         future: asyncio.Future[ServerMessage] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
@@ -484,6 +499,10 @@ class Orrery:
         `stars`), or else a request in words; `plan_text=` and `request=` say which
         explicitly."""
         given = await read_submission(plan_or_request, request, plan_text, source)
+        if given.plan_text is not None:
+            problem = plan_text_problem(given.plan_text, given.source)
+            if problem is not None:  # as a local run says it, without a trip to the server
+                raise RequestRejected.of(ErrorCode.INVALID_PLAN, problem, "plan")
         reply = await self._call(
             lambda i: SubmitRequest(
                 id=i, plan=given.plan_text, request=given.request, source=given.source

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from memory import Store
 from protocol.auth import enroll
+from protocol.private import open_private, private_dir
 
 log = logging.getLogger("orrery.device_processes")
 
@@ -62,13 +63,13 @@ class DeviceProcesses:
     def start(self, name: str, url: str, *, extra: Sequence[str] = ()) -> DeviceProcess:
         """Start (or restart) device `name`, logging to its data dir's device.log."""
         device = self.devices[name]
-        device.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(device.data_dir)
         command = [
             sys.executable, "-m", "app.cli", "--data-dir", str(device.data_dir), "device",
             "--server", url, "--name", name, "--labels", ",".join(device.labels), *extra,
         ]  # fmt: skip
         environment = {**os.environ, DEVICE_TOKEN_ENV: self.token(name)}
-        with device.log_path.open("ab") as log_file:
+        with open_private(device.log_path, "ab") as log_file:
             device.process = subprocess.Popen(
                 command,
                 stdout=log_file,

@@ -2,6 +2,8 @@
 
 On a terminal it draws a rich progress bar and prints a line per finished star; in a
 pipe it prints plain lines. With `--json` it prints one JSON event per line instead.
+Whatever came from a device or a model (errors, outputs, summaries, reasons) is shown
+through `app.text_safety` (control characters escaped) and rich's `escape` (no markup).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from agents.events import (
     StarStarted,
     event_to_json,
 )
+from app.text_safety import one_line, printable
 
 _STYLE = {
     StarStatus.SUCCEEDED: "green",
@@ -83,29 +86,33 @@ class LiveProgress:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, ConstellationSubmitted):
-            self._task = self._progress.add_task(event.name, total=event.stars)
+            self._task = self._progress.add_task(_safe(event.name), total=event.stars)
         elif isinstance(event, StarStarted):
             self.console.print(
-                f"  [cyan]start[/]  {event.star_id} (attempt {event.attempt} on {event.device})",
+                f"  [cyan]start[/]  {_safe(event.star_id)} (attempt {event.attempt} on "
+                f"{_safe(event.device)})",
                 highlight=False,
             )
         elif isinstance(event, AttemptFailed):
             retry = ", retrying" if event.will_retry else ""
             self.console.print(
-                f"  [red]error[/]  {event.star_id} attempt {event.attempt}: "
-                f"{_one_line(event.error)}{retry}",
+                f"  [red]error[/]  {_safe(event.star_id)} attempt {event.attempt}: "
+                f"{_safe(event.error)}{retry}",
                 highlight=False,
             )
         elif isinstance(event, StarFinished):
             style = _STYLE.get(StarStatus(event.status), "")
-            note = f": {_one_line(event.error)}" if event.error else ""
+            note = f": {_safe(event.error)}" if event.error else ""
             self.console.print(
-                f"  [{style}]{event.status:<9}[/] {event.star_id}{note}", highlight=False
+                f"  [{style}]{event.status:<9}[/] {_safe(event.star_id)}{note}", highlight=False
             )
             if self._task is not None:
                 self._progress.advance(self._task)
         elif isinstance(event, EditApplied):
-            self.console.print(f"  [magenta]edit[/]   version {event.version}: {event.rationale}")
+            self.console.print(
+                f"  [magenta]edit[/]   version {event.version}: {_safe(event.rationale)}",
+                highlight=False,
+            )
         elif isinstance(event, ApprovalNeeded):
             answer = ""
             if self.server:
@@ -113,13 +120,16 @@ class LiveProgress:
                 answer = f"; answer with `orrery approve {event.request} --server {self.server}"
                 answer += f"{home}` (or --deny)"
             self.console.print(
-                f"  [yellow]approve?[/] {event.star_id} on {event.device}: "
-                f"{escape(event.summary)} (request {escape(event.request)}{escape(answer)})",
+                f"  [yellow]approve?[/] {_safe(event.star_id)} on {_safe(event.device)}: "
+                f"{_safe(event.summary, None)} (request {_safe(event.request)}"
+                f"{escape(answer)})",
                 highlight=False,
             )
         elif isinstance(event, ApprovalGiven):
             verdict = "[green]approved[/]" if event.approved else "[red]refused[/]"
-            self.console.print(f"  {verdict} {event.star_id}: {event.reason}", highlight=False)
+            self.console.print(
+                f"  {verdict} {_safe(event.star_id)}: {_safe(event.reason)}", highlight=False
+            )
 
 
 class StarBars(LiveProgress):
@@ -138,7 +148,7 @@ class StarBars(LiveProgress):
     def __call__(self, event: Event) -> None:
         super().__call__(event)
         if isinstance(event, StarStarted):
-            label = f"  {event.star_id} on {event.device}"
+            label = f"  {_safe(event.star_id)} on {_safe(event.device)}"
             self._bars[event.star_id] = self._progress.add_task(label, total=None)
         elif isinstance(event, StarFinished | AttemptFailed):
             bar = self._bars.pop(event.star_id, None)
@@ -147,7 +157,7 @@ class StarBars(LiveProgress):
 
 
 def summary_table(constellation: Constellation) -> Table:
-    table = Table(title=f"{constellation.name} (version {constellation.version})")
+    table = Table(title=f"{_safe(constellation.name)} (version {constellation.version})")
     table.add_column("star")
     table.add_column("status")
     table.add_column("attempts", justify="right")
@@ -162,19 +172,20 @@ def summary_table(constellation: Constellation) -> Table:
         note = star.error or star.skip_reason or ""
         style = _STYLE.get(star.status, "")
         table.add_row(
-            star.id,
+            _safe(star.id),
             f"[{style}]{star.status}[/]" if style else str(star.status),
             str(len(star.attempts)),
-            last.device if last else "",
+            _safe(last.device) if last else "",
             seconds,
-            _one_line(note),
+            _safe(note),
         )
     return table
 
 
-def _one_line(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+def _safe(text: str, limit: int | None = 200) -> str:
+    """Device or model text for a rich console: one line, control characters escaped,
+    markup escaped, at most `limit` characters."""
+    return escape(one_line(text, limit))
 
 
 OUTPUT_CHARS = 600
@@ -188,7 +199,7 @@ def outputs_table(constellation: Constellation) -> Table | None:
     table.add_column("output", overflow="fold")
     for star in constellation.stars.values():
         if star.status is StarStatus.SUCCEEDED and star.output not in (None, {}, []):
-            table.add_row(star.id, escape(render_output(star.output)))
+            table.add_row(_safe(star.id), escape(render_output(star.output)))
     return table if table.row_count else None
 
 
@@ -200,15 +211,9 @@ def render_output(output: object, *, chars: int = OUTPUT_CHARS, lines: int = OUT
         for key in ("stdout", "content", "body", "text"):
             text = output.get(key)
             if isinstance(text, str) and text.strip():
-                return _bounded(_printable(text.rstrip("\n")), chars, lines)
+                return _bounded(printable(text.rstrip("\n")), chars, lines)
     text = json.dumps(output, ensure_ascii=False, separators=(", ", ": "), default=str)
-    return _bounded(_printable(text), chars, lines)
-
-
-def _printable(text: str) -> str:
-    return "".join(
-        c if c == "\n" or c == "\t" or c.isprintable() else f"\\x{ord(c):02x}" for c in text
-    )
+    return _bounded(printable(text), chars, lines)
 
 
 def _bounded(text: str, chars: int, lines: int) -> str:

@@ -29,6 +29,8 @@ from devices.host import VramProbe, no_gpu, platform_name
 from devices.local import LocalDispatcher
 from devices.outbox import Outbox, OutboxError
 from devices.tools import ToolRegistry, default_tools
+from devices.tools.policy import default_policy
+from devices.tools.sandbox import sandbox_for, unconfined, unconfined_warning
 from protocol.messages import (
     PROTOCOL_VERSION,
     ErrorCode,
@@ -39,6 +41,7 @@ from protocol.messages import (
     TaskRef,
     ToolDescription,
 )
+from protocol.private import private_dir
 from protocol.session import (
     ApprovalDecided,
     AssignmentReceived,
@@ -107,6 +110,25 @@ def describe_tools(tools: ToolRegistry) -> list[ToolDescription]:
             )
         )
     return described
+
+
+def say_confinement(name: str, tools: ToolRegistry, workspace: Path, data_dir: Path) -> None:
+    """Say (on "orrery.device") which offered tools run unconfined (WARNING), or how the
+    process tools are confined (INFO); `PolicyError` if the policy's sandbox cannot run."""
+    policy = getattr(tools, "policy", None) or default_policy()
+    offered = tools.names()
+    box = sandbox_for(policy, workspace, (data_dir,))
+    loose = unconfined(policy, offered)
+    if loose:
+        log.warning("%s", unconfined_warning(name, loose))
+    elif box is not None:
+        network = "with" if box.network else "without"
+        log.info(
+            "device %s: shell.run and python.run run in bubblewrap: only the workspace is "
+            "writable, the data dir hidden, %s network",
+            name,
+            network,
+        )
 
 
 # ------------------------------------------------------------------ one connection
@@ -196,6 +218,8 @@ class DeviceAgent:
     `free_vram` reads the GPU's free memory for `hello` (and the default tools' sys.info);
     `app/` passes NVML's reader, the default knows of no GPU.
 
+    When it starts it says which tools it offers run unconfined (a WARNING naming them,
+    `say_confinement`; a `[sandbox]` bwrap cannot run raises `PolicyError` instead).
     It logs on "orrery.device", at INFO, one line when it connects ("connected to URL as
     NAME (N tools)"), when a connection is lost and when it reconnects, and when it stops
     (a connection that cannot be made is a WARNING, with the reason and the retry delay).
@@ -274,7 +298,9 @@ class DeviceAgent:
         """Serve the orchestrator until `stop` is set; reconnect after every loss."""
         if self._dispatcher is not None:
             raise RuntimeError(f"device agent {self.name!r} is already running")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)  # 0700: the outbox and fetched artifacts live here
+        self.workspace.mkdir(parents=True, exist_ok=True, mode=0o700)
+        say_confinement(self.name, self._tools, self.workspace, self.data_dir)
         self._outbox = Outbox.open(self.outbox_path)
         self._dispatcher = LocalDispatcher(
             self.workspace,
@@ -284,6 +310,7 @@ class DeviceAgent:
             tools=self._tools,
             artifacts=self.artifacts,
             approvals=self._approvals,
+            private=(self.data_dir,),
         )
         self._dispatcher.attach(_ResultSink(self))
         log.debug("device %s: serving %s (workspace %s)", self.name, self.url, self.workspace)

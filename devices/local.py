@@ -77,11 +77,14 @@ class LocalDispatcher:
         tools: ToolRegistry | None = None,
         artifacts: ArtifactChannelLike | None = None,
         approvals: ApprovalGate | None = None,
+        private: Iterable[Path] = (),
     ) -> None:
+        """`private`: folders a sandboxed tool process must not see (the data dir)."""
         self._approvals = approvals
+        self._private = tuple(private)
         self._workspace = Path(workspace)
         self._artifacts = artifacts  # an ArtifactChannel on a device with an orchestrator
-        self._workspace.mkdir(parents=True, exist_ok=True)
+        self._workspace.mkdir(parents=True, exist_ok=True, mode=0o700)  # 0700 if made here
         self._tools = tools if tools is not None else default_tools()
         platform = platform_name()
         self._info = DeviceInfo(
@@ -195,6 +198,7 @@ class LocalDispatcher:
             workspace=self._workspace,
             progress=lambda message, stream: self._progress(assignment, message, stream),
             artifacts=self._artifacts,
+            private=self._private,
         )
         deadline = asyncio.timeout(assignment.timeout)
         try:

@@ -32,6 +32,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
+from protocol.private import private_file, tighten
+
 log = logging.getLogger("orrery.devices.outbox")
 T = TypeVar("T")
 
@@ -125,13 +127,15 @@ class Outbox:
             raise ValueError(f"busy_timeout_ms must be >= 0, not {busy_timeout_ms}")
         file = Path(path).expanduser().absolute()
         try:
-            file.parent.mkdir(parents=True, exist_ok=True)
+            file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as error:
             raise OutboxError(
                 f"cannot create the directory of outbox {file}: {error}; choose a data "
                 "directory you can write to (--data-dir or ORRERY_HOME)",
                 path=file,
             ) from error
+        if not file.is_dir():  # a folder there is refused below, by SQLite
+            _make_private(file)
         with _translated(file, busy_timeout_ms):
             connection = sqlite3.connect(
                 file,
@@ -149,7 +153,7 @@ class Outbox:
 
     @property
     def path(self) -> Path:
-        """The outbox file."""
+        """The outbox file (0600, as its -wal and -shm: results may hold secrets)."""
         return self._path
 
     @property
@@ -348,3 +352,18 @@ def _translated(path: Path, busy_timeout_ms: int) -> Iterator[None]:
             "you may read and write it and its directory",
             path=path,
         ) from error
+
+
+def _make_private(file: Path) -> None:
+    """Create the outbox file 0600 before SQLite does (SQLite gives its -wal and -shm the
+    file's mode); tighten an existing one and its companions, with a warning."""
+    try:
+        private_file(file)
+    except OSError as error:
+        raise OutboxError(
+            f"cannot create the outbox {file} (private to you, mode 0600): {error}; "
+            "choose a data directory you own (--data-dir or ORRERY_HOME)",
+            path=file,
+        ) from error
+    for end in ("-wal", "-shm", "-journal"):
+        tighten(file.with_name(file.name + end))

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,7 +65,8 @@ def describe(url: URL) -> str:
 def create_store_engine(
     url: str | URL, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
 ) -> Engine:
-    """An engine for the store; SQLite files get their parent directory created."""
+    """An engine for the store; SQLite files get their parent directory created, and are
+    private to their owner (`make_private`)."""
     if busy_timeout_ms < 0:
         raise ValueError(f"busy_timeout_ms must be >= 0, not {busy_timeout_ms}")
     sa_url = make_url(url)
@@ -77,16 +80,50 @@ def create_store_engine(
     else:
         path = Path(str(sa_url.database)).expanduser()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as error:
             raise StoreError(
                 f"cannot create the directory of database {path}: {error}; "
                 "choose a data directory you can write to (--data-dir or ORRERY_HOME)",
                 location=str(path),
             ) from error
+        try:
+            make_private(path)
+        except OSError as error:
+            raise StoreError(
+                f"cannot create database {path} (private to you, mode 0600): {error}; "
+                "choose a data directory you own (--data-dir or ORRERY_HOME)",
+                location=str(path),
+            ) from error
         engine = create_engine(sa_url, connect_args={"timeout": busy_timeout_ms / 1000})
     _install_sqlite_hooks(engine, busy_timeout_ms)
     return engine
+
+
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+"""The files SQLite keeps beside a database; it gives new ones the database's mode."""
+
+
+def make_private(path: Path) -> None:
+    """Create the SQLite file `path` empty and 0600 before SQLite opens it (so its -wal and
+    -shm are 0600 too), or take group and other permissions away from it and from its
+    companions (with a warning): the store holds device keys and task outputs."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.close(descriptor)
+    for file in (path, *(path.with_name(path.name + end) for end in SQLITE_COMPANIONS)):
+        try:
+            info = file.stat()
+        except FileNotFoundError:
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISREG(info.st_mode) and mode & 0o077:
+            file.chmod(mode & 0o700)
+            log.warning("%s was mode %o (other local users could read it); now %o", file,
+                        mode, mode & 0o700)  # fmt: skip
 
 
 def _install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:

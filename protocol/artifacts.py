@@ -49,6 +49,7 @@ from protocol.messages import (
     ErrorCode,
     ProtocolViolation,
 )
+from protocol.private import private_dir
 
 log = logging.getLogger("orrery.aip.artifacts")
 
@@ -323,8 +324,7 @@ class ArtifactReceiver:
             raise ValueError(f"max_size must not be negative, not {max_size}")
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be at least 1, not {max_concurrent}")
-        self.dest_dir = Path(dest_dir)
-        self.dest_dir.mkdir(parents=True, exist_ok=True)
+        self.dest_dir = private_dir(Path(dest_dir))
         self.max_size = max_size
         self.max_concurrent = max_concurrent
         self._incoming: dict[str, _Incoming] = {}

@@ -8,13 +8,13 @@ what is wrong. docs/protocol.md is the normative description of each type.
 from __future__ import annotations
 
 import itertools
-import json
 import secrets
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from protocol.json_limits import JsonRefused, load_json
 from protocol.tasks import TaskAssignment, TaskProgress, TaskResult
 
 PROTOCOL_VERSION = 1
@@ -39,6 +39,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_TASKS = "too_many_tasks"
     BINARY_UNEXPECTED = "binary_unexpected"
     ARTIFACT = "artifact"
+    ARTIFACT_UNEXPECTED = "artifact_unexpected"  # an upload from a device with no star to make it
+    QUOTA_EXCEEDED = "quota_exceeded"  # the orchestrator's artifact quota would be exceeded
     INTERNAL = "internal"
 
 
@@ -453,10 +455,14 @@ def is_batch(frame: str | bytes) -> bool:
 
 
 def _load(frame: str | bytes) -> Any:
+    """The JSON of a frame whose size was checked, read with bounded nesting."""
     try:
-        return json.loads(frame)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ProtocolViolation(ErrorCode.MALFORMED, f"frame is not JSON: {exc}") from None
+        return load_json(frame, max_bytes=_CHECKED)
+    except JsonRefused as exc:
+        raise ProtocolViolation(ErrorCode.MALFORMED, f"frame is {exc.message}") from None
+
+
+_CHECKED = 1 << 62  # `_check_size` has held the frame to `max_frame` already
 
 
 def _explain(data: Any, where: str = "") -> Message:

@@ -11,14 +11,16 @@ The YAML dialect is the JSON-like core of YAML: only ``true``/``false`` are bool
 (so the key ``on:`` stays the string ``"on"``, and ``yes``/``no``/``off`` stay strings),
 integers are decimal, ``0o17`` or ``0x1f`` (``010`` and ``12:30`` stay strings), dates stay
 strings, duplicate keys are refused, and so are binary, set and other non-JSON types.
-Files are limited to `MAX_PLAN_BYTES`, and anchors/aliases may not expand a plan beyond
-`MAX_PLAN_NODES` values (no "billion laughs").
+Files are limited to `MAX_PLAN_BYTES`, a plan to `MAX_PLAN_NODES` values (as written,
+and once anchors/aliases are expanded: no "billion laughs"), and reading one to `budget`
+seconds when a caller gives one (a server parsing plans for others does).
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+import time
 import types
 import typing
 from collections.abc import Collection, Hashable, Sequence
@@ -38,6 +40,10 @@ MAX_PLAN_BYTES = 1024 * 1024
 
 MAX_PLAN_NODES = 100_000
 """The most YAML values a plan may hold once every alias is expanded."""
+
+MAX_PLAN_DEPTH = 64
+"""The deepest a plan's values may nest; checked as the YAML is read, before reading it
+could recurse deep enough to exhaust the stack (fatal in a worker thread)."""
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
@@ -94,8 +100,31 @@ class _LocatedYAMLError(yaml.MarkedYAMLError):
     """A problem found while constructing values; its message needs no 'invalid YAML' prefix."""
 
 
+class _OverBudget(Exception):
+    """Reading the plan took longer than its budget."""
+
+
 class PlanLoader(yaml.SafeLoader):
-    """`SafeLoader` without YAML 1.1 surprises: see the module docstring."""
+    """`SafeLoader` without YAML 1.1 surprises: see the module docstring. Values nested
+    deeper than `MAX_PLAN_DEPTH` are refused as they are read; with a `deadline`
+    (`time.monotonic()`), composing a node after it raises `_OverBudget`."""
+
+    deadline: float | None = None
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise _OverBudget
+        if self._depth >= MAX_PLAN_DEPTH:
+            raise _LocatedYAMLError(
+                problem=f"plan is nested too deeply (more than {MAX_PLAN_DEPTH} levels)",
+                problem_mark=self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         first_seen: dict[Any, yaml.Node] = {}
@@ -175,10 +204,15 @@ def load_plan(path: Path, *, known_tools: Collection[str] | None = None) -> Cons
 
 
 def parse_plan(
-    text: str, *, source: str = "<plan>", known_tools: Collection[str] | None = None
+    text: str,
+    *,
+    source: str = "<plan>",
+    known_tools: Collection[str] | None = None,
+    budget: float | None = None,
 ) -> Constellation:
-    """Validate and build a plan given as YAML text; raises `PlanFileError`."""
-    spec, root = _parse(text, source)
+    """Validate and build a plan given as YAML text; raises `PlanFileError`, also when
+    reading the YAML takes longer than `budget` seconds."""
+    spec, root = _parse(text, source, budget)
     return _build_checked(spec, root, source, known_tools)
 
 
@@ -238,10 +272,10 @@ def _check_size(size: int, source: str) -> None:
         )
 
 
-def _parse(text: str, source: str) -> tuple[PlanSpec, yaml.Node]:
+def _parse(text: str, source: str, budget: float | None = None) -> tuple[PlanSpec, yaml.Node]:
     _check_size(len(text.encode("utf-8", errors="surrogatepass")), source)
     try:
-        data, root = _load_yaml(text, source)
+        data, root = _load_yaml(text, source, budget)
         if not isinstance(root, yaml.MappingNode) or not isinstance(data, dict):
             what = "a list" if isinstance(root, yaml.SequenceNode) else "a single value"
             raise _error_at(
@@ -259,7 +293,7 @@ def _parse(text: str, source: str) -> tuple[PlanSpec, yaml.Node]:
         ) from None
 
 
-def _load_yaml(text: str, source: str) -> tuple[Any, yaml.Node]:
+def _load_yaml(text: str, source: str, budget: float | None = None) -> tuple[Any, yaml.Node]:
     try:
         loader = PlanLoader(text)  # checks that every character is printable
     except yaml.reader.ReaderError as exc:
@@ -273,6 +307,8 @@ def _load_yaml(text: str, source: str) -> tuple[Any, yaml.Node]:
             column=len(before) - (before.rfind("\n") + 1) + 1,
             cause=exc,
         ) from exc
+    if budget is not None:
+        loader.deadline = time.monotonic() + budget
     try:
         root = loader.get_single_node()
         if root is None:
@@ -296,6 +332,13 @@ def _load_yaml(text: str, source: str) -> tuple[Any, yaml.Node]:
         ) from exc
     except yaml.YAMLError as exc:
         raise PlanFileError(f"invalid YAML: {exc}", source=source, cause=exc) from exc
+    except _OverBudget:
+        mark = loader.get_mark()
+        raise PlanFileError(
+            f"reading the plan took longer than {budget:g}s (stopped at line "
+            f"{mark.line + 1}); split it into smaller plans",
+            source=source,
+        ) from None
     finally:
         loader.dispose()
 
@@ -312,7 +355,8 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, mark: yaml.Mark | None) -> str:
 
 
 def _check_node_budget(root: yaml.Node, source: str) -> None:
-    """Refuse recursive aliases and plans that aliases blow up beyond `MAX_PLAN_NODES`."""
+    """Refuse plans of more than `MAX_PLAN_NODES` values as written, recursive aliases,
+    and plans that aliases blow up beyond `MAX_PLAN_NODES` (each said as what it is)."""
     sizes: dict[int, int] = {}
     active: set[int] = set()
 
@@ -329,16 +373,41 @@ def _check_node_budget(root: yaml.Node, source: str) -> None:
         elif isinstance(node, yaml.MappingNode):
             total += sum(size(k) + size(v) for k, v in node.value)
         active.discard(key)
-        if total > MAX_PLAN_NODES:
+        if total > MAX_PLAN_NODES:  # not so as written (checked below): aliases did it
             raise _error_at(
                 node,
-                f"plan expands to more than {MAX_PLAN_NODES} values (check anchors and aliases)",
+                f"anchors and aliases expand the plan to more than {MAX_PLAN_NODES} values; "
+                "write out what you need instead of repeating it through aliases",
                 source=source,
             )
         sizes[key] = total
         return total
 
+    if _distinct_nodes(root, MAX_PLAN_NODES + 1) > MAX_PLAN_NODES:  # big as written
+        raise _error_at(
+            root,
+            f"plan has more than {MAX_PLAN_NODES} values; split it into smaller plans or "
+            "move large data into files the stars read",
+            source=source,
+        )
     size(root)
+
+
+def _distinct_nodes(root: yaml.Node, stop: int) -> int:
+    """How many distinct nodes the tree holds (an alias counts once), up to `stop`."""
+    seen: set[int] = set()
+    pending = [root]
+    while pending and len(seen) < stop:
+        node = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            pending.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                pending.extend((key, value))
+    return len(seen)
 
 
 # --------------------------------------------------------------------------- locating

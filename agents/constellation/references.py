@@ -5,17 +5,22 @@ A string that is exactly one reference is replaced by the referenced value as it
 is interpolated as text: a text value without one trailing line break (`\n` or `\r\n`, as
 a command's output ends), anything else as JSON. Only `output` (the upstream result) and
 `error` may be read.
+
+In an argument a shell reads as a command line (`shell_words.SHELL_ARGS`: shell.run's
+`cmd`) every reference, whole or inside text, becomes one single-quoted word instead, so
+what another star produced is never run as shell syntax (`agents.constellation.shell_words`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from agents.constellation.predicate import MISSING, resolve_path
+from agents.constellation.shell_words import insert_as_words
 
 REFERENCE_PATTERN = re.compile(r"\$\{([^{}]*)\}")
 _REFERENCE_BODY = re.compile(
@@ -77,8 +82,17 @@ Lookup = Callable[[str], tuple[Any, str | None] | None]
 """Given a star id, its (output, error) if it has finished, else None."""
 
 
-def resolve_references(value: Any, lookup: Lookup) -> Any:
-    """Return a copy of `value` with every reference replaced by the upstream value."""
+def resolve_references(value: Any, lookup: Lookup, *, shell_args: Collection[str] = ()) -> Any:
+    """Return a copy of `value` with every reference replaced by the upstream value; in
+    the top-level arguments named in `shell_args`, as single-quoted shell words (raises
+    `UnsafeShellReference` where that cannot be done safely)."""
+    if shell_args and isinstance(value, dict):
+        return {
+            key: _as_shell_words(item, lookup)
+            if key in shell_args and isinstance(item, str)
+            else resolve_references(item, lookup)
+            for key, item in value.items()
+        }
     if isinstance(value, str):
         whole = REFERENCE_PATTERN.fullmatch(value)
         if whole:
@@ -93,6 +107,16 @@ def resolve_references(value: Any, lookup: Lookup) -> Any:
     if isinstance(value, list):
         return [resolve_references(item, lookup) for item in value]
     return value
+
+
+def _as_shell_words(command: str, lookup: Lookup) -> str:
+    if "${" not in command:
+        return command
+    return insert_as_words(
+        command,
+        REFERENCE_PATTERN,
+        lambda text: _as_text(_value_of(parse_reference(text), lookup)),
+    )
 
 
 def _value_of(reference: Reference, lookup: Lookup) -> Any:

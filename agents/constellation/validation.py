@@ -1,8 +1,9 @@
 """Structural checks shared by plan loading and edit batches.
 
 The graph rules: unique star ids, one line per pair of stars, every line's ends
-exist, no cycles, every `${star.output...}` reference names an upstream star, and
-(when a tool catalogue is given) every tool is known.
+exist, no cycles, every `${star.output...}` reference names an upstream star (and in a
+shell command sits where it can be inserted as data), and (when a tool catalogue is
+given) every tool is known.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from agents.constellation.errors import (
     UnknownTool,
 )
 from agents.constellation.model import Line, StarSpec
-from agents.constellation.references import ReferenceSyntaxError, iter_references, parse_reference
+from agents.constellation.references import (
+    REFERENCE_PATTERN,
+    ReferenceSyntaxError,
+    iter_references,
+    parse_reference,
+)
+from agents.constellation.shell_words import SHELL_ARGS, UnsafeShellReference, reference_contexts
 
 StarLocator = Callable[[str], Location]
 LineLocator = Callable[[Line], Location]
@@ -144,3 +151,20 @@ def check_references(
                     item=text,
                     location=location,
                 )
+        _check_shell_references(star, locate_star)
+
+
+def _check_shell_references(star: StarSpec, locate_star: StarLocator) -> None:
+    """References in a shell command must sit where they can be inserted as quoted words."""
+    for name in SHELL_ARGS.get(star.effective_tool, ()):
+        command = star.effective_args.get(name)
+        if not isinstance(command, str) or "${" not in command:
+            continue
+        try:
+            reference_contexts(command, REFERENCE_PATTERN)
+        except UnsafeShellReference as exc:
+            raise BadReference(
+                f"star {star.id!r}: {exc}",
+                item=exc.reference,
+                location=(*locate_star(star.id), "args", name),
+            ) from None

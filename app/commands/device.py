@@ -1,8 +1,9 @@
 """`orrery device`: this machine as a device agent of an orchestrator, until stopped.
 
 The enrolment token comes from `--token-file FILE`, else `$ORRERY_DEVICE_TOKEN`, else
-`--token` (discouraged: other local users can read a command line). The agent says on
-stderr when it connects, loses the connection and stops.
+`--token` (warned about on stderr: every local user can read a command line). The agent
+says on stderr when it connects, loses the connection and stops, and at start which of
+its tools run unconfined (see docs/security.md).
 """
 
 from __future__ import annotations
@@ -14,29 +15,22 @@ import os
 import sys
 from pathlib import Path
 
+from app.commands.clients import TokenMissing, token_file, warn_command_line_token
 from app.config import data_dir
 from app.device_processes import DEVICE_TOKEN_ENV
 from app.exit_codes import EXIT_BAD_INPUT, EXIT_OK
-
-
-class TokenMissing(ValueError):
-    """No enrolment token was given; the message says the three ways to give one."""
+from app.text_safety import one_line
 
 
 def device_token(options: argparse.Namespace) -> str:
-    """The token of `--token-file`, `$ORRERY_DEVICE_TOKEN` or `--token`, in that order."""
+    """The token of `--token-file`, `$ORRERY_DEVICE_TOKEN` or `--token` (warned about),
+    in that order; `TokenMissing` says the ways to give one."""
     if options.token_file:
-        path = Path(options.token_file)
-        try:
-            text = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise TokenMissing(f"--token-file: cannot read {path}: {exc}") from None
-        if not text:
-            raise TokenMissing(f"--token-file: {path} is empty; put the device's token in it")
-        return text
+        return token_file(options.token_file, "the device's enrolment token")
     if os.environ.get(DEVICE_TOKEN_ENV):
         return os.environ[DEVICE_TOKEN_ENV].strip()
     if options.token:
+        warn_command_line_token(DEVICE_TOKEN_ENV)
         return str(options.token)
     raise TokenMissing(
         f"no enrolment token: use --token-file FILE (or set ${DEVICE_TOKEN_ENV}); "
@@ -54,6 +48,7 @@ async def main(options: argparse.Namespace, stop: asyncio.Event) -> int:
     except TokenMissing as exc:
         print(f"orrery: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    os.environ.pop(DEVICE_TOKEN_ENV, None)  # not handed down to the commands stars run
     policy = load_policy(data, Path(options.policy) if options.policy else None)
     device_log = logging.getLogger("orrery.device")
     if device_log.getEffectiveLevel() > logging.INFO:
@@ -73,6 +68,6 @@ async def main(options: argparse.Namespace, stop: asyncio.Event) -> int:
             stop=stop,
         )
     except DeviceRefused as exc:
-        print(f"orrery: device refused: {exc}", file=sys.stderr)
+        print(f"orrery: device refused: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK

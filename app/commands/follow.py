@@ -14,12 +14,14 @@ import sys
 from dataclasses import dataclass
 
 from rich.console import Console
+from rich.markup import escape
 
 from agents.constellation import Constellation
 from agents.events import Event, event_to_json
 from app.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NO_DEVICE, EXIT_OK
 from app.interface import OrreryApi, Run, RunResult
 from app.progress import StarBars, outputs_table, summary_table
+from app.text_safety import one_line
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,7 @@ async def follow(api: OrreryApi, run: Run, display: Display, stop: asyncio.Event
         err.print(f"orrery: constellation {run.id}")
     else:
         where = f", {display.where}" if display.where else ""
-        out.print(f"[bold]{run.name}[/] ({run.id}): {run.stars} stars{where}")
+        out.print(f"[bold]{escape(one_line(run.name))}[/] ({run.id}): {run.stars} stars{where}")
     interrupted = False
 
     async def watch() -> RunResult:
@@ -80,18 +82,20 @@ async def follow(api: OrreryApi, run: Run, display: Display, stop: asyncio.Event
 
 
 def outcome(run: Run, result: RunResult, *, interrupted: bool, quiet: bool) -> int:
-    """Say how the run ended on stderr (and where to look closer); its exit code."""
-    name = repr(run.name) if run.name else run.id
+    """Say how the run ended on stderr, on one line with control characters escaped (the
+    reason may come from a device), and where to look closer; its exit code."""
+    name = repr(one_line(run.name)) if run.name else run.id
     look = f" (`orrery show {run.id}`)"
     if result.succeeded:
         if not quiet:
             print(f"orrery: constellation {name} succeeded{look}", file=sys.stderr)
         return EXIT_OK
     if result.status == "cancelled":
-        print(f"orrery: constellation {name} was cancelled: {result.reason}{look}",
+        print(f"orrery: constellation {name} was cancelled: {one_line(str(result.reason))}{look}",
               file=sys.stderr)  # fmt: skip
         return EXIT_INTERRUPTED if interrupted else EXIT_FAILED
-    why = f"star {result.failed_star!r}: {result.reason}" if result.failed_star else result.reason
+    reason = one_line(str(result.reason))
+    why = f"star {one_line(result.failed_star)!r}: {reason}" if result.failed_star else reason
     code, gap = EXIT_FAILED, ""
     if result.no_capable_device:
         code, gap = EXIT_NO_DEVICE, "no capable device: "

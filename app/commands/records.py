@@ -22,6 +22,7 @@ from app.control.messages import DeviceEntry, HistoryEntry, Snapshot
 from app.exit_codes import EXIT_BAD_INPUT, EXIT_OK
 from app.progress import outputs_table, render_output, summary_table
 from app.run_stats import run_stats
+from app.text_safety import one_line, printable
 
 
 async def history(options: argparse.Namespace, stop: asyncio.Event) -> int:
@@ -36,7 +37,7 @@ async def history(options: argparse.Namespace, stop: asyncio.Event) -> int:
 
 
 def _history_line(row: HistoryEntry) -> str:
-    note = f"  {row.reason}" if row.reason else ""
+    note = f"  {one_line(row.reason)}" if row.reason else ""
     return f"{row.id}  {row.status:<9}  {row.name} ({row.stars} stars){note}"
 
 
@@ -136,7 +137,7 @@ def _print_constellation(snapshot: Snapshot) -> None:
         ("reason", snapshot.reason),
     ):
         if text:
-            out.print(f"{label}: {escape(str(text))}")
+            out.print(f"{label}: {escape(printable(str(text)))}")
     try:
         constellation = Constellation.model_validate(data)
     except ValueError:
@@ -155,7 +156,7 @@ def _print_constellation(snapshot: Snapshot) -> None:
         out.print(f"  {source} -> {target} ({kind})")
     for edit in snapshot.edits:
         undo = " (undo)" if edit.undo else ""
-        out.print(f"edit to version {edit.version}{undo}: {escape(edit.rationale)}")
+        out.print(f"edit to version {edit.version}{undo}: {escape(printable(edit.rationale))}")
     out.print(f"parallelism: {run_stats(data).line()}")
 
 
@@ -173,7 +174,7 @@ async def devices_list(options: argparse.Namespace, stop: asyncio.Event) -> int:
 
 
 def _device_line(device: DeviceEntry) -> str:
-    labels = ",".join(device.labels) or "-"
+    labels = one_line(",".join(device.labels)) or "-"  # as the device announced them
     load = f"{len(device.running)}/{device.max_tasks}" if device.max_tasks else "-"
     seen = ""
     if device.last_seen is not None:

@@ -5,7 +5,8 @@ handlers, and turns errors into exit codes (the table is in `app.exit_codes`).
 A command is `async def command(options, stop) -> int`; the first SIGINT or SIGTERM
 sets `stop` (a run cancels its constellation and exits 130, a server stops and exits
 0), a second one cancels the command outright. A typed error that escapes a command is
-said on stderr in one line (`orrery: error: ...`) and becomes its exit code.
+said on stderr in one line (`orrery: error: ...`, control characters escaped: a reason
+may quote a device) and becomes its exit code.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ async def _with_signals(command: Command, options: argparse.Namespace) -> int:
 def exit_code_for(exc: BaseException) -> int | None:
     """Say what went wrong on stderr; the exit code it means (None: not ours, a bug)."""
     from agents.constellation.plan_file import PlanFileError
+    from app.commands.clients import TokenMissing
     from app.control.token import TokenError
     from app.errors import (
         AuthRefused,
@@ -79,6 +81,7 @@ def exit_code_for(exc: BaseException) -> int | None:
     )
     from app.runtime.core import DevicesMissing
     from app.settings import ConfigError
+    from app.text_safety import one_line
     from devices.policy import PolicyError
     from memory import StoreError
 
@@ -97,7 +100,9 @@ def exit_code_for(exc: BaseException) -> int | None:
         message = exc.message
     elif isinstance(exc, BadServerUrl):
         message = f"--server: {exc}"
-    elif not isinstance(exc, AuthRefused | TokenError | PlanFileError | ConfigError | StoreError):
+    elif not isinstance(
+        exc, AuthRefused | TokenError | TokenMissing | PlanFileError | ConfigError | StoreError
+    ):
         return None
-    print(f"orrery: error: {message}", file=sys.stderr)
+    print(f"orrery: error: {one_line(message)}", file=sys.stderr)
     return code

@@ -35,6 +35,7 @@ from app.runtime import (
     open_runtime,
     refuse_all,
 )
+from app.text_safety import one_line
 
 DEMO_DEVICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("atlas", ("reports",)),
@@ -159,6 +160,7 @@ def device_lines(out: Callable[[str], None] | None = None) -> Callable[[Event], 
     """A listener that says on stderr when a device joins, leaves or is lost."""
 
     def say(line: str) -> None:
+        line = one_line(line)  # platform, labels and reasons come from devices
         stamp = time.strftime("%H:%M:%S")
         if out is not None:
             out(line)
@@ -198,7 +200,7 @@ async def run_on_fleet(
     texts = []
     for plan in plans:  # refuse a bad plan before anyone waits for devices
         text = plan.read_text(encoding="utf-8")
-        runtime.parse_plan(text, str(plan))
+        await runtime.parse_plan_off_loop(text, str(plan))
         texts.append((text, str(plan)))
     connected = await first_of(runtime.wait_for_devices(devices, within=wait), stop)
     if connected is None:

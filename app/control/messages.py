@@ -3,12 +3,12 @@
 Every frame is one JSON object with a `type`. Requests carry an `id` (the client's choice)
 that the server echoes in the reply, and in every `event` of a subscription. The spec is
 docs/control-api.md; this module is its executable form (pydantic v2, discriminated on
-`type`). It imports nothing of Orrery, so a client loads it cheaply.
+`type`). It imports nothing of Orrery but `protocol.json_limits` (frames are read with
+a bounded size and nesting), so a client loads it cheaply.
 """
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
@@ -22,11 +22,17 @@ from pydantic import (
     field_validator,
 )
 
+from protocol.json_limits import JsonRefused, load_json
+
 CONTROL_PATH: Final = "/control/v1"
 PROTOCOL: Final = "orrery.control/1"
-MAX_PLAN_CHARS: Final = 1_000_000
+MAX_PLAN_BYTES: Final = 1024 * 1024
+"""The largest plan (UTF-8 bytes), as `agents.constellation.plan_file.MAX_PLAN_BYTES`."""
+MAX_PLAN_CHARS: Final = MAX_PLAN_BYTES  # a plan of that many bytes has at most that many
 MAX_REQUEST_CHARS: Final = 20_000
 MAX_FRAME: Final = 4 * 1024 * 1024
+MAX_AUTH_FRAME: Final = 4096
+"""The largest first frame (the `auth` request) a connection may send before it is known."""
 
 RequestId = Annotated[str, Field(min_length=1, max_length=64)]
 ConstellationId = Annotated[str, Field(min_length=1, max_length=200)]
@@ -36,6 +42,7 @@ class ErrorCode(StrEnum):
     """Why a request was refused (the `code` of an `error`)."""
 
     UNAUTHORIZED = "unauthorized"  # missing or wrong token: the connection closes
+    RATE_LIMITED = "rate_limited"  # too many failed logins from this address: wait, retry
     MALFORMED = "malformed"  # not JSON, or a field is missing or wrong (`field` names it)
     UNKNOWN_COMMAND = "unknown_command"  # a `type` the server does not know
     INVALID_PLAN = "invalid_plan"  # the plan text does not parse or validate
@@ -456,13 +463,28 @@ class BadRequest(Exception):
         self.reply = reply
 
 
-def parse_request(frame: str | bytes) -> Request:
-    """Read one request frame; `BadRequest` (with the reply naming the field) otherwise."""
+def plan_text_problem(text: str, source: str) -> str | None:
+    """What makes `text` no plan before it is parsed (empty, or larger than
+    `MAX_PLAN_BYTES`), said as `orrery run` says it of a local file; None if neither."""
+    if not text.strip():
+        return f"{source}:1:1: plan file is empty; it needs 'name' and 'stars'"
+    if len(text) > MAX_PLAN_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_PLAN_BYTES:
+        return (
+            f"{source}: plan file is larger than {MAX_PLAN_BYTES // 1024} KiB; split it or "
+            "move large data into files the stars read"
+        )
+    return None
+
+
+def parse_request(frame: str | bytes, *, max_bytes: int = MAX_FRAME) -> Request:
+    """Read one request frame; `BadRequest` (with the reply naming the field) otherwise.
+    The frame's size (at most `max_bytes`) and nesting are checked before it is parsed
+    (`protocol.json_limits`), so no frame can raise anything else."""
     try:
-        raw = json.loads(frame)
-    except (ValueError, UnicodeDecodeError) as exc:
+        raw = load_json(frame, max_bytes=max_bytes)
+    except JsonRefused as exc:
         raise BadRequest(
-            ErrorReply(id=None, code=ErrorCode.MALFORMED, message=f"not JSON: {exc}")
+            ErrorReply(id=None, code=ErrorCode.MALFORMED, message=exc.message)
         ) from None
     if not isinstance(raw, dict):
         raise BadRequest(
@@ -498,6 +520,13 @@ def _describe(exc: ValidationError, raw: dict[str, Any], request_id: str | None)
             field="type",
         )
     field = ".".join(str(part) for part in error["loc"][1:]) or None  # loc[0] is the tag
+    if kind == "submit" and field == "plan" and isinstance(raw.get("plan"), str):
+        source = raw.get("source") if isinstance(raw.get("source"), str) else "<submitted plan>"
+        problem = plan_text_problem(raw["plan"], str(source)[:500])
+        if problem is not None:
+            return ErrorReply(
+                id=request_id, code=ErrorCode.INVALID_PLAN, message=problem, field="plan"
+            )
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         message = f"unknown field for {kind!r}"

@@ -5,7 +5,9 @@ A connection authenticates with the local token first; then every request is ans
 and the local CLI use), and subscriptions stream events: a constellation's, or the whole
 fleet's, what already happened replayed first (after `after_seq`), then live ones,
 without gaps or duplicates. A malformed request gets an `error` naming the field; the
-connection stays.
+connection stays. No frame can do more: every one is read through a size and nesting check
+(`protocol.json_limits`), the first (`auth`) with a small size limit, and an address with
+too many failed logins is answered `rate_limited` at once (`app.control.login_limit`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from agents.events import Event, Subscription, event_to_dict
+from app.control.login_limit import LoginLimiter, address_of
 from app.control.messages import (
+    MAX_AUTH_FRAME,
     MAX_FRAME,
     ApprovalList,
     ApprovalsRequest,
@@ -70,11 +74,15 @@ AUTH_TIMEOUT: Final = 10.0  # seconds a new connection has to send its `auth`
 class ControlServer:
     """The /control/v1 endpoint of a runtime; `handle` serves one connection.
 
-    `token` is the control token (DATA_DIR/control.token); None refuses everyone."""
+    `token` is the control token (DATA_DIR/control.token); None refuses everyone.
+    `logins` counts failed logins per address (a fresh `LoginLimiter` by default)."""
 
-    def __init__(self, runtime: Runtime, token: str | None) -> None:
+    def __init__(
+        self, runtime: Runtime, token: str | None, *, logins: LoginLimiter | None = None
+    ) -> None:
         self.runtime = runtime
         self.token = token
+        self.logins = logins if logins is not None else LoginLimiter()
         self._sessions: set[ControlSession] = set()
 
     async def handle(self, connection: Connection) -> None:
@@ -142,7 +150,18 @@ class ControlSession:
     # ---------------------------------------------------------------- auth
 
     async def _authenticate(self) -> bool:
-        """Read the `auth` frame; on a bad one send an error naming the problem and close."""
+        """Read the `auth` frame; on a bad one send an error naming the problem and close.
+        An address with too many failed logins is refused before its frame is read."""
+        address = address_of(self.peer)
+        logins = self.server.logins
+        wait = logins.wait(address)
+        if wait > 0:
+            await self._refuse(
+                None,
+                f"too many failed logins from {address}; try again in {wait:.0f}s",
+                code=ErrorCode.RATE_LIMITED,
+            )
+            return False
         try:
             async with asyncio.timeout(AUTH_TIMEOUT):
                 frame, _ = await self.connection.recv()
@@ -152,11 +171,15 @@ class ControlSession:
             await self._refuse(None, f"no `auth` request within {AUTH_TIMEOUT:g}s")
             return False
         try:
-            request = parse_request(frame)
+            request = parse_request(frame, max_bytes=MAX_AUTH_FRAME)
         except BadRequest as bad:
-            await self._refuse(bad.reply.id, f"authenticate first: {bad.reply.message}")
+            logins.failed(address)
+            await self._refuse(
+                bad.reply.id, f"authenticate first: {bad.reply.message}", code=bad.reply.code
+            )
             return False
         if not isinstance(request, AuthRequest):
+            logins.failed(address)
             await self._refuse(
                 request.id,
                 f"authenticate first: the first request must be `auth` with the token, "
@@ -165,6 +188,7 @@ class ControlSession:
             return False
         expected = self.server.token
         if expected is None or not tokens_match(request.token, expected):
+            logins.failed(address)
             await self._refuse(
                 request.id,
                 "token: wrong control token; use the one in the server's DATA_DIR/control.token",
@@ -176,9 +200,17 @@ class ControlSession:
         await self._send_now(Authenticated(id=request.id))
         return True
 
-    async def _refuse(self, request_id: str | None, message: str, field: str | None = None) -> None:
-        log.warning("control %s: refused: %s", self.peer, message)
-        reply = ErrorReply(id=request_id, code=ErrorCode.UNAUTHORIZED, message=message, field=field)
+    async def _refuse(
+        self,
+        request_id: str | None,
+        message: str,
+        field: str | None = None,
+        *,
+        code: ErrorCode = ErrorCode.UNAUTHORIZED,
+    ) -> None:
+        level = logging.DEBUG if code is ErrorCode.RATE_LIMITED else logging.WARNING
+        log.log(level, "control %s: refused (%s): %s", self.peer, code, message)
+        reply = ErrorReply(id=request_id, code=code, message=message, field=field)
         with contextlib.suppress(TransportClosed):
             await self._send_now(reply)
         await self.connection.close("unauthorized")

@@ -14,6 +14,8 @@ import stat
 from pathlib import Path
 from typing import Final
 
+from protocol.private import private_dir
+
 log = logging.getLogger("orrery.control.token")
 
 TOKEN_FILE: Final = "control.token"
@@ -40,9 +42,9 @@ def ensure_token(data_dir: Path) -> str:
     `TokenError` when the file cannot be created or read.
     """
     path = token_path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     try:
+        private_dir(data_dir)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         _tighten(path)

@@ -34,6 +34,7 @@ from app.runtime.approval_policy import ApprovalPolicy, ask_a_person
 from app.runtime.core import Planner, Runtime
 from app.runtime.this_machine import InProcessDevice
 from memory import Store
+from protocol.private import private_dir
 from protocol.session import ServerConfig
 
 STORE_FILE = "orrery.db"
@@ -45,7 +46,8 @@ class ThisMachine:
     """This machine as an in-process device: its name, workspace (default
     DATA_DIR/workspace), how many stars it runs at once, its labels, and the policy file
     that restricts its tools (default DATA_DIR/device.toml if there is one; without one,
-    every built-in tool, confined to the workspace)."""
+    every built-in tool: file tools confined to the workspace, shell.run and python.run
+    unconfined)."""
 
     name: str = "local"
     workspace: Path | None = None
@@ -100,7 +102,7 @@ def fleet_tools() -> frozenset[str]:
 @contextlib.asynccontextmanager
 async def open_runtime(options: RuntimeOptions) -> AsyncIterator[RuntimeParts]:
     """Open the store, build the runtime, start it; stop and close everything on exit."""
-    data = options.data_dir
+    data = private_dir(options.data_dir)  # 0700: the store, tokens and outputs live here
     with open_store(data) as store:
         models = None
         dispatchers: list[Dispatcher] = []
@@ -164,6 +166,9 @@ def in_process_device(data: Path, spec: ThisMachine, models: LazyModelManager) -
     policy_file = spec.policy or (data / POLICY_FILE)
     if spec.policy is not None or policy_file.is_file():
         policy = DevicePolicy.load(policy_file)
+        from devices.tools.sandbox import sandbox_for
+
+        sandbox_for(policy, workspace, (data,))  # a [sandbox] that cannot run: refused now
         tools = device_tools(policy, lambda: models.backend("device"), free_vram=read_free_vram)
         rule = policy.approval_rule if policy.approval.required else None
     else:
@@ -180,4 +185,5 @@ def in_process_device(data: Path, spec: ThisMachine, models: LazyModelManager) -
         labels=spec.labels,
         tools=tools,
         needs_approval=rule,
+        private=(data,),  # a [sandbox] hides the orchestrator's data dir from its tools
     )

@@ -71,6 +71,12 @@ log = logging.getLogger("orrery.runtime")
 FLEET = "fleet"
 """The `status` a fleet-wide stream reports when it opens."""
 
+PLAN_PARSERS = 2
+"""Plans parsed at once, each in a worker thread: a large plan (up to 1 MiB of YAML takes
+seconds) never holds the event loop, and a burst of them cannot take every thread."""
+PLAN_BUDGET = 30.0
+"""Seconds one plan's YAML may take to read in a worker thread before it is refused."""
+
 
 class Planner(Protocol):
     """Turns requests in words into constellations and reviews the runs it planned
@@ -140,6 +146,7 @@ class Runtime:
         )
         self._started = False
         self._states: dict[str, str] = {}  # device -> its last reported state
+        self._parsers = asyncio.Semaphore(PLAN_PARSERS)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -201,21 +208,37 @@ class Runtime:
         except ValueError as exc:
             raise RequestRejected.of(ErrorCode.MALFORMED, str(exc)) from None
         if given.plan_text is not None:
-            constellation = self.parse_plan(given.plan_text, given.source)
+            constellation = await self.parse_plan_off_loop(given.plan_text, given.source)
         else:
             assert given.request is not None
             constellation = await self.plan(given.request)
         return self.start_constellation(constellation)
 
-    def parse_plan(self, text: str, source: str = "<plan>") -> Constellation:
+    def parse_plan(
+        self,
+        text: str,
+        source: str = "<plan>",
+        known_tools: frozenset[str] | None = None,
+        budget: float | None = None,
+    ) -> Constellation:
         """A plan's YAML text as a constellation for this fleet; `RequestRejected`
-        (`invalid_plan`, with `file:line:col: what`) if it is not a valid plan."""
+        (`invalid_plan`, with `file:line:col: what`) if it is not a valid plan, or
+        reading it took more than `budget` seconds. Blocks for as long as parsing takes:
+        on the event loop, use `parse_plan_off_loop`."""
         from agents.constellation.plan_file import PlanFileError, parse_plan
 
+        tools = self.known_tools() if known_tools is None else known_tools
         try:
-            return parse_plan(text, source=source, known_tools=self.known_tools())
+            return parse_plan(text, source=source, known_tools=tools, budget=budget)
         except PlanFileError as exc:
             raise RequestRejected.of(ErrorCode.INVALID_PLAN, str(exc), "plan") from None
+
+    async def parse_plan_off_loop(self, text: str, source: str = "<plan>") -> Constellation:
+        """`parse_plan` in a worker thread (at most `PLAN_PARSERS` at once, each within
+        `PLAN_BUDGET` seconds), so the event loop goes on serving devices and clients."""
+        tools = self.known_tools()  # read on the loop, where the fleet changes
+        async with self._parsers:
+            return await asyncio.to_thread(self.parse_plan, text, source, tools, PLAN_BUDGET)
 
     async def plan(self, request: str) -> Constellation:
         """The planner's constellation for `request` and the devices connected now, with

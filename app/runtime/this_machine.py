@@ -43,7 +43,9 @@ class InProcessDevice:
         labels: Iterable[str] = (),
         tools: ToolRegistry | None = None,
         needs_approval: ApprovalRule | None = None,
+        private: Iterable[Path] = (),
     ) -> None:
+        """`private`: folders its sandboxed tool processes must not see (the data dir)."""
         self._needs_approval = needs_approval
         self._local = LocalDispatcher(
             workspace,
@@ -52,6 +54,7 @@ class InProcessDevice:
             labels=labels,
             tools=tools,
             approvals=self if needs_approval is not None else None,
+            private=private,
         )
         self._sink: TaskSink | None = None
         self._running: set[AttemptKey] = set()

@@ -308,6 +308,8 @@ def parse_decision(text: str) -> _Decision:
         raise _Unparseable(
             f"not JSON ({error.msg} at char {error.pos}): {_clip(text, 120)!r}"
         ) from None
+    except RecursionError:  # a reply that nests without end, perhaps from what it read
+        raise _Unparseable(f"not JSON: nested too deeply: {_clip(text, 120)!r}") from None
     if not isinstance(raw, dict):
         raise _Unparseable(f"not a JSON object: {_clip(text, 120)!r}")
     try:

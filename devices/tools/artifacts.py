@@ -8,6 +8,8 @@ the file arrives chunked, and is checked against the hash before it appears.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Awaitable
 from typing import ClassVar
 
@@ -16,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from devices.artifact_channel import ArtifactTransferFailed
 from devices.tools.base import ArtifactChannelLike, ArtifactInfoLike, Tool, ToolContext
 from devices.tools.errors import ToolError, ToolFailed
-from devices.tools.paths import confine, relative
+from devices.tools.paths import held_path, locate, relative
 
 
 class ArtifactPutArgs(BaseModel):
@@ -74,12 +76,21 @@ class ArtifactPutTool(Tool[ArtifactPutArgs, ArtifactPutResult]):
     result_model = ArtifactPutResult
 
     async def run(self, args: ArtifactPutArgs, context: ToolContext) -> ArtifactPutResult:
-        path = confine(context.workspace, args.path)
-        if not path.is_file():
-            raise ToolError(f"{args.path!r} is not a file in the workspace")
-        channel = _channel(context)
-        context.progress(f"uploading {relative(context.workspace, path)}", None)
-        info = await _transfer(channel.upload(path, args.name or path.name))
+        target = locate(context.workspace, args.path)
+        path = target.path
+        try:  # opened without following a link on the way, and read through that descriptor
+            handle = target.open(os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            raise ToolError(f"{args.path!r} is not a file in the workspace") from None
+        try:
+            if not stat.S_ISREG(os.fstat(handle).st_mode):
+                raise ToolError(f"{args.path!r} is not a file in the workspace")
+            channel = _channel(context)
+            context.progress(f"uploading {relative(context.workspace, path)}", None)
+            upload = channel.upload(held_path(handle, path), args.name or path.name)
+            info = await _transfer(upload)
+        finally:
+            os.close(handle)
         return ArtifactPutResult(artifact=info.sha256, name=info.name, size=info.size)
 
 
@@ -89,12 +100,21 @@ class ArtifactGetTool(Tool[ArtifactGetArgs, ArtifactGetResult]):
     result_model = ArtifactGetResult
 
     async def run(self, args: ArtifactGetArgs, context: ToolContext) -> ArtifactGetResult:
-        dest = confine(context.workspace, args.path)
+        target = locate(context.workspace, args.path)
+        dest = target.path
         if dest.is_dir():
             raise ToolError(f"{args.path!r} is a directory; name the file to write")
         channel = _channel(context)
-        context.progress(f"downloading {args.artifact[:12]} to {args.path}", None)
-        info = await _transfer(channel.download(args.artifact, dest))
+        try:  # its folder, made and held open without following a link on the way
+            folder, name = target.open_parent(make_dirs=True)
+        except OSError as error:
+            raise ToolError(f"cannot write {args.path!r}: {error.strerror or error}") from None
+        try:
+            context.progress(f"downloading {args.artifact[:12]} to {args.path}", None)
+            into = held_path(folder, dest.parent) / name
+            info = await _transfer(channel.download(args.artifact, into))
+        finally:
+            os.close(folder)
         return ArtifactGetResult(
             artifact=args.artifact, path=relative(context.workspace, dest), size=info.size
         )

@@ -74,6 +74,8 @@ class ToolContext:
     policy: DevicePolicy = field(default_factory=default_policy)
     """What the tools may touch: `[fs] roots`, the shell and HTTP allow-lists. The default
     confines files to the workspace, allows any command and no URL."""
+    private: tuple[Path, ...] = ()
+    """Folders a sandboxed process must not see (the device's data dir)."""
 
 
 class Tool(ABC, Generic[ArgsT, ResultT]):

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from fnmatch import fnmatchcase
 from itertools import islice
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.tools.base import Tool, ToolContext
 from devices.tools.errors import ToolError
-from devices.tools.paths import confine_in, shown
+from devices.tools.paths import Confined, locate_in, shown
+
+_SUBFOLDER = (
+    os.O_RDONLY
+    | getattr(os, "O_DIRECTORY", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,41 +74,67 @@ def _entry(item: os.DirEntry[str], name: str) -> FsEntry:
     return FsEntry(name=name, type="file", size=size)
 
 
-def _walk(top: Path, recursive: bool) -> Iterator[FsEntry]:
-    """Entries of `top` sorted by name, then (if recursive) of each subfolder in turn."""
-    pending: list[tuple[str, str]] = [(str(top), "")]
-    while pending:
-        folder, prefix = pending.pop()
-        try:
-            with os.scandir(folder) as scan:
-                items = sorted(scan, key=lambda item: item.name)
-        except OSError as error:
-            if folder == str(top):
-                raise
-            log.warning("fs.list skips %s: %s", folder, error.strerror or error)
-            continue
-        below: list[tuple[str, str]] = []
-        for item in items:
-            entry = _entry(item, prefix + item.name)
-            yield entry
-            if recursive and entry.type == "dir":
-                below.append((item.path, entry.name + "/"))
-        pending.extend(reversed(below))
+def _walk(top: int, recursive: bool) -> Generator[FsEntry, None, None]:
+    """Entries of the folder `top` (a descriptor, closed here) sorted by name, then (if
+    recursive) of each subfolder in turn, each opened from its parent's descriptor
+    without following a link (one swapped in meanwhile is skipped, not followed)."""
+    pending: list[tuple[int, str]] = [(top, "")]
+    try:
+        while pending:
+            folder, prefix = pending.pop()
+            try:
+                with os.scandir(folder) as scan:
+                    items = sorted(scan, key=lambda item: item.name)
+            except OSError as error:
+                os.close(folder)
+                if not prefix:
+                    raise
+                log.warning("fs.list skips %s: %s", prefix, error.strerror or error)
+                continue
+            below: list[tuple[int, str]] = []
+            try:
+                for item in items:
+                    entry = _entry(item, prefix + item.name)
+                    yield entry
+                    if recursive and entry.type == "dir":
+                        below.append((_subfolder(folder, item.name), entry.name + "/"))
+            finally:
+                os.close(folder)
+                pending.extend(reversed([b for b in below if b[0] >= 0]))
+    finally:
+        for folder, _ in pending:
+            os.close(folder)
 
 
-def _list(top: Path, shown: str, args: FsListArgs) -> tuple[list[FsEntry], bool]:
-    if not top.exists():
-        raise ToolError(f"there is no folder {shown!r} in the workspace")
-    if not top.is_dir():
-        raise ToolError(f"{shown!r} is a file, not a folder; read it with fs.read")
+def _subfolder(folder: int, name: str) -> int:
+    """A descriptor of `name` in `folder`, not following a link; -1 (said) if it is gone
+    or was swapped for something else since it was listed."""
+    try:
+        return os.open(name, _SUBFOLDER, dir_fd=folder)
+    except OSError as error:
+        log.warning("fs.list skips %s: %s", name, error.strerror or error)
+        return -1
+
+
+def _list(top: Confined, shown: str, args: FsListArgs) -> tuple[list[FsEntry], bool]:
+    try:
+        folder = top.open_dir()  # no link followed on the way
+    except FileNotFoundError:
+        raise ToolError(f"there is no folder {shown!r} in the workspace") from None
+    except NotADirectoryError:
+        raise ToolError(f"{shown!r} is a file, not a folder; read it with fs.read") from None
+    except OSError as error:
+        raise ToolError(f"cannot list {shown!r}: {error.strerror or error}") from None
     by_path = "/" in args.pattern
+    walk = _walk(folder, args.recursive)
     matches = (
         entry
-        for entry in _walk(top, args.recursive)
+        for entry in walk
         if fnmatchcase(entry.name if by_path else entry.name.rsplit("/", 1)[-1], args.pattern)
     )
     try:
-        entries = list(islice(matches, args.max_entries + 1))
+        with contextlib.closing(walk):  # closes the folders still open when cut short
+            entries = list(islice(matches, args.max_entries + 1))
     except OSError as error:
         raise ToolError(f"cannot list {shown!r}: {error.strerror or error}") from None
     return entries[: args.max_entries], len(entries) > args.max_entries
@@ -113,7 +146,7 @@ class FsListTool(Tool[FsListArgs, FsListResult]):
     result_model = FsListResult
 
     async def run(self, args: FsListArgs, context: ToolContext) -> FsListResult:
-        top = confine_in(context, args.path)
-        name = shown(context.workspace, top)
+        top = locate_in(context, args.path)
+        name = shown(context.workspace, top.path)
         entries, truncated = await asyncio.to_thread(_list, top, name, args)
         return FsListResult(path=name, entries=entries, truncated=truncated)

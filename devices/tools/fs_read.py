@@ -6,16 +6,14 @@ import asyncio
 import codecs
 import os
 import stat
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from devices.tools.base import Tool, ToolContext
 from devices.tools.errors import ToolError
-from devices.tools.paths import confine_in, shown
+from devices.tools.paths import Confined, locate_in, shown
 
 MAX_READ_BYTES = 64 * 1024 * 1024
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
@@ -52,10 +50,9 @@ class FsReadResult(BaseModel):
     truncated: bool = Field(description="only the first max_bytes were read")
 
 
-def _read(target: Path, shown: str, max_bytes: int, encoding: str) -> tuple[bytes, int]:
+def _read(target: Confined, shown: str, max_bytes: int) -> tuple[bytes, int]:
     try:
-        # the path was resolved: a link here now was swapped in since, so do not follow it
-        handle = os.open(target, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
+        handle = target.open(os.O_RDONLY | _NONBLOCK)  # no link followed on the way
         try:
             info = os.fstat(handle)
             if stat.S_ISDIR(info.st_mode):
@@ -80,9 +77,9 @@ class FsReadTool(Tool[FsReadArgs, FsReadResult]):
     result_model = FsReadResult
 
     async def run(self, args: FsReadArgs, context: ToolContext) -> FsReadResult:
-        target = confine_in(context, args.path)
-        name = shown(context.workspace, target)
-        data, size = await asyncio.to_thread(_read, target, name, args.max_bytes, args.encoding)
+        target = locate_in(context, args.path)
+        name = shown(context.workspace, target.path)
+        data, size = await asyncio.to_thread(_read, target, name, args.max_bytes)
         truncated = len(data) > args.max_bytes
         decoder = codecs.getincrementaldecoder(args.encoding)("strict")
         try:  # a cut in the middle of a character is not an error: the decoder keeps it back

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.tools.base import Tool, ToolContext
 from devices.tools.errors import ToolError
-from devices.tools.paths import confine_in, shown
-
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+from devices.tools.paths import Confined, locate_in, shown
 
 
 class FsWriteArgs(BaseModel):
@@ -36,20 +33,22 @@ class FsWriteResult(BaseModel):
     bytes_written: int
 
 
-def _write(target: Path, shown: str, data: bytes, append: bool, make_dirs: bool) -> None:
+def _write(target: Confined, shown: str, data: bytes, append: bool, make_dirs: bool) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
     try:
-        if target.is_dir():
-            raise ToolError(f"{shown!r} is a folder; give a file path inside it")
-        if not target.parent.is_dir():
-            if not make_dirs:
-                raise ToolError(
-                    f"the folder of {shown!r} does not exist; create it or pass make_dirs=true"
-                )
-            target.parent.mkdir(parents=True, exist_ok=True)
-        # the path was resolved: a link here now was swapped in since, so do not follow it
-        mode = os.O_WRONLY | os.O_CREAT | _NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
-        with os.fdopen(os.open(target, mode, 0o666), "ab" if append else "wb") as file:
+        if not target.parts:
+            raise IsADirectoryError
+        # no link followed on the way: a folder swapped for a link since `locate` fails it
+        with os.fdopen(
+            target.open(flags, 0o666, make_dirs=make_dirs), "ab" if append else "wb"
+        ) as file:
             file.write(data)
+    except IsADirectoryError:
+        raise ToolError(f"{shown!r} is a folder; give a file path inside it") from None
+    except FileNotFoundError:
+        raise ToolError(
+            f"the folder of {shown!r} does not exist; create it or pass make_dirs=true"
+        ) from None
     except OSError as error:
         raise ToolError(f"cannot write {shown!r}: {error.strerror or error}") from None
 
@@ -60,8 +59,8 @@ class FsWriteTool(Tool[FsWriteArgs, FsWriteResult]):
     result_model = FsWriteResult
 
     async def run(self, args: FsWriteArgs, context: ToolContext) -> FsWriteResult:
-        target = confine_in(context, args.path)
-        name = shown(context.workspace, target)
+        target = locate_in(context, args.path)
+        name = shown(context.workspace, target.path)
         data = args.content.encode("utf-8")
         await asyncio.to_thread(_write, target, name, data, args.append, args.make_dirs)
         return FsWriteResult(path=name, bytes_written=len(data))

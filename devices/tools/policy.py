@@ -10,14 +10,19 @@
     allow = ["https://example.org/api/"] # URL prefixes http.get may fetch (default: none)
     [approval]
     required = ["shell.run", "fs.write"] # calls a person must approve first
+    [sandbox]
+    mode = "bwrap"                       # run shell.run and python.run inside bubblewrap
+    network = false                      # and without network (the default)
 
 Every key is optional; `DevicePolicy()` is the policy without a file: every tool enabled,
-files confined to the workspace, any shell command, no URL, no approvals. The checks
-apply to what the tools are asked to do (paths, working folders, the program a command
-starts, URLs); they are not an operating-system sandbox: a command or Python code that
-is allowed to run can do whatever the device's user can. So a shell allow-list means
-little while python.run is enabled, and it should list no program that runs others
-(sh, env, xargs, find -exec, make, git with its hooks...).
+file tools confined to the workspace, any shell command, no URL, no approvals, no
+sandbox. The checks apply to what the tools are asked to do (paths, working folders, the
+program a command starts, URLs); they are not an operating-system sandbox: without
+`[sandbox]`, a command or Python code that is allowed to run can do whatever the
+device's user can (read their files, the data dir, reach the network). So a shell
+allow-list means little while python.run is enabled, and it should list no program that
+runs others (sh, env, xargs, find -exec, make, git with its hooks...). `[sandbox] mode =
+"bwrap"` is the operating-system confinement (`devices.tools.sandbox`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import shlex
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
@@ -52,6 +57,7 @@ __all__ = [
     "FsPolicy",
     "HttpPolicy",
     "PolicyError",
+    "SandboxPolicy",
     "ShellPolicy",
     "ToolsPolicy",
     "default_policy",
@@ -319,6 +325,17 @@ class ApprovalPolicy(_Section):
     required: tuple[ToolName, ...] = Field(default=(), description="tool names")
 
 
+class SandboxPolicy(_Section):
+    """`[sandbox]`: how shell.run and python.run are confined by the operating system."""
+
+    mode: Literal["none", "bwrap"] = Field(
+        default="none",
+        description="'bwrap': inside bubblewrap (only the workspace writable, the data dir "
+        "hidden); 'none': with the device user's full rights",
+    )
+    network: bool = Field(default=False, description="with bwrap: whether they reach the network")
+
+
 class DevicePolicy(BaseModel):
     """What a device offers and allows; `DevicePolicy()` is the default (see the module)."""
 
@@ -329,6 +346,7 @@ class DevicePolicy(BaseModel):
     shell: ShellPolicy = Field(default_factory=ShellPolicy)
     http: HttpPolicy = Field(default_factory=HttpPolicy)
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
 
     _source: Path | None = PrivateAttr(default=None)
 

@@ -10,14 +10,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.tools.base import ProgressCallback, ToolContext
 from devices.tools.errors import ToolError, ToolFailed, ToolTimedOut
-from devices.tools.paths import confine_in, workspace_root
+from devices.tools.paths import Confined, held_path, locate_in, workspace_root
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +59,35 @@ class ProcessResult(BaseModel):
     duration: float
 
 
-def working_folder(context: ToolContext, cwd: str | None) -> Path:
-    """The folder a process runs in: the workspace, or `cwd` confined like a file path."""
-    if cwd is None:
-        return workspace_root(context.workspace)
-    folder = confine_in(context, cwd)
-    if not folder.is_dir():
+@dataclass(frozen=True, slots=True)
+class WorkingFolder:
+    """Where a process runs: `chdir` is what the child changes to (the folder held open
+    by the parent, /proc/self/fd/N on Linux), `path` the folder's own path."""
+
+    chdir: Path
+    path: Path
+
+
+@contextlib.contextmanager
+def working_folder(context: ToolContext, cwd: str | None) -> Iterator[WorkingFolder]:
+    """The folder a process runs in: the workspace, or `cwd` confined like a file path,
+    opened without following a link on the way and held open for the block, so a folder
+    swapped for a link after the check is not where the child lands."""
+    root = workspace_root(context.workspace)
+    target = Confined(root, (), ".", root) if cwd is None else locate_in(context, cwd)
+    try:
+        handle = target.open_dir()
+    except (FileNotFoundError, NotADirectoryError):
         raise ToolError(
             f"cwd {cwd!r} is not a folder in the workspace; "
             "create it first or leave cwd out to run in the workspace root"
-        )
-    return folder
+        ) from None
+    except OSError as error:
+        raise ToolError(f"cannot use cwd {cwd!r}: {error.strerror or error}") from None
+    try:
+        yield WorkingFolder(held_path(handle, target.path), target.path)
+    finally:
+        os.close(handle)
 
 
 def truncation_marker(dropped: int) -> str:
@@ -252,12 +271,32 @@ async def _spawn(
         raise
 
 
+def confined(
+    context: ToolContext, argv: Sequence[str], folder: WorkingFolder, env: Mapping[str, str]
+) -> tuple[list[str], dict[str, str] | None, bool]:
+    """(argv, env, whether the process inherits the device's environment) for running
+    `argv` in `folder` under the context's `[sandbox]`: inside bubblewrap when the policy
+    asks for it (`devices.tools.sandbox`), else as it is."""
+    from devices.tools.policy import PolicyError
+    from devices.tools.sandbox import sandbox_for
+
+    try:
+        box = sandbox_for(context.policy, context.workspace, context.private)
+    except PolicyError as error:
+        raise ToolError(error.message) from None
+    if box is None:
+        return list(argv), dict(env), True
+    wrapped, outer = box.wrap(argv, folder.path, env)
+    return wrapped, outer, False
+
+
 async def run_process(
     argv: Sequence[str],
     *,
     cwd: Path,
     progress: ProgressCallback,
     env: Mapping[str, str] | None = None,
+    inherit_env: bool = True,
     timeout: float | None = None,  # noqa: ASYNC109 - the partial output must survive it
     max_output: int = 65_536,
     check: bool = False,
@@ -268,7 +307,8 @@ async def run_process(
 
     stdout and stderr are consumed as they arrive; each keeps its first `max_output`
     bytes and drops the rest (with a visible marker), so memory stays bounded whatever
-    the command prints. Lines are reported to `progress`, up to `PROGRESS_LINES`. With
+    the command prints. `env` adds to the device's environment, or with `inherit_env`
+    false is the whole of it. Lines are reported to `progress`, up to `PROGRESS_LINES`. With
     `check`, a non-zero exit raises `ToolFailed` carrying the result and the end of
     stderr. When the command exits but processes it started still hold its output
     pipes after `drain_grace` seconds, its process group is stopped. On timeout the
@@ -283,7 +323,7 @@ async def run_process(
         transport, pipes = await _spawn(
             argv,
             cwd=cwd,
-            env={**os.environ, **env} if env is not None else None,
+            env=({**os.environ, **env} if inherit_env else dict(env)) if env is not None else None,
             pipes=lambda: _Pipes(captures, lines),
             kill_grace=kill_grace,
         )

@@ -7,7 +7,13 @@ import sys
 from pydantic import Field
 
 from devices.tools.base import Tool, ToolContext
-from devices.tools.process import ProcessLimits, ProcessResult, run_process, working_folder
+from devices.tools.process import (
+    ProcessLimits,
+    ProcessResult,
+    confined,
+    run_process,
+    working_folder,
+)
 
 
 class PythonArgs(ProcessLimits):
@@ -36,13 +42,18 @@ class PythonTool(Tool[PythonArgs, ProcessResult]):
         self._drain_grace = drain_grace
 
     async def run(self, args: PythonArgs, context: ToolContext) -> ProcessResult:
-        return await run_process(
-            [self._interpreter, "-I", "-u", "-c", args.code],  # -u: progress as it is printed
-            cwd=working_folder(context, args.cwd),
-            progress=context.progress,
-            timeout=args.timeout,
-            max_output=args.max_output,
-            check=args.check,
-            kill_grace=self._kill_grace,
-            drain_grace=self._drain_grace,
-        )
+        with working_folder(context, args.cwd) as folder:
+            command = [self._interpreter, "-I", "-u", "-c", args.code]  # -u: progress as printed
+            argv, env, inherit = confined(context, command, folder, {})
+            return await run_process(
+                argv,
+                cwd=folder.chdir,
+                progress=context.progress,
+                env=env,
+                inherit_env=inherit,
+                timeout=args.timeout,
+                max_output=args.max_output,
+                check=args.check,
+                kill_grace=self._kill_grace,
+                drain_grace=self._drain_grace,
+            )

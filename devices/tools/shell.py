@@ -5,7 +5,13 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from devices.tools.base import Tool, ToolContext
-from devices.tools.process import ProcessLimits, ProcessResult, run_process, working_folder
+from devices.tools.process import (
+    ProcessLimits,
+    ProcessResult,
+    confined,
+    run_process,
+    working_folder,
+)
 
 
 class ShellArgs(ProcessLimits):
@@ -46,15 +52,17 @@ class ShellTool(Tool[ShellArgs, ProcessResult]):
 
     async def run(self, args: ShellArgs, context: ToolContext) -> ProcessResult:
         context.policy.shell.check(args.cmd, args.env)
-        cwd = working_folder(context, args.cwd)
-        return await run_process(
-            [self._shell, "-c", args.cmd],
-            cwd=cwd,
-            progress=context.progress,
-            env=args.env,
-            timeout=args.timeout,
-            max_output=args.max_output,
-            check=args.check,
-            kill_grace=self._kill_grace,
-            drain_grace=self._drain_grace,
-        )
+        with working_folder(context, args.cwd) as folder:
+            argv, env, inherit = confined(context, [self._shell, "-c", args.cmd], folder, args.env)
+            return await run_process(
+                argv,
+                cwd=folder.chdir,
+                progress=context.progress,
+                env=env,
+                inherit_env=inherit,
+                timeout=args.timeout,
+                max_output=args.max_output,
+                check=args.check,
+                kill_grace=self._kill_grace,
+                drain_grace=self._drain_grace,
+            )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import platform
 import shutil
 import socket
@@ -15,7 +16,7 @@ from devices import host
 from devices.host import VramProbe, no_gpu
 from devices.tools.base import Tool, ToolContext
 from devices.tools.errors import ToolError
-from devices.tools.paths import confine_in, shown, workspace_root
+from devices.tools.paths import Confined, locate_in, shown, workspace_root
 
 _MB = 1024 * 1024
 
@@ -77,9 +78,20 @@ def _load_average() -> list[float] | None:
     return [round(value, 2) for value in load] if load is not None else None
 
 
-def _disk(path: Path, name: str) -> DiskUsage:
+def _disk(path: Path | Confined, name: str) -> DiskUsage:
+    """The disk usage where `path` is; a `Confined` one is opened without following a link
+    on the way (a folder swapped for a link meanwhile is refused, not followed)."""
     try:
-        usage = shutil.disk_usage(path)
+        if isinstance(path, Path):
+            usage = shutil.disk_usage(path)
+        else:
+            handle = path.open(os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            try:
+                usage = shutil.disk_usage(handle)  # statvfs takes a descriptor
+            finally:
+                os.close(handle)
+    except FileNotFoundError:
+        raise ToolError(f"there is no {name!r} to report the disk usage of") from None
     except OSError as error:
         raise ToolError(
             f"cannot read the disk usage of {name!r}: {error.strerror or error}"
@@ -88,7 +100,7 @@ def _disk(path: Path, name: str) -> DiskUsage:
 
 
 def _gather(
-    workspace: Path, folders: list[tuple[Path, str]], free_vram: VramProbe
+    workspace: Path, folders: list[tuple[Confined, str]], free_vram: VramProbe
 ) -> SysInfoResult:
     memory = host.memory()
     own = _disk(workspace, ".")
@@ -122,11 +134,8 @@ class SysInfoTool(Tool[SysInfoArgs, SysInfoResult]):
 
     async def run(self, args: SysInfoArgs, context: ToolContext) -> SysInfoResult:
         workspace = workspace_root(context.workspace)
-        folders: list[tuple[Path, str]] = []
+        folders: list[tuple[Confined, str]] = []
         for path in args.paths:
-            target = confine_in(context, path)
-            name = shown(context.workspace, target)
-            if not target.exists():
-                raise ToolError(f"there is no {name!r} to report the disk usage of")
-            folders.append((target, name))
+            target = locate_in(context, path)
+            folders.append((target, shown(context.workspace, target.path)))
         return await asyncio.to_thread(_gather, workspace, folders, self._free_vram)

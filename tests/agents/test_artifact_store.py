@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from agents.artifact_store import ArtifactStore
+from agents.constellation import Constellation, ConstellationStatus
+from agents.constellation.plan_file import parse_plan
 from app.device_processes import DeviceProcesses
+from app.runtime.assembly import fleet_tools
 from devices.agent import DeviceAgent
 from devices.artifact_channel import ArtifactTransferFailed
 from devices.tools import ToolContext, ToolError
@@ -31,7 +34,7 @@ def test_the_store_keeps_content_once_under_its_hash(tmp_path: Path) -> None:
         assert not received.exists()
     assert kept.read_bytes() == data
     assert store.find(digest) == (kept, "b.txt")
-    assert len([p for p in (tmp_path / "objects").iterdir() if p.suffix != ".name"]) == 1
+    assert len([p for p in (tmp_path / "objects").iterdir() if not p.suffix]) == 1
     assert store.find("0" * 64) is None
     assert store.find("../../etc/passwd") is None
 
@@ -61,17 +64,36 @@ def agent(fleet: tuple[Served, DeviceAgent]) -> DeviceAgent:
     return fleet[1]
 
 
+ROUND_TRIP = """
+name: round-trip
+stars:
+  - id: put
+    tool: artifact.put
+    args: {path: big.bin}
+  - id: get
+    after: [put]
+    tool: artifact.get
+    args: {artifact: "${put.output.artifact}", path: copy/big.bin}
+"""
+
+
+def plan(text: str) -> Constellation:
+    return parse_plan(text, known_tools=fleet_tools())
+
+
 async def test_a_round_trip_through_the_orchestrator_is_byte_exact(
-    agent: DeviceAgent, tmp_path: Path
+    fleet: tuple[Served, DeviceAgent],
 ) -> None:
-    source = tmp_path / "big.bin"
+    orchestra, agent = fleet
+    source = agent.workspace / "big.bin"
     source.write_bytes(bytes(range(256)) * 8192 + b"tail")  # 2 MiB + 4: several chunks
-    uploaded = await agent.artifacts.upload(source, "big.bin")
-    assert uploaded.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
-    assert uploaded.size == source.stat().st_size
-    back = await agent.artifacts.download(uploaded.sha256, tmp_path / "copy" / "big.bin")
-    assert (tmp_path / "copy" / "big.bin").read_bytes() == source.read_bytes()
-    assert back.size == uploaded.size
+    done = await asyncio.wait_for(orchestra.run(plan(ROUND_TRIP)), 60)
+    assert done.status is ConstellationStatus.SUCCEEDED, done.stars["put"].error
+    put = done.stars["put"].output
+    assert put["artifact"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert put["size"] == source.stat().st_size
+    assert (agent.workspace / "copy" / "big.bin").read_bytes() == source.read_bytes()
+    assert done.stars["get"].output["size"] == put["size"]
 
 
 async def test_fetching_an_unknown_artifact_names_it(agent: DeviceAgent, tmp_path: Path) -> None:
@@ -87,15 +109,15 @@ async def test_artifact_tools_without_an_orchestrator_say_so(tmp_path: Path) -> 
 
 
 async def test_an_upload_the_orchestrator_refuses_fails_at_once_with_its_reason(
-    fleet: tuple[Served, DeviceAgent], tmp_path: Path
+    fleet: tuple[Served, DeviceAgent],
 ) -> None:
     orchestra, agent = fleet
     assert orchestra.aip.artifacts is not None
     orchestra.aip.artifacts.max_size = 1 << 20  # the orchestrator's limit: 1 MiB
-    source = tmp_path / "big.bin"
-    source.write_bytes(b"x" * (3 << 20))  # several chunks
+    (agent.workspace / "big.bin").write_bytes(b"x" * (3 << 20))  # several chunks
     loop = asyncio.get_running_loop()
     started = loop.time()
-    with pytest.raises(ArtifactTransferFailed, match="exceeds the limit"):
-        await agent.artifacts.upload(source, "big.bin")
+    done = await asyncio.wait_for(orchestra.run(plan(ROUND_TRIP)), 60)
+    assert done.status is ConstellationStatus.FAILED
+    assert "exceeds the limit" in (done.stars["put"].error or "")
     assert loop.time() - started < 10  # refused, not waited out (the timeout is 600 s)

@@ -734,7 +734,9 @@ async def test_a_connection_that_cannot_be_made_is_a_warning_with_the_retry(
     )
     warned = asyncio.Event()
     handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: warned.set()  # type: ignore[method-assign]
+    handler.emit = lambda record: (  # type: ignore[method-assign]
+        warned.set() if "cannot connect" in record.getMessage() else None
+    )  # (the first warning says which tools run unconfined)
     logging.getLogger("orrery.device").addHandler(handler)
     running = Running(agent, events)
     try:
@@ -742,7 +744,9 @@ async def test_a_connection_that_cannot_be_made_is_a_warning_with_the_retry(
     finally:
         logging.getLogger("orrery.device").removeHandler(handler)
         await running.stopped()
-    warning = next(r for r in caplog.records if r.levelno == logging.WARNING).getMessage()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings[0].startswith(f"device {DEVICE}: python.run, shell.run run unconfined")
+    warning = warnings[1]
     assert warning.startswith(f"device {DEVICE}: cannot connect to ws://127.0.0.1:{port}/aip/v1 (")
     assert "; retrying in " in warning
 

@@ -1,9 +1,14 @@
 """`orrery serve` and `orrery device` as real subprocesses on 127.0.0.1, for the e2e tests
-that drive them from the outside (the command line, the control API client)."""
+that drive them from the outside (the command line, the control API client).
+
+No secret goes on a command line here (other local users read /proc/PID/cmdline): a
+device gets its token in $ORRERY_DEVICE_TOKEN, a client the control token from the
+server's data dir or a `--token-file`."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -12,6 +17,7 @@ from pathlib import Path
 
 from agents.events import DeviceJoined, DeviceLeft
 from app.client import Orrery
+from app.device_processes import DEVICE_TOKEN_ENV
 
 
 def orrery(home: Path, *args: str) -> list[str]:
@@ -51,12 +57,14 @@ def start_serve(home: Path, port: int = 0, *options: str) -> tuple[subprocess.Po
 def start_device(
     data_dir: Path, aip: str, name: str, token: str, *options: str
 ) -> subprocess.Popen[str]:
-    """`orrery device` named `name`, connecting to `aip`, with its own data dir."""
+    """`orrery device` named `name`, connecting to `aip`, with its own data dir; its
+    token travels in $ORRERY_DEVICE_TOKEN, never on the command line."""
     return subprocess.Popen(
-        orrery(data_dir, "device", "--server", aip, "--name", name, "--token", token, *options),
+        orrery(data_dir, "device", "--server", aip, "--name", name, *options),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,
+        env={**os.environ, DEVICE_TOKEN_ENV: token},
     )
 
 

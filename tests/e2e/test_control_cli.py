@@ -152,8 +152,9 @@ def test_an_invalid_plan_exits_2_with_its_location(server: Server, tmp_path: Pat
 
 
 def test_a_wrong_token_exits_2(server: Server, tmp_path: Path) -> None:
-    result = run_cli(server.home, "run", "--server", server.url, "--token", "orc1_nope",
-                     "--json", write(tmp_path, GOOD))  # fmt: skip
+    (tmp_path / "wrong.token").write_text("orc1_nope\n")
+    result = run_cli(server.home, "run", "--server", server.url, "--token-file",
+                     str(tmp_path / "wrong.token"), "--json", write(tmp_path, GOOD))  # fmt: skip
     assert result.returncode == 2
     assert "wrong control token" in result.stderr
 
@@ -366,7 +367,7 @@ def test_history_show_and_devices_list_ask_the_server(server: Server, tmp_path: 
     cid = events_of(ran.stdout)[0]["constellation_id"]
     assert f"orrery: constellation {cid}" in ran.stderr  # the id comes first
     elsewhere = tmp_path / "elsewhere"  # a data dir with nothing in it: the server answers
-    token = ("--token", (server.home / "control.token").read_text().strip())
+    token = ("--token-file", str(server.home / "control.token"))  # never the token itself
     listed = run_cli(elsewhere, "history", "--server", server.url, *token, "--json")
     assert listed.returncode == 0, listed.stderr
     assert cid in [json.loads(line)["id"] for line in listed.stdout.splitlines()]
