@@ -435,7 +435,9 @@ class TaskTree:
         """Take a request out of recall for good (its tree stays); whether it was known."""
         with self.store.writing() as connection:
             changed = connection.execute(
-                update(MemoryRequestRecord).where(_Q.id == request_id).values(forgotten=True)
+                update(MemoryRequestRecord)
+                .where(_Q.id == request_id)
+                .values(forgotten=True, indexed=False)  # the index must drop it
             )
             return changed.rowcount > 0
 
