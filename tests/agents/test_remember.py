@@ -152,19 +152,26 @@ def test_an_edit_is_a_revision_and_stales_what_depends_on_the_edited_star(
     assert history["c-c1"][1].detail["edits"] == ["update star b", "add star e"]
     assert [r.kind for r in history["s-c1/b"]] == ["created", "edited"]
     b = tree.node("s-c1/b")
-    assert b is not None and b.inputs["args"] == {"cmd": "faster"} and b.revision == 2
+    assert b is not None
+    assert b.inputs["args"] == {"cmd": "faster"}
+    assert b.revision == 2
     for downstream in ("c", "e"):
         node = tree.node(f"s-c1/{downstream}")
-        assert node is not None and node.stale, downstream
+        assert node is not None
+        assert node.stale, downstream
         assert history[f"s-c1/{downstream}"][-1].detail == {"version": 2, "because": ["b"]}
     untouched = tree.node("s-c1/d")
-    assert untouched is not None and not untouched.stale and untouched.revision in (1, 2)
+    assert untouched is not None
+    assert not untouched.stale
+    assert untouched.revision in (1, 2)
     # Once the stale star runs on the revised plan, it is no longer stale.
     sim.dispatcher.deliver(TaskResult.success(sim.assignments("a")[-1], {"ok": True}))
     sim.clock.run_until_idle()
     recorded.recorder.flush()
     c = tree.node("s-c1/c")
-    assert c is not None and not c.stale and c.status == "succeeded"
+    assert c is not None
+    assert not c.stale
+    assert c.status == "succeeded"
     assert [r.kind for r in tree.revisions(rid)["s-c1/c"]] == ["created", "stale", "finished"]
 
 
@@ -184,7 +191,8 @@ def test_a_retry_joins_its_request_and_the_summary_says_how_it_was_repaired(
     assert first.constellation.status.value == "failed"
     [rid] = recorded.consolidated
     failed = tree.request(rid)
-    assert failed is not None and failed.status == "failed"
+    assert failed is not None
+    assert failed.status == "failed"
     assert failed.text == "test"  # a plan's name stands for its request
     assert failed.source == "plan"
     assert failed.summary is not None
@@ -203,7 +211,8 @@ def test_a_retry_joins_its_request_and_the_summary_says_how_it_was_repaired(
     assert record.summary["failures"][0]["repaired"] == f"run again by retry {again.id}"
     assert tree.request_of_constellation(again.id) == rid
     kept = tree.node(f"s-{again.id}/a")  # a succeeded before: kept as it was
-    assert kept is not None and kept.status == "succeeded"
+    assert kept is not None
+    assert kept.status == "succeeded"
 
 
 def test_recording_stops_on_a_store_failure_and_the_run_goes_on(

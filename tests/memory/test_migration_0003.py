@@ -81,9 +81,14 @@ def test_a_0002_data_dir_upgrades_in_place_with_its_history_intact(old_data_dir:
     db = old_data_dir / "orrery.db"
     with Store.open_path(db) as store:
         assert revisions(db) == ["0003"]
-        assert MEMORY_TABLES <= tables(db)
+        assert tables(db) >= MEMORY_TABLES
         [row] = store.constellations()
-        assert (row.id, row.name, row.status, row.version) == ("old1", "disk-report", "succeeded", 2)
+        assert (row.id, row.name, row.status, row.version) == (
+            "old1",
+            "disk-report",
+            "succeeded",
+            2,
+        )
         assert row.snapshot["stars"]["usage"]["tool"] == "shell.run"
         assert [e.type for e in store.events("old1")] == [
             "constellation.submitted",
@@ -94,7 +99,8 @@ def test_a_0002_data_dir_upgrades_in_place_with_its_history_intact(old_data_dir:
         assert (device.name, device.labels, device.last_seen) == ("nas", ["storage"], 19.0)
         assert store.device_key("nas") == ("00", "11")
         result = store.result("old1", "usage", 1)
-        assert result is not None and result.payload == {"ok": 1}
+        assert result is not None
+        assert result.payload == {"ok": 1}
         # The new tables work on the upgraded file, and the old ones still take writes.
         tree = TaskTree(store)
         assert tree.count_requests() == 0

@@ -91,7 +91,7 @@ def search_in_a_fresh_process(home: Path, text: str) -> list[tuple[str, float]]:
 def test_recall_is_semantic_in_a_fresh_process(recall: TaskRecall, tmp_path: Path) -> None:
     recall.close()  # the index is on disk; another process reads it
     found = search_in_a_fresh_process(tmp_path, "back up my photos to the NAS")
-    assert [rid for rid, _ in found][0] == "r-pictures", found
+    assert next(rid for rid, _ in found) == "r-pictures", found
     scores = dict(found)
     assert scores["r-pictures"] > 0.3
     unrelated = [scores[rid] for rid in ("r-tests", "r-restart", "r-mail") if rid in scores]
@@ -173,7 +173,9 @@ def test_a_forgotten_request_is_never_recalled(recall: TaskRecall) -> None:
     found = recall.search("back up my photos to the NAS", limit=5)
     assert "r-pictures" not in [f.request.id for f in found]
     record = recall.tree.request("r-pictures")
-    assert record is not None and record.forgotten and record.indexed  # dropped from the index
+    assert record is not None
+    assert record.forgotten
+    assert record.indexed
     assert recall.index.count("orrery-requests") == len(PAST) - 1
     with pytest.raises(UnknownMemory):
         recall.forget("r-nothing")
@@ -181,7 +183,8 @@ def test_a_forgotten_request_is_never_recalled(recall: TaskRecall) -> None:
 
 def test_star_patterns_are_found_per_tool(recall: TaskRecall) -> None:
     found = recall.patterns("copy pictures", limit=3, tool="shell.run")
-    assert found and found[0].request_id == "r-pictures"
+    assert found
+    assert found[0].request_id == "r-pictures"
     assert (found[0].tool, found[0].device, found[0].star_id) == ("shell.run", "nas", "s1")
     assert recall.patterns("copy pictures", tool="fs.read") == []
 

@@ -96,7 +96,8 @@ def test_an_edit_is_a_revision_and_marks_downstream_nodes_stale(
         ]
     )
     s1, s2 = tree.node("s-c1/s1"), tree.node("s-c1/s2")
-    assert s1 is not None and s2 is not None
+    assert s1 is not None
+    assert s2 is not None
     assert (s1.revision, s1.stale, s1.inputs["args"]) == (2, False, {"cmd": "new"})
     assert (s2.revision, s2.stale) == (2, True)
     history = tree.revisions("r-1")
@@ -132,7 +133,8 @@ def test_finishing_a_request_keeps_its_summary_and_queues_it_for_recall(
     # It runs again (a retry): reopened, then a new summary, which recall must learn again.
     tree.apply([UpdateRequest("r-1", status="running", finished=False)])
     reopened = tree.request("r-1")
-    assert reopened is not None and reopened.finished_at is None
+    assert reopened is not None
+    assert reopened.finished_at is None
     tree.apply([UpdateRequest("r-1", status="failed", summary={"asked": "x"}, finished=True)])
     assert [r.id for r in tree.to_index()] == ["r-1"]
 
@@ -142,7 +144,8 @@ def test_forgetting_keeps_the_tree_but_flags_the_request(tree: TaskTree) -> None
     assert tree.forget("r-1")
     assert not tree.forget("r-nope")
     record = tree.request("r-1")
-    assert record is not None and record.forgotten
+    assert record is not None
+    assert record.forgotten
     assert len(tree.nodes("r-1")) == 5
 
 

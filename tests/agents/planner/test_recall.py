@@ -85,7 +85,8 @@ def test_a_plan_on_the_same_fleet_keeps_its_devices_and_gets_the_planners_ids() 
     here = context(device("laptop", "desktop"), device("nas", "storage"))
     adapted = adapt_plan(summary(), here)
     assert adapted is not None
-    assert adapted.devices == {} and adapted.same_roles
+    assert adapted.devices == {}
+    assert adapted.same_roles
     stars = adapted.plan["stars"]
     assert [(s["id"], s["tool"], s["on"], s["after"]) for s in stars] == [
         ("s1", "fs.read", "laptop", []),
@@ -93,7 +94,8 @@ def test_a_plan_on_the_same_fleet_keeps_its_devices_and_gets_the_planners_ids() 
     ]
     assert stars[1]["args"]["content"] == "${s1.output.content}"
     spec, constellation = plan_from_output(adapted.plan, here, name="copy todo")
-    assert len(constellation.stars) == 2 and spec.stars[1].after == ["s1"]
+    assert len(constellation.stars) == 2
+    assert spec.stars[1].after == ["s1"]
 
 
 def test_devices_that_are_gone_are_mapped_to_stand_ins_with_their_role_and_renamed() -> None:
@@ -160,7 +162,8 @@ def test_the_same_request_is_reused_and_similar_ones_are_examples() -> None:
         ],
         here,
     )
-    assert recalled.reuse is not None and recalled.reuse.request_id == "r-same"
+    assert recalled.reuse is not None
+    assert recalled.reuse.request_id == "r-same"
     assert [e.request_id for e in recalled.examples] == ["r-near", "r-same"]  # nearest last
     assert recalled.avoid == []
     assert "r-same" in recalled.reuse.describe()
@@ -185,7 +188,8 @@ def test_failed_plans_are_named_as_what_not_to_repeat() -> None:
         ],
         here,
     )
-    assert recalled.reuse is None and recalled.examples == []
+    assert recalled.reuse is None
+    assert recalled.examples == []
     [avoid] = recalled.avoid
     assert avoid.request_id == "r-bad"
     assert avoid.problem == "star s2 (fs.write) failed"  # in the ids the prompt shows
