@@ -26,8 +26,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.constellation import Constellation, PlanSpec
 from agents.planner.context import ANY_DEVICE, PlanningContext
+from agents.planner.planner import plan_name
+from agents.planner.prompt import bundled_examples, select_examples
 from agents.planner.schema import star_id
+from agents.planner.validate import InvalidOutput, plan_from_output
 from devices.registry import DeviceInfo
 from memory.recall import Recollection
 
@@ -302,3 +306,71 @@ def _problem(summary: Mapping[str, Any], ids: Mapping[str, str]) -> str:
     if failed:
         return f"star {ids.get(failed, failed)}{f' ({tool})' if tool else ''} {error}"
     return str(error)
+
+
+# ------------------------------------------------------------------------------ planning
+
+
+def prompt_examples(
+    request: str, recalled: RecalledPlans, count: int = MAX_EXAMPLES
+) -> list[Mapping[str, Any]] | None:
+    """The worked examples for the prompt: the remembered ones last (nearest last), after
+    the bundled ones most like the request when memory has fewer than `count`; None
+    (the planner's bundled default) when memory has none."""
+    if not recalled.examples:
+        return None
+    mine = [past.example() for past in recalled.examples][-count:]
+    missing = count - len(mine)
+    bundled = select_examples(request, bundled_examples(), count=missing) if missing > 0 else []
+    return [*bundled, *mine]
+
+
+def prompt_avoid(recalled: RecalledPlans) -> list[dict[str, Any]]:
+    """The failed plans for the prompt (`request`, `plan`, `problem`)."""
+    return [{**past.example(), "problem": past.problem or "it failed"} for past in recalled.avoid]
+
+
+def reuse_plan(
+    request: str, recalled: RecalledPlans, context: PlanningContext
+) -> tuple[PlanSpec, Constellation] | None:
+    """The remembered plan for the same request, checked like a generated one on the
+    fleet of now, with a rationale that says where it came from; None if there is none
+    or it does not validate here."""
+    past = recalled.reuse
+    if past is None:
+        return None
+    try:
+        spec, constellation = plan_from_output(past.plan, context, name=plan_name(request))
+    except InvalidOutput:
+        return None
+    constellation.rationale = memory_rationale(recalled, str(past.plan.get("rationale") or ""))
+    return spec.model_copy(update={"rationale": constellation.rationale}), constellation
+
+
+def memory_rationale(recalled: RecalledPlans, rationale: str) -> str:
+    """`rationale` prefixed with what memory contributed (unchanged when nothing)."""
+    if recalled.reuse is not None:
+        past = recalled.reuse
+        mapped = f"; devices mapped {past.mapping()}" if past.devices else ""
+        note = f"From memory: reused the plan that succeeded for {past.describe()}{mapped}."
+    elif recalled.examples:
+        nearest = recalled.examples[-1]
+        note = (
+            f"From memory: planned with {len(recalled.examples)} remembered plan(s) as "
+            f"examples (nearest: {nearest.describe()})"
+        )
+        if recalled.avoid:
+            note += f", avoiding the failed plan of {recalled.avoid[0].describe()}"
+        note += "."
+    elif recalled.avoid:
+        note = f"From memory: avoiding the failed plan of {recalled.avoid[0].describe()}."
+    else:
+        return rationale
+    return f"{note} {rationale}".strip()
+
+
+def recalled_from(recalled: RecalledPlans) -> str | None:
+    """The remembered request the plan leans on most (reused, or the nearest example)."""
+    if recalled.reuse is not None:
+        return recalled.reuse.request_id
+    return recalled.examples[-1].request_id if recalled.examples else None

@@ -4,12 +4,13 @@
     async with open_runtime(options) as parts:
         run = await parts.runtime.submit(Path("plan.yaml"))
 
-`open_runtime` opens the store (`DATA_DIR/orrery.db`), makes this machine an in-process
-device (`this_machine`), accepts devices over AIP (`accept_devices`; serve them with
-`app.endpoint.Endpoint`), loads the planner settings (the model itself loads on
-the first request in words) and shares one model manager between the planner and this
-machine's `agent.do`. Every front end (CLI, desktop app, `orrery serve`) builds its
-runtime here, so they all run the same thing.
+`open_runtime` opens the store (`DATA_DIR/orrery.db`) and the task memory (the tree in
+the store; semantic recall in `DATA_DIR/recall`, opened on first use), makes this machine
+an in-process device (`this_machine`), accepts devices over AIP (`accept_devices`; serve
+them with `app.endpoint.Endpoint`), loads the planner settings (the model itself loads on
+the first request in words; the planner recalls past plans from the memory) and shares
+one model manager between the planner and this machine's `agent.do`. Every front end
+(CLI, desktop app, `orrery serve`) builds its runtime here, so they all run the same thing.
 
 Errors: `StoreError` (the database), `ConfigError` (`orrery.toml`), `PolicyError`
 (the device policy file); each message names the file and what to do.
@@ -31,6 +32,7 @@ from agents.models.manager import LazyModelManager
 from app.config import workspace_dir
 from app.runtime.approval_policy import ApprovalPolicy, ask_a_person
 from app.runtime.core import Planner, Runtime
+from app.runtime.memory import RECALL_DIR, RuntimeMemory
 from app.runtime.this_machine import InProcessDevice
 from memory import Store
 from protocol.session import ServerConfig
@@ -66,6 +68,8 @@ class RuntimeOptions:
     approval_policy: ApprovalPolicy = ask_a_person
     extra_dispatchers: tuple[Dispatcher, ...] = field(default=())
     """More dispatchers to join the fleet (after this machine and AIP)."""
+    recall: bool = True
+    """Semantic recall over the task memory (DATA_DIR/recall); the tree is kept anyway."""
 
 
 @dataclass(slots=True)
@@ -118,6 +122,7 @@ async def open_runtime(options: RuntimeOptions) -> AsyncIterator[RuntimeParts]:
             )
             dispatchers.append(aip)
         dispatchers.extend(options.extra_dispatchers)
+        memory = RuntimeMemory(store, data / RECALL_DIR if options.recall else None)
         planner: Planner | None = None
         if options.planner:
             from app.planning import RequestPlanner
@@ -128,7 +133,10 @@ async def open_runtime(options: RuntimeOptions) -> AsyncIterator[RuntimeParts]:
 
                 models = device_models(data)
             planner = RequestPlanner(
-                models, lambda: merged_tool_schemas(dispatchers), load_planner_settings(data)
+                models,
+                lambda: merged_tool_schemas(dispatchers),
+                load_planner_settings(data),
+                memory=memory,
             )
         runtime = Runtime(
             store,
@@ -136,7 +144,10 @@ async def open_runtime(options: RuntimeOptions) -> AsyncIterator[RuntimeParts]:
             planner=planner,
             approval_policy=options.approval_policy,
             fleet_tools=fleet_tools() if aip is not None else (),
+            memory=memory,
         )
+        if this_machine is not None or aip is not None:
+            memory.index_if_behind()  # runs other processes recorded while one wrote the index
         try:
             async with runtime:
                 yield RuntimeParts(runtime, store, data, aip, this_machine)
