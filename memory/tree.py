@@ -21,6 +21,7 @@ summaries there, never raw device text). Errors are `memory.errors.StoreError`s.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -456,7 +457,10 @@ class TaskTree:
                 select(*_NODE_COLUMNS).where(_N.request_id == request_id)
             ).all()
         nodes = [self._node(**row._mapping) for row in rows]
-        return sorted(nodes, key=lambda n: (order.get(n.kind, 9), n.created_at, n.id))
+        return sorted(
+            nodes,
+            key=lambda n: (order.get(n.kind, 9), n.created_at, n.started_at or math.inf, n.id),
+        )
 
     def revisions(self, request_id: str) -> dict[str, list[NodeRevision]]:
         """The revisions of every node of a request, by node, oldest first."""
