@@ -15,8 +15,9 @@ A past plan is *adapted*, never copied blindly: its stars get the planner's ids 
 ... in dependency order, `${...}` references renamed with them), and every device it
 named is mapped to a connected device that offers the tools it ran there — the same
 device if it is connected, else one with the same labels (role), else the same platform —
-and renamed in titles and arguments. A plan with a device that maps to nothing, a tool
-no connected device offers, or lines the planner cannot express is dropped.
+and renamed in titles and arguments. A plan with a device that maps to nothing (or onto a
+device another one of its devices maps to), a tool no connected device offers, or lines
+the planner cannot express is dropped.
 """
 
 from __future__ import annotations
@@ -159,11 +160,13 @@ def adapt_plan(summary: Mapping[str, Any], context: PlanningContext) -> Adapted 
     devices: dict[str, str] = {}
     same_roles = True
     taken: set[str] = set()
-    for name in sorted(tools_on):
+    for name in sorted(tools_on, key=lambda n: (context.device(n) is None, n)):
         mapped = _map_device(name, tools_on[name], fleet.get(name), context, taken)
         if mapped is None:
             return None
         target, kept_role = mapped
+        if target in taken:
+            return None  # two past devices onto one would change what the plan does
         same_roles = same_roles and kept_role
         taken.add(target)
         if target != name:
@@ -245,12 +248,11 @@ def _map_device(
     labels = {str(label) for label in shape.get("labels") or []}
     platform = shape.get("platform")
 
-    def rank(device: DeviceInfo) -> tuple[int, int, int, str]:
-        # most shared labels, then the same platform, then one not standing in already
-        shared = len(labels & device.labels)
-        return (-shared, -int(device.platform == platform), int(device.name in taken), device.name)
+    def rank(device: DeviceInfo) -> tuple[int, int, str]:
+        # most shared labels, then the same platform, then by name
+        return (-len(labels & device.labels), -int(device.platform == platform), device.name)
 
-    for device in sorted(able, key=rank):
+    for device in sorted((d for d in able if d.name not in taken), key=rank):
         if labels & device.labels:
             return device.name, True
         if device.platform == platform:

@@ -122,9 +122,14 @@ def test_a_plan_is_dropped_where_no_device_can_stand_in() -> None:
     no_writer = context(
         device("laptop", "desktop"), device("nas", "storage", tools=frozenset({"fs.read"}))
     )
-    assert adapt_plan(summary(), no_writer) is not None  # laptop can write for the nas ...
-    reader_only = context(device("laptop", "desktop", tools=frozenset({"fs.read"})))
-    assert adapt_plan(summary(), reader_only) is None  # ... but here nothing can write
+    # Only the laptop can write, and it already reads: one device for two changes the plan.
+    assert adapt_plan(summary(), no_writer) is None
+    two_laptops = context(
+        device("laptop", "desktop"), device("spare", "desktop"), device("nas", "storage")
+    )
+    adapted = adapt_plan(summary(), two_laptops)
+    assert adapted is not None
+    assert adapted.devices == {}
 
 
 def test_a_stand_in_by_platform_alone_is_not_the_same_role() -> None:
