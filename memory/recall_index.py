@@ -216,6 +216,8 @@ class RecallIndex:
         self, collection: str, text: str, limit: int, where: Metadata | None = None
     ) -> list[Hit]:
         """The `limit` documents nearest to `text` (closest first)."""
+        if self._client is None and not (self.directory / "chroma.sqlite3").is_file():
+            return []  # nothing was ever indexed: no need to load the model
         vector = self.embedding.embedder.embed([text])[0]
         return self.query_vector(collection, vector.tolist(), limit, where)
 
