@@ -12,9 +12,11 @@ the fleet it ran on; then `on_consolidated(request_id)` is called (the runtime i
 request for recall there).
 
 Outputs are `agents.planner.summary.ResultSummary`s and error *kinds*, never raw device
-text: a future planner reads this memory. Writes are buffered and flushed in one
-transaction at milestones (a star or the constellation finished, an edit), like the run
-recorder's. A store failure is logged and recording stops; the runs go on.
+text: a future planner reads this memory. Writes are buffered: the tree of a running
+constellation is written in one transaction at a milestone (a star finished, an edit) at
+most every `FLUSH_INTERVAL` seconds, and always when it finishes (the event log of
+`app.recorder` is what crash recovery reads; this is memory). A store failure is logged
+and recording stops; the runs go on.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ from memory.tree import (
 log = logging.getLogger("orrery.memory")
 
 MAX_BUFFERED = 500
+FLUSH_INTERVAL = 2.0
+"""Seconds between writes while a constellation runs (it is written when it finishes)."""
 MAX_TEXT = 1000
 """Longest plan text kept (an argument, a title, a rationale); longer is cut."""
 MAX_FAILURES = 20
@@ -101,6 +105,7 @@ class MemoryRecorder:
         self._buffer: list[Operation] = []
         self._noted: dict[str, NotedRequest] = {}
         self._requests: dict[str, str] = {}  # constellation id -> request id
+        self._flushed = clock()
 
     def note_request(
         self,
@@ -133,7 +138,6 @@ class MemoryRecorder:
         cid = event.constellation_id
         if isinstance(event, ConstellationSubmitted):
             self._submitted(cid)
-            self.flush()
             return
         rid = self._requests.get(cid)
         if rid is None:
@@ -164,7 +168,10 @@ class MemoryRecorder:
         elif isinstance(event, ConstellationFinished):
             self._finished(constellation, event, rid)
             return
-        if isinstance(event, StarFinished | EditApplied) or len(self._buffer) >= MAX_BUFFERED:
+        milestone = isinstance(event, StarFinished | EditApplied)
+        if len(self._buffer) >= MAX_BUFFERED or (
+            milestone and self.clock() - self._flushed >= FLUSH_INTERVAL
+        ):
             self.flush()
 
     def _submitted(self, cid: str) -> None:
@@ -380,6 +387,7 @@ class MemoryRecorder:
         if not self._buffer or self.failure is not None:
             return
         operations, self._buffer = self._buffer, []
+        self._flushed = self.clock()
         try:
             self.tree.apply(operations)
         except StoreError as exc:

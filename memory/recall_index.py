@@ -127,6 +127,7 @@ class RecallIndex:
         self.directory = directory
         self.embedding = embedding or LocalEmbedding()
         self._client: ClientAPI | None = None  # the writer's
+        self._collections: dict[str, Collection] = {}  # the writer's, by name
         self._lock_file: IO[bytes] | None = None
         self._guard = threading.RLock()
         self._settings = Settings(anonymized_telemetry=False, allow_reset=False, is_persistent=True)
@@ -204,11 +205,13 @@ class RecallIndex:
             raise RecallUnavailable(
                 f"the recall index in {self.directory} is written by another process"
             )
-        return self._client.get_or_create_collection(
-            collection,
-            embedding_function=cast(Any, self.embedding),
-            metadata={"hnsw:space": "cosine"},
-        )
+        if collection not in self._collections:
+            self._collections[collection] = self._client.get_or_create_collection(
+                collection,
+                embedding_function=cast(Any, self.embedding),
+                metadata={"hnsw:space": "cosine"},
+            )
+        return self._collections[collection]
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -227,12 +230,9 @@ class RecallIndex:
         with self._guard, self._reading(collection) as found:
             if found is None:
                 return []
-            total = found.count()
-            if total == 0:
-                return []
             result = found.query(
                 query_embeddings=cast(Any, [list(vector)]),
-                n_results=min(limit, total),
+                n_results=limit,  # fewer when the collection has fewer
                 where=cast(Any, dict(where)) if where else None,
                 include=cast(Any, ["metadatas", "distances"]),
             )
@@ -252,7 +252,9 @@ class RecallIndex:
     def _reading(self, collection: str) -> Iterator[Collection | None]:
         with _translated(self.directory):
             if self._client is not None:
-                yield self._collection(self._client, collection)
+                yield self._collections.get(collection) or self._collection(
+                    self._client, collection
+                )
                 return
             if not (self.directory / "chroma.sqlite3").is_file():
                 yield None  # nothing was ever indexed: do not create anything
@@ -282,6 +284,7 @@ class RecallIndex:
                 with contextlib.suppress(Exception):
                     cast(Any, self._client).close()
                 self._client = None
+                self._collections = {}
             if self._lock_file is not None:
                 self._lock_file.close()  # closing releases the flock
                 self._lock_file = None

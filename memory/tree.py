@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import Boolean, and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from memory.errors import StoreInvalidData, UnknownMemory
@@ -67,6 +67,23 @@ _NODE_COLUMNS = (
     _N.finished_at,
     _N.revision,
     _N.stale,
+)
+# One statement for every node update (a None parameter keeps the column), so a batch of
+# updates is one executemany.
+_UPDATE_NODE = (
+    update(MemoryNodeRecord)
+    .where(_N.id == bindparam("_id"))
+    .values(
+        status=func.coalesce(bindparam("_status"), _N.status),
+        name=func.coalesce(bindparam("_name"), _N.name),
+        inputs=func.coalesce(bindparam("_inputs"), _N.inputs),
+        output=func.coalesce(bindparam("_output"), _N.output),
+        started_at=func.coalesce(bindparam("_started_at"), _N.started_at),
+        finished_at=func.coalesce(bindparam("_finished_at"), _N.finished_at),
+        stale=func.coalesce(bindparam("_stale", type_=Boolean()), _N.stale),
+        revision=bindparam("_revision"),
+        updated_at=bindparam("_now"),
+    )
 )
 _REQUEST_COLUMNS = (
     _Q.id,
@@ -260,24 +277,43 @@ class TaskTree:
     # -- writing --------------------------------------------------------------------------------
 
     def apply(self, operations: Iterable[Operation]) -> None:
-        """Write `operations` in order, in one transaction (all or nothing)."""
+        """Write `operations` in one transaction (all or nothing): first the nodes and
+        requests to create, then the node updates in order, the request updates in order,
+        and the durations. Each kind goes in one batched statement where it can."""
         ops = list(operations)
         if not ops:
             return
         prepared = [self._prepared(op) for op in ops]  # bad data fails before writing
         now = self.store.now()
+        adds: list[tuple[AddNode, dict[str, str]]] = []
+        opens: list[OpenRequest] = []
+        updates: list[tuple[UpdateNode, dict[str, str]]] = []
+        requests: list[tuple[UpdateRequest, dict[str, str]]] = []
+        durations: list[RecordDuration] = []
+        for op, documents in zip(ops, prepared, strict=True):
+            if isinstance(op, AddNode):
+                adds.append((op, documents))
+            elif isinstance(op, OpenRequest):
+                opens.append(op)
+                node = AddNode(
+                    op.id, "request", None, op.id, op.text, RUNNING, {"source": op.source}
+                )
+                adds.append((node, {"inputs": dump_object(node.inputs, "inputs")}))
+            elif isinstance(op, UpdateNode):
+                updates.append((op, documents))
+            elif isinstance(op, UpdateRequest):
+                requests.append((op, documents))
+            else:
+                durations.append(op)
         with self.store.writing() as connection:
-            for op, documents in zip(ops, prepared, strict=True):
-                if isinstance(op, AddNode):
-                    self._add_node(connection, op, documents, now)
-                elif isinstance(op, UpdateNode):
-                    self._update_node(connection, op, documents, now)
-                elif isinstance(op, OpenRequest):
-                    self._open_request(connection, op, now)
-                elif isinstance(op, UpdateRequest):
-                    self._update_request(connection, op, documents, now)
-                else:
-                    self._record_duration(connection, op, now)
+            wanted = {op.id for op, _ in adds} | {op.id for op, _ in updates}
+            revision = self._revisions(connection, wanted)
+            self._add_nodes(connection, adds, revision, now)
+            self._open_requests(connection, opens, now)
+            self._update_nodes(connection, updates, revision, now)
+            for op, documents in requests:
+                self._update_request(connection, op, documents, now)
+            self._record_durations(connection, durations, now)
 
     def _prepared(self, op: Operation) -> dict[str, str]:
         """The JSON documents of one operation (`StoreInvalidData` if one cannot be)."""
@@ -299,86 +335,127 @@ class TaskTree:
             raise StoreInvalidData(f"a duration needs a tool, a device and seconds >= 0: {op}")
         return documents
 
-    def _add_node(
-        self, connection: Connection, op: AddNode, documents: dict[str, str], now: float
+    def _revisions(self, connection: Connection, ids: set[str]) -> dict[str, int]:
+        """The current revision of each of these nodes that exists."""
+        found: dict[str, int] = {}
+        listed = sorted(ids)
+        for start in range(0, len(listed), 500):
+            chunk = listed[start : start + 500]
+            rows = connection.execute(select(_N.id, _N.revision).where(_N.id.in_(chunk)))
+            found.update({node_id: revision for node_id, revision in rows})
+        return found
+
+    def _add_nodes(
+        self,
+        connection: Connection,
+        adds: Sequence[tuple[AddNode, dict[str, str]]],
+        revision: dict[str, int],
+        now: float,
     ) -> None:
-        inserted = connection.execute(
-            self.store.insert(MemoryNodeRecord)
-            .values(
-                id=op.id,
-                kind=op.kind,
-                parent_id=op.parent_id,
-                request_id=op.request_id,
-                name=op.name,
-                status=op.status,
-                inputs=documents["inputs"],
-                output=documents.get("output"),
-                created_at=now,
-                updated_at=now,
-                started_at=op.started_at,
-                finished_at=op.finished_at,
-                revision=1,
-                stale=False,
+        rows: list[dict[str, Any]] = []
+        for op, documents in adds:
+            if op.id in revision:
+                continue  # it exists (or comes earlier in this batch): nothing to do
+            revision[op.id] = 1
+            rows.append(
+                {
+                    "id": op.id,
+                    "kind": op.kind,
+                    "parent_id": op.parent_id,
+                    "request_id": op.request_id,
+                    "name": op.name,
+                    "status": op.status,
+                    "inputs": documents["inputs"],
+                    "output": documents.get("output"),
+                    "created_at": now,
+                    "updated_at": now,
+                    "started_at": op.started_at,
+                    "finished_at": op.finished_at,
+                    "revision": 1,
+                    "stale": False,
+                }
             )
-            .on_conflict_do_nothing(index_elements=[_N.id])
-        )
-        if inserted.rowcount > 0:
+        if rows:
+            connection.execute(insert(MemoryNodeRecord), rows)
             connection.execute(
-                self.store.insert(MemoryRevisionRecord).values(
-                    node_id=op.id, revision=1, ts=now, kind="created", detail="{}"
-                )
+                insert(MemoryRevisionRecord),
+                [
+                    {
+                        "node_id": row["id"],
+                        "revision": 1,
+                        "ts": now,
+                        "kind": "created",
+                        "detail": "{}",
+                    }
+                    for row in rows
+                ],
             )
 
-    def _update_node(
-        self, connection: Connection, op: UpdateNode, documents: dict[str, str], now: float
+    def _open_requests(
+        self, connection: Connection, opens: Sequence[OpenRequest], now: float
     ) -> None:
-        values: dict[str, Any] = {"updated_at": now}
-        for name in ("status", "name", "started_at", "finished_at", "stale"):
-            value = getattr(op, name)
-            if value is not None:
-                values[name] = value
-        for name in ("inputs", "output"):
-            if name in documents:
-                values[name] = documents[name]
-        if op.revision is not None:
-            current = connection.execute(select(_N.revision).where(_N.id == op.id)).scalar()
-            if current is None:
-                return
-            values["revision"] = current + 1
-            connection.execute(
-                self.store.insert(MemoryRevisionRecord).values(
-                    node_id=op.id,
-                    revision=current + 1,
-                    ts=now,
-                    kind=op.revision,
-                    detail=documents.get("detail", "{}"),
-                )
-            )
-        connection.execute(update(MemoryNodeRecord).where(_N.id == op.id).values(values))
-
-    def _open_request(self, connection: Connection, op: OpenRequest, now: float) -> None:
-        self._add_node(
-            connection,
-            AddNode(op.id, "request", None, op.id, op.text, RUNNING, {"source": op.source}),
-            {"inputs": dump_object({"source": op.source}, "inputs")},
-            now,
-        )
+        if not opens:
+            return
         connection.execute(
-            self.store.insert(MemoryRequestRecord)
-            .values(
-                id=op.id,
-                text=op.text,
-                source=op.source,
-                status=RUNNING,
-                created_at=now,
-                finished_at=None,
-                constellation_id=None,
-                summary=None,
-                indexed=False,
-                forgotten=False,
-            )
-            .on_conflict_do_nothing(index_elements=[_Q.id])
+            self.store.insert(MemoryRequestRecord).on_conflict_do_nothing(index_elements=[_Q.id]),
+            [
+                {
+                    "id": op.id,
+                    "text": op.text,
+                    "source": op.source,
+                    "status": RUNNING,
+                    "created_at": now,
+                    "finished_at": None,
+                    "constellation_id": None,
+                    "summary": None,
+                    "indexed": False,
+                    "forgotten": False,
+                }
+                for op in opens
+            ],
         )
+
+    def _update_nodes(
+        self,
+        connection: Connection,
+        updates: Sequence[tuple[UpdateNode, dict[str, str]]],
+        revision: dict[str, int],
+        now: float,
+    ) -> None:
+        rows: list[dict[str, Any]] = []
+        revisions: list[dict[str, Any]] = []
+        for op, documents in updates:
+            if op.id not in revision:
+                continue  # a node that does not exist is left alone
+            if op.revision is not None:
+                revision[op.id] += 1
+                revisions.append(
+                    {
+                        "node_id": op.id,
+                        "revision": revision[op.id],
+                        "ts": now,
+                        "kind": op.revision,
+                        "detail": documents.get("detail", "{}"),
+                    }
+                )
+            rows.append(
+                {
+                    "_id": op.id,
+                    "_status": op.status,
+                    "_name": op.name,
+                    "_inputs": documents.get("inputs"),
+                    "_output": documents.get("output"),
+                    "_started_at": op.started_at,
+                    "_finished_at": op.finished_at,
+                    "_stale": op.stale,
+                    "_revision": revision[op.id],
+                    "_now": now,
+                }
+            )
+        if rows:
+            connection.execute(_UPDATE_NODE, rows)
+        if revisions:
+            connection.execute(insert(MemoryRevisionRecord), revisions)
 
     def _update_request(
         self, connection: Connection, op: UpdateRequest, documents: dict[str, str], now: float
@@ -398,28 +475,37 @@ class TaskTree:
             connection.execute(update(MemoryRequestRecord).where(_Q.id == op.id).values(values))
         connection.execute(update(MemoryNodeRecord).where(_N.id == op.id).values(node))
 
-    def _record_duration(self, connection: Connection, op: RecordDuration, now: float) -> None:
-        seconds = float(op.seconds)
-        insert = self.store.insert(ToolDurationRecord).values(
-            tool=op.tool,
-            device=op.device,
-            count=1,
-            total_seconds=seconds,
-            mean_seconds=seconds,
-            last_seconds=seconds,
-            updated_at=now,
-        )
+    def _record_durations(
+        self, connection: Connection, durations: Sequence[RecordDuration], now: float
+    ) -> None:
+        if not durations:
+            return
+        insert = self.store.insert(ToolDurationRecord)
+        new = insert.excluded
         connection.execute(
             insert.on_conflict_do_update(
                 index_elements=[_T.tool, _T.device],
                 set_={
                     "count": _T.count + 1,
-                    "total_seconds": _T.total_seconds + seconds,
-                    "mean_seconds": _T.mean_seconds + DURATION_WEIGHT * (seconds - _T.mean_seconds),
-                    "last_seconds": seconds,
-                    "updated_at": now,
+                    "total_seconds": _T.total_seconds + new.last_seconds,
+                    "mean_seconds": _T.mean_seconds
+                    + DURATION_WEIGHT * (new.last_seconds - _T.mean_seconds),
+                    "last_seconds": new.last_seconds,
+                    "updated_at": new.updated_at,
                 },
-            )
+            ),
+            [
+                {
+                    "tool": op.tool,
+                    "device": op.device,
+                    "count": 1,
+                    "total_seconds": float(op.seconds),
+                    "mean_seconds": float(op.seconds),
+                    "last_seconds": float(op.seconds),
+                    "updated_at": now,
+                }
+                for op in durations
+            ],
         )
 
     def mark_indexed(self, request_ids: Iterable[str], indexed: bool = True) -> None:
