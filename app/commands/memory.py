@@ -67,6 +67,9 @@ def _print_tree(out: Console, tree: MemoryTree) -> None:
     forgotten = " (forgotten: not recalled)" if tree.forgotten else ""
     out.print(f"[bold]{tree.request}[/] {tree.status}{forgotten}: {escape(tree.text)}")
     out.print(f"  asked {_when(tree.created_at)} ({tree.source})")
+    source = (tree.summary or {}).get("from_memory")
+    if source:
+        out.print(f"  planned from the memory of {source}")
     children: dict[str | None, list[MemoryNodeInfo]] = {}
     for node in tree.nodes:
         children.setdefault(node.parent, []).append(node)
