@@ -131,10 +131,17 @@ class RuntimeMemory:
 
     async def recall(self, request: str) -> list[Recollection]:
         """The remembered requests nearest to `request` (none if recall is off)."""
-        if self.recall_dir is None or self._unavailable is not None:
+        recall_dir = self.recall_dir
+        if recall_dir is None or self._unavailable is not None:
             return []
+
+        def search() -> list[Recollection]:
+            if self._recall is None and not (recall_dir / "chroma.sqlite3").exists():
+                return []  # nothing indexed yet: do not load chromadb and the model for it
+            return self._index().search(request, PLAN_RECALL_LIMIT)
+
         try:
-            return await self._run(lambda: self._index().search(request, PLAN_RECALL_LIMIT))
+            return await self._run(search)
         except StoreError as exc:
             log.warning("recall failed, planning without memory: %s", exc)
             return []
