@@ -12,24 +12,52 @@ results are joined with the tree, so a request forgotten by any process is never
 returned, even before the index has caught up.
 
 Synchronous and blocking (embedding a query takes milliseconds, opening the index the
-first time a second or two): call it from a worker thread in async code.
+first time a second or two): call it from a worker thread in async code. Importing this
+module is light; chromadb, numpy and onnxruntime load when a `TaskRecall` is made.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from memory.recall_index import PATTERNS, REQUESTS, Entry, Hit, LocalEmbedding, RecallIndex
 from memory.tree import RequestRecord, TaskTree
+
+if TYPE_CHECKING:
+    from memory.recall_index import LocalEmbedding, RecallIndex
 
 log = logging.getLogger("orrery.memory.recall")
 
 MAX_PATTERN_STARS = 20
 """At most this many stars of one request become star patterns."""
+REQUESTS = "orrery-requests"
+PATTERNS = "orrery-star-patterns"
+Metadata = Mapping[str, str | int | float | bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One document to index: its id, text and metadata."""
+
+    id: str
+    text: str
+    metadata: Metadata
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One result of a query: the document's id, its cosine distance, its metadata."""
+
+    id: str
+    distance: float
+    metadata: dict[str, Any]
+
+    @property
+    def similarity(self) -> float:
+        return 1.0 - self.distance
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +87,10 @@ class TaskRecall:
     def __init__(
         self, tree: TaskTree, directory: Path, embedding: LocalEmbedding | None = None
     ) -> None:
+        from memory.recall_index import RecallIndex  # chromadb: only once recall is used
+
         self.tree = tree
-        self.index = RecallIndex(directory, embedding)
+        self.index: RecallIndex = RecallIndex(directory, embedding)
 
     def catch_up(self, limit: int = 1000) -> int:
         """Bring the index up to the tree: add what finished, drop what was forgotten.

@@ -24,8 +24,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -39,6 +38,7 @@ from chromadb.utils.embedding_functions import register_embedding_function
 
 from memory.embedding import MODEL_ID, MiniLmEmbedder
 from memory.errors import RecallUnavailable
+from memory.recall import Entry, Hit, Metadata
 
 try:
     import fcntl
@@ -47,10 +47,7 @@ except ImportError:  # pragma: no cover - Windows: one process per data dir is t
 
 log = logging.getLogger("orrery.memory.recall")
 
-REQUESTS = "orrery-requests"
-PATTERNS = "orrery-star-patterns"
 LOCK_FILE = "writer.lock"
-Metadata = Mapping[str, str | int | float | bool]
 
 _shared_embedders: dict[str, MiniLmEmbedder] = {}
 _shared_lock = threading.Lock()
@@ -96,28 +93,6 @@ class LocalEmbedding(EmbeddingFunction[Documents]):
 
     def supported_spaces(self) -> list[Any]:
         return ["cosine"]
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One document to index: its id, text and metadata."""
-
-    id: str
-    text: str
-    metadata: Metadata
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One result of a query: the document's id, its cosine distance, its metadata."""
-
-    id: str
-    distance: float
-    metadata: dict[str, Any]
-
-    @property
-    def similarity(self) -> float:
-        return 1.0 - self.distance
 
 
 class RecallIndex:

@@ -240,7 +240,7 @@ def test_the_module_imports_nothing_heavy_until_used() -> None:
     code = textwrap.dedent(
         """
         import sys
-        import memory, memory.tree
+        import memory, memory.tree, memory.recall, agents.remember
         heavy = {"chromadb", "numpy", "onnxruntime", "tokenizers"} & set(sys.modules)
         print(sorted(heavy))
         """
