@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +41,7 @@ _SQLITE_LOCKED = 6
 _SQLITE_READONLY = 8
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
+_SQLITE_CANTOPEN = 14
 _LOCKED_TEXT = ("database is locked", "database table is locked", "database schema is locked")
 _CORRUPT_TEXT = ("file is not a database", "database disk image is malformed")
 _READONLY_TEXT = ("readonly database", "read-only database")
@@ -171,6 +173,10 @@ def translate(error: BaseException | None, location: str, *, busy_timeout_ms: in
         return StoreLocked(location, waited_ms=busy_timeout_ms)
     if primary == _SQLITE_READONLY or any(t in lowered for t in _READONLY_TEXT):
         return StoreReadOnly(location, detail=text)
+    if primary == _SQLITE_CANTOPEN or "unable to open database file" in lowered:
+        folder = Path(location).parent
+        if folder.is_dir() and not os.access(folder, os.W_OK):  # SQLite's -wal and -shm
+            return StoreReadOnly(location, detail=f"{text}: {folder} cannot be written")
     if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or any(t in lowered for t in _CORRUPT_TEXT):
         return StoreCorrupt(location, detail=text)
     return StoreError(f"database {location}: {text}", location=location)

@@ -198,3 +198,35 @@ def test_a_locked_database_is_one_clear_line(tmp_path: Path) -> None:
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def read_only_mount_works(folder: Path) -> bool:
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount --bind -o ro '{folder}' '{folder}'"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+def test_a_read_only_data_dir_is_one_clear_line(tmp_path: Path) -> None:
+    """The data dir on a read-only mount (a private mount namespace: root could write
+    through file modes)."""
+    home = tmp_path / "home"
+    assert run(*orrery(home, "history")).returncode == 0  # creates the database
+    if not read_only_mount_works(home):
+        pytest.skip("this machine cannot make a private read-only mount (unshare -m)")
+    for args in (("history",), ("memory", "search", "anything")):
+        command = " ".join(f"'{part}'" for part in orrery(home, *args))
+        result = subprocess.run(
+            ["unshare", "-m", "sh", "-c", f"mount --bind -o ro '{home}' '{home}' && {command}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"orrery: error: database {home / 'orrery.db'} is read-only")
+        assert "--data-dir" in lines[0]
