@@ -66,6 +66,8 @@ FLUSH_INTERVAL = 2.0
 """Seconds between writes while a constellation runs (it is written when it finishes)."""
 MAX_TEXT = 1000
 """Longest plan text kept (an argument, a title, a rationale); longer is cut."""
+MAX_REQUEST = 20_000
+"""Longest request text kept (the control API takes no longer ones)."""
 MAX_FAILURES = 20
 MAX_FLEET = 64
 
@@ -189,7 +191,7 @@ class MemoryRecorder:
             rid = request_node_id()
             text = noted.text if noted is not None else plan_request_text(constellation)
             source = noted.source if noted is not None else "plan"
-            self._buffer.append(OpenRequest(rid, text[: MAX_TEXT * 20], source))
+            self._buffer.append(OpenRequest(rid, text[:MAX_REQUEST], source))
         self._requests[cid] = rid
         con = constellation_node_id(cid)
         self._buffer += [
