@@ -19,11 +19,12 @@ module is light; chromadb, numpy and onnxruntime load when a `TaskRecall` is mad
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from memory.recall_entries import PATTERNS, REQUESTS, Entry, Hit
 from memory.tree import RequestRecord, TaskTree
 
 if TYPE_CHECKING:
@@ -33,31 +34,6 @@ log = logging.getLogger("orrery.memory.recall")
 
 MAX_PATTERN_STARS = 20
 """At most this many stars of one request become star patterns."""
-REQUESTS = "orrery-requests"
-PATTERNS = "orrery-star-patterns"
-Metadata = Mapping[str, str | int | float | bool]
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One document to index: its id, text and metadata."""
-
-    id: str
-    text: str
-    metadata: Metadata
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One result of a query: the document's id, its cosine distance, its metadata."""
-
-    id: str
-    distance: float
-    metadata: dict[str, Any]
-
-    @property
-    def similarity(self) -> float:
-        return 1.0 - self.distance
 
 
 @dataclass(frozen=True, slots=True)

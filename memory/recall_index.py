@@ -38,7 +38,7 @@ from chromadb.utils.embedding_functions import register_embedding_function
 
 from memory.embedding import MODEL_ID, MiniLmEmbedder
 from memory.errors import RecallUnavailable
-from memory.recall import Entry, Hit, Metadata
+from memory.recall_entries import Entry, Hit, Metadata
 
 try:
     import fcntl
