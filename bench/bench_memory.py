@@ -43,7 +43,8 @@ from agents.orchestrator import Orchestrator
 from agents.remember import MemoryRecorder
 from agents.simulation import Outcome, SimulatedDispatcher, simulated_fleet
 from memory import Store
-from memory.recall_entries import PATTERNS, REQUESTS, TaskRecall, pattern_entries, request_entry
+from memory.recall import TaskRecall, pattern_entries, request_entry
+from memory.recall_entries import PATTERNS, REQUESTS
 from memory.tree import OpenRequest, TaskTree, UpdateRequest
 from protocol.tasks import TaskAssignment, TaskOutcome
 
