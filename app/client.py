@@ -75,6 +75,13 @@ from app.control.messages import (
     HistoryEntry,
     HistoryList,
     HistoryRequest,
+    MemoryForgetRequest,
+    MemoryForgotten,
+    MemoryHit,
+    MemoryHits,
+    MemorySearchRequest,
+    MemoryShowRequest,
+    MemoryTree,
     PendingApprovalInfo,
     Pinned,
     PinRequest,
@@ -575,6 +582,21 @@ class Orrery:
             lambda i: ConstellationRequest(id=i, constellation=constellation_id), Snapshot
         )
 
+    async def memory_search(self, text: str, limit: int = 5) -> list[MemoryHit]:
+        """As `OrreryApi.memory_search`: the server's memory."""
+        reply = await self._call(
+            lambda i: MemorySearchRequest(id=i, text=text, limit=limit), MemoryHits
+        )
+        return reply.hits
+
+    async def memory_show(self, request_id: str) -> MemoryTree:
+        return await self._call(lambda i: MemoryShowRequest(id=i, request=request_id), MemoryTree)
+
+    async def memory_forget(self, request_id: str) -> MemoryForgotten:
+        return await self._call(
+            lambda i: MemoryForgetRequest(id=i, request=request_id), MemoryForgotten
+        )
+
     async def events(
         self,
         constellation_id: str | None = None,
@@ -724,6 +746,15 @@ class SyncOrrery:
 
     def constellation(self, constellation_id: str) -> Snapshot:
         return self._do(self._client.constellation(constellation_id))
+
+    def memory_search(self, text: str, limit: int = 5) -> list[MemoryHit]:
+        return self._do(self._client.memory_search(text, limit))
+
+    def memory_show(self, request_id: str) -> MemoryTree:
+        return self._do(self._client.memory_show(request_id))
+
+    def memory_forget(self, request_id: str) -> MemoryForgotten:
+        return self._do(self._client.memory_forget(request_id))
 
 
 class SyncRun:

@@ -32,6 +32,9 @@ from agents.events import ConstellationFinished, Event
 from app.control.messages import (
     DeviceEntry,
     HistoryEntry,
+    MemoryForgotten,
+    MemoryHit,
+    MemoryTree,
     PendingApprovalInfo,
     Snapshot,
 )
@@ -135,6 +138,21 @@ class OrreryApi(Protocol):
         `constellation.finished`; `RunInterrupted` if its record ends without one), or,
         without an id, of the whole fleet (of `types` only, if given) until the caller
         stops iterating."""
+        ...
+
+    async def memory_search(self, text: str, limit: int = 5) -> list[MemoryHit]:
+        """Remembered requests nearest in meaning to `text`, nearest first, with their
+        outcome and plan. `RequestRejected` with code `memory_unavailable` when recall
+        cannot be used there."""
+        ...
+
+    async def memory_show(self, request_id: str) -> MemoryTree:
+        """One remembered request's tree (`request_id`: its id, a unique prefix, or the id
+        of a constellation that ran for it); `RequestRejected` `unknown_memory` if none."""
+        ...
+
+    async def memory_forget(self, request_id: str) -> MemoryForgotten:
+        """Never recall this request again (its record stays); `unknown_memory` if none."""
         ...
 
 

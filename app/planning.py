@@ -5,6 +5,13 @@
 settings. `plan` turns a request into a constellation for the devices connected now;
 `review_runs` gives each such constellation, once submitted, a `PlanReviewer` that edits
 it by the edit policy while it runs.
+
+With a task memory, `plan` first recalls the nearest past requests
+(`agents.planner.recall`): the plan that succeeded for the same request is run again,
+adapted to the devices connected now, without asking the model; otherwise the plans
+that succeeded for similar requests are the model's worked examples (the bundled ones
+fill up, and remain the only ones while the memory is empty), and a plan that failed
+for a similar request is shown as what not to repeat. The rationale says so.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agents.constellation import Constellation
 from agents.events import ConstellationFinished, ConstellationSubmitted, Event
@@ -20,14 +27,32 @@ from agents.models.manager import LazyModelManager
 from agents.orchestrator import Orchestrator
 from agents.planner.context import PlanningContext
 from agents.planner.planner import Planner
+from agents.planner.recall import (
+    RecalledPlans,
+    memory_rationale,
+    prompt_avoid,
+    prompt_examples,
+    recall_plans,
+    recalled_from,
+    reuse_plan,
+)
 from agents.planner.review import EditPolicy, PlanReviewer
 from app.device_run import device_models
 from app.settings import PlannerSettings, load_planner_settings
 from devices.registry import DeviceInfo
+from memory.recall import Recollection
 
 log = logging.getLogger("orrery.planning")
 
 ToolSchemas = Callable[[], Mapping[str, Mapping[str, Any]]]
+
+
+class PlanMemory(Protocol):
+    """What the planner needs of the task memory (`app.runtime.memory.RuntimeMemory`)."""
+
+    async def recall(self, request: str) -> Sequence[Recollection]: ...
+
+    def note_plan(self, constellation_id: str, request_id: str) -> None: ...
 
 
 class RequestPlanner:
@@ -38,10 +63,13 @@ class RequestPlanner:
         models: LazyModelManager,
         tool_schemas: ToolSchemas,
         settings: PlannerSettings | None = None,
+        *,
+        memory: PlanMemory | None = None,
     ) -> None:
         self.models = models
         self.tool_schemas = tool_schemas
         self.settings = settings or PlannerSettings()
+        self.memory = memory
         self._planner: Planner | None = None
         self._requests: dict[str, str] = {}  # constellation id -> the request it realises
 
@@ -72,17 +100,40 @@ class RequestPlanner:
 
     async def plan(self, request: str, devices: Sequence[DeviceInfo]) -> Constellation:
         """A validated constellation for `request`; `PlanningError` if there is none."""
-        planner = await self.planner()
-        outcome = await planner.create(request, self.context(devices))
-        self._requests[outcome.constellation.id] = request
-        log.info(
-            "c=%s planned in %.1fs (%d attempt(s)): %s",
-            outcome.constellation.id,
-            outcome.seconds,
-            outcome.attempts,
-            outcome.rationale,
-        )
-        return outcome.constellation
+        context = self.context(devices)
+        recalled = await self.recalled(request, context)
+        reused = reuse_plan(request, recalled, context)
+        if reused is not None:
+            constellation = reused[1]
+            log.info("c=%s reused from memory: %s", constellation.id, constellation.rationale)
+        else:
+            planner = await self.planner()
+            outcome = await planner.create(
+                request,
+                context,
+                examples=prompt_examples(request, recalled),
+                avoid=prompt_avoid(recalled),
+            )
+            constellation = outcome.constellation
+            constellation.rationale = memory_rationale(recalled, outcome.rationale)
+            log.info(
+                "c=%s planned in %.1fs (%d attempt(s)): %s",
+                constellation.id,
+                outcome.seconds,
+                outcome.attempts,
+                constellation.rationale,
+            )
+        past = recalled_from(recalled)
+        if past is not None and self.memory is not None:
+            self.memory.note_plan(constellation.id, past)
+        self._requests[constellation.id] = request
+        return constellation
+
+    async def recalled(self, request: str, context: PlanningContext) -> RecalledPlans:
+        """What the memory offers for `request` on this fleet (nothing without one)."""
+        if self.memory is None:
+            return RecalledPlans()
+        return recall_plans(await self.memory.recall(request), context)
 
     def review_runs(
         self, orchestrator: Orchestrator, devices: Callable[[], Sequence[DeviceInfo]]

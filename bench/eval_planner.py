@@ -12,8 +12,16 @@ then a per-category table, and the last line is
 `valid_rate=<x.xx> node_f1=<x.xxx> edge_f1=<x.xxx> median_plan_s=<x.xx> model=<name>
 peak_rss_mib=<n>` (one line; the peak resident memory of the whole run, from getrusage).
 
+`--memory` adds the memory mode, leave-one-out (`agents.planner.eval_memory`): a task
+memory holds every case's expected plan as a past successful run on its fleet, and each
+case is planned again as the runtime plans a request in words, recalling the nearest
+*other* cases (reused when one is the same request, else shown as worked examples). Both
+runs are measured in one go; the last line is then
+`memory_node_f1=<x.xxx> memory_edge_f1=<x.xxx> node_f1=<x.xxx> edge_f1=<x.xxx>
+memory_valid_rate=<x.xx> valid_rate=<x.xx> reused=<n> model=<name>` (on one line).
+
 Usage: python bench/eval_planner.py [--model PATH_OR_NAME] [--limit N] [--category C]
-                                     [--json FILE] [--data-dir DIR]
+                                     [--json FILE] [--data-dir DIR] [--memory]
 """
 
 from __future__ import annotations
@@ -165,6 +173,14 @@ async def run(options: argparse.Namespace) -> int:
             scores.append(score)
             print(case_line(index, len(cases), score, rss_mib()), flush=True)
 
+    memory_scores: list[CaseScore] = []
+    reused = 0
+    if options.memory:
+        async with LlamaBackend(plan.settings) as backend:
+            memory_scores, reused = await evaluate_with_memory(
+                Planner(backend), cases, fleets, by_fleet
+            )
+
     summary = summarise(scores)
     if options.json:
         report: dict[str, Any] = {
@@ -177,8 +193,80 @@ async def run(options: argparse.Namespace) -> int:
         await asyncio.to_thread(Path(options.json).write_text, text, encoding="utf-8")
     print()
     print(summary.table())
-    print(f"{summary.last_line(entry.name)} peak_rss_mib={peak_rss_mib():.0f}")
+    peak = f"peak_rss_mib={peak_rss_mib():.0f}"
+    if options.memory:
+        with_memory = summarise(memory_scores)
+        print()
+        print("with memory (leave-one-out):")
+        print(with_memory.table())
+        print(f"{summary.last_line(entry.name)} {peak}")
+        print(
+            f"memory_node_f1={with_memory.node_f1:.3f} memory_edge_f1={with_memory.edge_f1:.3f} "
+            f"node_f1={summary.node_f1:.3f} edge_f1={summary.edge_f1:.3f} "
+            f"memory_valid_rate={with_memory.valid_rate:.2f} valid_rate={summary.valid_rate:.2f} "
+            f"reused={reused} model={entry.name} {peak}"
+        )
+        return 0
+    print(f"{summary.last_line(entry.name)} {peak}")
     return 0
+
+
+async def evaluate_with_memory(
+    planner: Planner,
+    cases: list[EvalCase],
+    fleets: dict[str, list[EvalDevice]],
+    by_fleet: dict[str, PlanningContext],
+) -> tuple[list[CaseScore], int]:
+    """Every case planned with the memory of all the others (see the module docstring)."""
+    from agents.planner.eval_memory import remember_cases
+    from memory import Store
+    from memory.recall import TaskRecall
+    from memory.tree import TaskTree
+
+    everything = load_cases(default_eval_dir() / "requests.yaml", fleets)
+    scores: list[CaseScore] = []
+    reused = 0
+    with (
+        tempfile.TemporaryDirectory(prefix="orrery-eval-memory-") as home,
+        Store.open_path(Path(home) / "orrery.db") as store,
+    ):
+        tree = TaskTree(store)
+        remember_cases(tree, everything, fleets, default_tools().schemas())
+        recall = TaskRecall(tree, Path(home) / "recall")
+        try:
+            recall.catch_up()
+            print(f"memory: {tree.count_requests()} remembered requests", flush=True)
+            for index, case in enumerate(cases, start=1):
+                score, was_reused = await evaluate_one_with_memory(
+                    planner, case, by_fleet[case.fleet], recall
+                )
+                reused += int(was_reused)
+                scores.append(score)
+                how = " (reused)" if was_reused else ""
+                print(f"memory {case_line(index, len(cases), score)}{how}", flush=True)
+        finally:
+            recall.close()
+    return scores, reused
+
+
+async def evaluate_one_with_memory(
+    planner: Planner, case: EvalCase, context: PlanningContext, recall: Any
+) -> tuple[CaseScore, bool]:
+    """One case planned with memory: its score, and whether a remembered plan was reused."""
+    from agents.planner.eval_memory import plan_case
+
+    started = time.perf_counter()
+    try:
+        planned = await plan_case(planner, case, context, recall)
+    except PlanRejected as exc:
+        error = exc.reasons[-1] if exc.reasons else str(exc)
+        failed = failed_case_score(
+            case, error, seconds=time.perf_counter() - started, attempts=len(exc.reasons)
+        )
+        return failed, False
+    assert planned.spec is not None
+    score = case_score(case, planned.spec, seconds=planned.seconds, attempts=planned.attempts)
+    return score, planned.reused
 
 
 def main() -> None:
@@ -194,6 +282,11 @@ def main() -> None:
         help="plan without the worked examples of resources/planner/examples.yaml",
     )
     parser.add_argument("--json", help="write per-case results (and the summary) to this file")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="also plan every case with the task memory of the other cases (leave-one-out)",
+    )
     parser.add_argument(
         "--data-dir", help="where models and caches live (default: $ORRERY_HOME or a temp dir)"
     )

@@ -11,7 +11,9 @@ from memory.errors import (
     StoreError,
     StoreInvalidData,
     StoreLocked,
+    StoreReadOnly,
     StoreVersionTooNew,
+    UnknownMemory,
 )
 from memory.store import (
     DEVICE_OFFLINE,
@@ -38,5 +40,7 @@ __all__ = [
     "StoreError",
     "StoreInvalidData",
     "StoreLocked",
+    "StoreReadOnly",
     "StoreVersionTooNew",
+    "UnknownMemory",
 ]

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-from memory.errors import StoreCorrupt, StoreError, StoreLocked
+from memory.errors import StoreCorrupt, StoreError, StoreLocked, StoreReadOnly
 
 log = logging.getLogger("orrery.memory")
 T = TypeVar("T")
@@ -39,10 +39,13 @@ WRITE: dict[str, Any] = {_BEGIN_OPTION: "IMMEDIATE"}
 # Primary SQLite result codes (https://sqlite.org/rescode.html).
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+_SQLITE_READONLY = 8
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
+_SQLITE_CANTOPEN = 14
 _LOCKED_TEXT = ("database is locked", "database table is locked", "database schema is locked")
 _CORRUPT_TEXT = ("file is not a database", "database disk image is malformed")
+_READONLY_TEXT = ("readonly database", "read-only database")
 
 
 def is_sqlite(url: URL) -> bool:
@@ -204,6 +207,12 @@ def translate(error: BaseException | None, location: str, *, busy_timeout_ms: in
     primary = code & 0xFF if isinstance(code, int) else None
     if primary in (_SQLITE_BUSY, _SQLITE_LOCKED) or any(t in lowered for t in _LOCKED_TEXT):
         return StoreLocked(location, waited_ms=busy_timeout_ms)
+    if primary == _SQLITE_READONLY or any(t in lowered for t in _READONLY_TEXT):
+        return StoreReadOnly(location, detail=text)
+    if primary == _SQLITE_CANTOPEN or "unable to open database file" in lowered:
+        folder = Path(location).parent
+        if folder.is_dir() and not os.access(folder, os.W_OK):  # SQLite's -wal and -shm
+            return StoreReadOnly(location, detail=f"{text}: {folder} cannot be written")
     if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or any(t in lowered for t in _CORRUPT_TEXT):
         return StoreCorrupt(location, detail=text)
     return StoreError(f"database {location}: {text}", location=location)

@@ -2,10 +2,13 @@
 
 StoreError                 base: the store could not do what was asked
 ├── StoreLocked            another process holds the database lock beyond the busy timeout
+├── StoreReadOnly          the database (or its directory) cannot be written
 ├── StoreCorrupt           the file is not an SQLite database, or it is malformed
 ├── StoreVersionTooNew     the schema revision in the database is unknown to this code
 ├── StoreInvalidData       a value cannot be stored (not a dict, not JSON-serialisable, NaN)
-└── StoreClosed            the store was used after `close()`
+├── StoreClosed            the store was used after `close()`
+├── UnknownMemory          the task memory has no request by that id (or several match a prefix)
+└── RecallUnavailable      the recall index (DATA_DIR/recall) cannot be opened or used
 
 Driver errors (SQLAlchemy's `DBAPIError`, `sqlite3.Error`) never escape the store: they are
 mapped to the classes above, or to a plain `StoreError` that keeps the driver's message.
@@ -34,6 +37,19 @@ class StoreLocked(StoreError):
             location=location,
         )
         self.waited_ms = waited_ms
+
+
+class StoreReadOnly(StoreError):
+    """SQLite refused to write: the file, its -wal/-shm files or its directory is read-only."""
+
+    def __init__(self, location: str, *, detail: str) -> None:
+        super().__init__(
+            f"database {location} is read-only ({detail}); Orrery writes to its data "
+            "directory: make it and its files writable, or give Orrery another --data-dir "
+            "(or ORRERY_HOME)",
+            location=location,
+        )
+        self.detail = detail
 
 
 class StoreCorrupt(StoreError):
@@ -75,3 +91,16 @@ class StoreClosed(StoreError):
             f"the store for {location} is closed; open a new one with Store.open()",
             location=location,
         )
+
+
+class UnknownMemory(StoreError):
+    """No remembered request has this id (or unique id prefix, or constellation id)."""
+
+    def __init__(self, wanted: str, message: str) -> None:
+        super().__init__(message)
+        self.wanted = wanted
+
+
+class RecallUnavailable(StoreError):
+    """The recall index (ChromaDB in DATA_DIR/recall, with the local embedding model)
+    cannot be opened or used; the message says what is missing and what to do."""

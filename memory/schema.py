@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Float,
     ForeignKey,
     Index,
@@ -118,3 +119,95 @@ class ResultRecord(Base):
     received_at: Mapped[float] = mapped_column(Float, nullable=False)  # unix time, seconds
 
     __table_args__ = (PrimaryKeyConstraint("constellation_id", "star_id", "attempt"),)
+
+
+class MemoryNodeRecord(Base):
+    """One node of the task memory tree: a request, a constellation, a star or an attempt.
+
+    `id` is stable (derived from the constellation, star and attempt it stands for, see
+    `memory.tree`), `parent_id` its parent (none for a request), `request_id` the request
+    at its root. `inputs` and `output` are JSON objects; `output` holds only bounded
+    summaries, never raw device text. `revision` counts the node's revisions (1 when
+    created); `stale` marks a node downstream of a revised one.
+    """
+
+    __tablename__ = "memory_nodes"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    kind: Mapped[str] = mapped_column(String, nullable=False)
+    parent_id: Mapped[str | None] = mapped_column(
+        String, ForeignKey("memory_nodes.id", ondelete="CASCADE"), nullable=True
+    )
+    request_id: Mapped[str] = mapped_column(String, nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(String, nullable=False)
+    inputs: Mapped[str] = mapped_column(Text, nullable=False)  # JSON object
+    output: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON object
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)  # unix time, seconds
+    updated_at: Mapped[float] = mapped_column(Float, nullable=False)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    revision: Mapped[int] = mapped_column(Integer, nullable=False)
+    stale: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+    __table_args__ = (Index(None, "request_id"), Index(None, "parent_id"))
+
+
+class MemoryRevisionRecord(Base):
+    """One revision of a memory node: what changed (`kind`: created, edited, stale,
+    finished), when, and a bounded JSON `detail`."""
+
+    __tablename__ = "memory_revisions"
+
+    id: Mapped[int] = mapped_column(BigIntegerId, primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(
+        String, ForeignKey("memory_nodes.id", ondelete="CASCADE"), nullable=False
+    )
+    revision: Mapped[int] = mapped_column(Integer, nullable=False)
+    ts: Mapped[float] = mapped_column(Float, nullable=False)  # unix time, seconds
+    kind: Mapped[str] = mapped_column(String, nullable=False)
+    detail: Mapped[str] = mapped_column(Text, nullable=False)  # JSON object
+
+    __table_args__ = (UniqueConstraint("node_id", "revision"),)
+
+
+class MemoryRequestRecord(Base):
+    """The consolidated memory of one request: what was asked (`text`; for a plan file,
+    its name and description), its status, the constellation that ran last, and after
+    it finished a compact JSON `summary` (the plan that finally ran, the outcome, what
+    failed and how it was repaired, the fleet it ran on). `indexed` says it is in the
+    recall index; `forgotten` that it must not be recalled."""
+
+    __tablename__ = "memory_requests"
+
+    id: Mapped[str] = mapped_column(
+        String, ForeignKey("memory_nodes.id", ondelete="CASCADE"), primary_key=True
+    )
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    source: Mapped[str] = mapped_column(String, nullable=False)
+    status: Mapped[str] = mapped_column(String, nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    constellation_id: Mapped[str | None] = mapped_column(String, nullable=True)
+    summary: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON object
+    indexed: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    forgotten: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+    __table_args__ = (Index(None, "created_at"), Index(None, "indexed", "forgotten"))
+
+
+class ToolDurationRecord(Base):
+    """How long one tool took on one device, over the attempts that succeeded: their
+    count, total, an exponentially weighted mean (recent runs count more) and the last."""
+
+    __tablename__ = "tool_durations"
+
+    tool: Mapped[str] = mapped_column(String, nullable=False)
+    device: Mapped[str] = mapped_column(String, nullable=False)
+    count: Mapped[int] = mapped_column(Integer, nullable=False)
+    total_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    mean_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    last_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    updated_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+    __table_args__ = (PrimaryKeyConstraint("tool", "device"),)

@@ -267,7 +267,7 @@ class Store:
         set on every save. With `finished=True`, `finished_at` is set unless it already is (the
         first finish time is kept); with `finished=False` it is cleared.
         """
-        document = _dump(snapshot, f"snapshot of constellation {id!r}")
+        document = dump_object(snapshot, f"snapshot of constellation {id!r}")
         now = self._clock()
         with self._write() as connection:
             insert = self._insert(ConstellationRecord).values(
@@ -503,7 +503,7 @@ class Store:
             raise StoreInvalidData(f"{what}: attempt must be an integer >= 1")
         _check_text(device, f"{what}: device")
         _check_text(status, f"{what}: status")
-        document = _dump(payload, what)
+        document = dump_object(payload, what)
         now = self._clock()
         with self._write() as connection:
             inserted = connection.execute(
@@ -544,6 +544,28 @@ class Store:
         with self._read() as connection:
             rows = connection.execute(query).all()
         return [self._result_row(*row) for row in rows]
+
+    # -- for the package's other modules (memory.tree) ------------------------------------------
+
+    def reading(self) -> contextlib.AbstractContextManager[Connection]:
+        """A connection to read with (errors translated to `StoreError`)."""
+        return self._read()
+
+    def writing(self) -> contextlib.AbstractContextManager[Connection]:
+        """A connection in a write transaction, committed on exit (BEGIN IMMEDIATE on SQLite)."""
+        return self._write()
+
+    def insert(self, model: type[Any]) -> sqlite.Insert | postgresql.Insert:
+        """An INSERT with the dialect's ON CONFLICT clauses."""
+        return self._insert(model)
+
+    def now(self) -> float:
+        """The store's clock (unix seconds)."""
+        return self._clock()
+
+    def load_object(self, text: str, what: str) -> dict[str, Any]:
+        """A stored JSON object; `StoreCorrupt` naming `what` if it is not one."""
+        return self._load(text, what)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -645,7 +667,7 @@ class Store:
         return value
 
 
-def _dump(value: Mapping[str, Any], what: str) -> str:
+def dump_object(value: Mapping[str, Any], what: str) -> str:
     """`value` as compact JSON text; StoreInvalidData if it is not a JSON object's worth."""
     if not isinstance(value, Mapping):
         raise StoreInvalidData(f"{what} must be a dict, not {type(value).__name__}")
@@ -688,5 +710,5 @@ def _event_values(event: EventRecordIn) -> dict[str, Any]:
         "seq": event.seq,
         "type": event.type,
         "ts": event.ts,
-        "payload": _dump(event.payload, what),
+        "payload": dump_object(event.payload, what),
     }

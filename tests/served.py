@@ -20,6 +20,7 @@ from app.endpoint import Endpoint
 from app.runtime import Planner, Runtime, ask_a_person
 from app.runtime.approval_policy import ApprovalPolicy
 from app.runtime.assembly import fleet_tools
+from app.runtime.memory import RuntimeMemory
 from memory import Store
 from protocol.session import ServerConfig
 
@@ -37,6 +38,7 @@ class Served:
         approval_policy: ApprovalPolicy = ask_a_person,
         port: int = 0,
         extra: Iterable[Dispatcher] = (),
+        memory: RuntimeMemory | None = None,
     ) -> None:
         self.store = store
         self.data_dir = data_dir
@@ -52,6 +54,7 @@ class Served:
             planner=planner,
             approval_policy=approval_policy,
             fleet_tools=fleet_tools(),
+            memory=memory,
         )
         self.endpoint = Endpoint(self.runtime, self.aip, token=ensure_token(data_dir), port=port)
 

@@ -110,19 +110,29 @@ class Planner:
         self.examples = examples
 
     async def create(
-        self, request: str, context: PlanningContext, *, name: str | None = None
+        self,
+        request: str,
+        context: PlanningContext,
+        *,
+        name: str | None = None,
+        examples: Sequence[Mapping[str, Any]] | None = None,
+        avoid: Sequence[Mapping[str, Any]] = (),
     ) -> PlanOutcome:
-        """A validated plan for `request`, or `PlanRejected` with each attempt's problem."""
+        """A validated plan for `request`, or `PlanRejected` with each attempt's problem.
+
+        `examples` (`request`, `plan`) replace the planner's own for this call (remembered
+        plans, `agents.planner.recall`); `avoid` are plans that failed before for similar
+        requests (`request`, `plan`, `problem`)."""
         request = request.strip()
         if not request:
             raise PlanRejected("plan", ["the request is empty; say what should be done"])
         if not context.tools:
             raise NoCapableDevice(context.device_names)
-        name = name or _plan_name(request)
+        name = name or plan_name(request)
         started = time.perf_counter()
         (spec, constellation), attempt, problems = await self._until_valid(
             "plan",
-            plan_messages(request, context, self.examples),
+            plan_messages(request, context, self.examples if examples is None else examples, avoid),
             lambda size: plan_schema(context, max_stars=size),
             self.max_stars,
             PLAN_TOKENS,
@@ -285,6 +295,7 @@ def _removal(constellation: Constellation, star_ids: Sequence[str], rationale: s
     return EditBatch(edits=edits, rationale=rationale)
 
 
-def _plan_name(request: str) -> str:
+def plan_name(request: str) -> str:
+    """A constellation's name for a request: its first words, at most 80 characters."""
     first = " ".join(request.split())
     return first if len(first) <= NAME_CHARS else first[: NAME_CHARS - 1] + "…"

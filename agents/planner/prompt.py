@@ -54,11 +54,20 @@ def system_prompt(context: PlanningContext) -> str:
 
 
 def plan_messages(
-    request: str, context: PlanningContext, examples: Sequence[Mapping[str, Any]] | None = None
+    request: str,
+    context: PlanningContext,
+    examples: Sequence[Mapping[str, Any]] | None = None,
+    avoid: Sequence[Mapping[str, Any]] = (),
 ) -> list[ChatMessage]:
-    """The creation prompt: examples (by default the bundled ones most like the request,
-    the most similar last) and the request after the fleet's system prompt."""
+    """The creation prompt: plans that failed before for similar requests (`avoid`: each
+    `request`, `plan` and `problem`), examples (by default the bundled ones most like the
+    request, the most similar last) and the request, after the fleet's system prompt."""
     chosen = select_examples(request, bundled_examples()) if examples is None else examples
+    warned = [
+        f'A plan that failed before for "{past["request"]}" ({past["problem"]}): '
+        f"{json.dumps(past['plan'], separators=(',', ':'))}\nDo not repeat what failed."
+        for past in avoid
+    ]
     shown = [
         f"Example request: {example['request']}\n"
         f"Example plan: {json.dumps(example['plan'], separators=(',', ':'))}"
@@ -66,7 +75,7 @@ def plan_messages(
     ]
     return [
         {"role": "system", "content": system_prompt(context)},
-        {"role": "user", "content": "\n\n".join([*shown, f"Request: {request}"])},
+        {"role": "user", "content": "\n\n".join([*warned, *shown, f"Request: {request}"])},
     ]
 
 

@@ -58,6 +58,8 @@ class ErrorCode(StrEnum):
     NOT_RETRYABLE = "not_retryable"  # retry of a constellation that is still running, or
     # of a star that did not fail
     INTERRUPTED = "interrupted"  # the orchestrator running it stopped before it finished
+    UNKNOWN_MEMORY = "unknown_memory"  # no remembered request by that id
+    MEMORY_UNAVAILABLE = "memory_unavailable"  # the recall index cannot be used here
     INTERNAL = "internal"  # a bug in the server; the message says what failed
 
 
@@ -199,6 +201,32 @@ class ConstellationRequest(_Message):
     constellation: ConstellationId
 
 
+class MemorySearchRequest(_Message):
+    """The remembered requests nearest in meaning to `text` (semantic recall)."""
+
+    type: Literal["memory_search"] = "memory_search"
+    id: RequestId
+    text: str = Field(min_length=1, max_length=MAX_REQUEST_CHARS)
+    limit: int = Field(default=5, ge=1, le=50)
+
+
+class MemoryShowRequest(_Message):
+    """One remembered request's tree: `request` is its id (`r-...`), a unique prefix of
+    it, or the id of a constellation that ran for it."""
+
+    type: Literal["memory_show"] = "memory_show"
+    id: RequestId
+    request: str = Field(min_length=1, max_length=200)
+
+
+class MemoryForgetRequest(_Message):
+    """Take a remembered request out of recall for good (its record stays)."""
+
+    type: Literal["memory_forget"] = "memory_forget"
+    id: RequestId
+    request: str = Field(min_length=1, max_length=200)
+
+
 Request = Annotated[
     AuthRequest
     | SubmitRequest
@@ -213,7 +241,10 @@ Request = Annotated[
     | ApprovalsRequest
     | DevicesRequest
     | HistoryRequest
-    | ConstellationRequest,
+    | ConstellationRequest
+    | MemorySearchRequest
+    | MemoryShowRequest
+    | MemoryForgetRequest,
     Field(discriminator="type"),
 ]
 REQUEST_TYPES: Final = (
@@ -231,6 +262,9 @@ REQUEST_TYPES: Final = (
     "devices",
     "history",
     "constellation",
+    "memory_search",
+    "memory_show",
+    "memory_forget",
 )
 
 
@@ -421,6 +455,92 @@ class Snapshot(_Message):
     finished_at: float | None = None
 
 
+class MemoryHit(_Message):
+    """A remembered request found by meaning: `similarity` (cosine, -1..1), its text and
+    status, when it ran, the constellation that ran last, its final plan in short
+    (`plan`: each star's id, title, tool, device and what it waited for), the outcome in
+    words, how many failures it had and how many of them were repaired, and the devices
+    it ran on."""
+
+    request: str
+    similarity: float
+    text: str
+    status: str
+    source: str
+    created_at: float
+    finished_at: float | None
+    constellation: str | None
+    plan: list[dict[str, Any]] = Field(default_factory=list)
+    outcome: str = ""
+    failures: int = 0
+    repaired: int = 0
+    fleet: list[str] = Field(default_factory=list)
+
+
+class MemoryHits(_Message):
+    type: Literal["memory_hits"] = "memory_hits"
+    id: str
+    hits: list[MemoryHit]
+
+
+class MemoryRevisionInfo(_Message):
+    """One revision of a memory node: `kind` is created, edited, removed, stale or
+    finished; `detail` says what changed (bounded)."""
+
+    revision: int
+    ts: float
+    kind: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class MemoryNodeInfo(_Message):
+    """One node of a request's memory tree (`kind`: request, constellation, star or
+    attempt). `output` is a bounded summary, never raw device text; times are unix
+    seconds; `stale` marks a node downstream of a revised one."""
+
+    id: str
+    kind: str
+    parent: str | None
+    name: str
+    status: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    output: dict[str, Any] | None = None
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    revision: int = 1
+    stale: bool = False
+    revisions: list[MemoryRevisionInfo] = Field(default_factory=list)
+
+
+class MemoryTree(_Message):
+    """One remembered request: its record, its consolidated `summary` (what was asked,
+    the plan that finally ran, the outcome, what failed and how it was repaired, the
+    fleet; null while it runs) and every node under it, parents first."""
+
+    type: Literal["memory_tree"] = "memory_tree"
+    id: str
+    request: str
+    text: str
+    status: str
+    source: str
+    created_at: float
+    finished_at: float | None
+    constellation: str | None
+    forgotten: bool = False
+    summary: dict[str, Any] | None = None
+    nodes: list[MemoryNodeInfo] = Field(default_factory=list)
+
+
+class MemoryForgotten(_Message):
+    """`forgotten` is false when the request had been forgotten already."""
+
+    type: Literal["memory_forgotten"] = "memory_forgotten"
+    id: str
+    request: str
+    forgotten: bool
+
+
 class ErrorReply(_Message):
     """A refused request. `id` is the request's (None if it could not be read), `field`
     the offending field (dotted path, as in `stars.0.tool`) when one is to blame."""
@@ -447,6 +567,9 @@ ServerMessage = Annotated[
     | DeviceList
     | HistoryList
     | Snapshot
+    | MemoryHits
+    | MemoryTree
+    | MemoryForgotten
     | ErrorReply,
     Field(discriminator="type"),
 ]
@@ -582,6 +705,15 @@ __all__ = [
     "HistoryEntry",
     "HistoryList",
     "HistoryRequest",
+    "MemoryForgetRequest",
+    "MemoryForgotten",
+    "MemoryHit",
+    "MemoryHits",
+    "MemoryNodeInfo",
+    "MemoryRevisionInfo",
+    "MemorySearchRequest",
+    "MemoryShowRequest",
+    "MemoryTree",
     "PendingApprovalInfo",
     "PinRequest",
     "Pinned",

@@ -42,6 +42,10 @@ from app.control.messages import (
     EventMessage,
     HistoryList,
     HistoryRequest,
+    MemoryForgetRequest,
+    MemoryHits,
+    MemorySearchRequest,
+    MemoryShowRequest,
     Pinned,
     PinRequest,
     Request,
@@ -318,6 +322,14 @@ class ControlSession:
         if isinstance(request, ConstellationRequest):
             snapshot = await runtime.constellation(request.constellation)
             return snapshot.model_copy(update={"id": rid})
+        if isinstance(request, MemorySearchRequest):
+            return MemoryHits(id=rid, hits=await runtime.memory_search(request.text, request.limit))
+        if isinstance(request, MemoryShowRequest):
+            tree = await runtime.memory_show(request.request)
+            return tree.model_copy(update={"id": rid})
+        if isinstance(request, MemoryForgetRequest):
+            forgotten = await runtime.memory_forget(request.request)
+            return forgotten.model_copy(update={"id": rid})
         assert isinstance(request, AuthRequest)
         return ErrorReply(id=rid, code=ErrorCode.MALFORMED, message="already authenticated")
 

@@ -4,12 +4,13 @@
     async with open_runtime(options) as parts:
         run = await parts.runtime.submit(Path("plan.yaml"))
 
-`open_runtime` opens the store (`DATA_DIR/orrery.db`), makes this machine an in-process
-device (`this_machine`), accepts devices over AIP (`accept_devices`; serve them with
-`app.endpoint.Endpoint`), loads the planner settings (the model itself loads on
-the first request in words) and shares one model manager between the planner and this
-machine's `agent.do`. Every front end (CLI, desktop app, `orrery serve`) builds its
-runtime here, so they all run the same thing.
+`open_runtime` opens the store (`DATA_DIR/orrery.db`) and the task memory (the tree in
+the store; semantic recall in `DATA_DIR/recall`, opened on first use), makes this machine
+an in-process device (`this_machine`), accepts devices over AIP (`accept_devices`; serve
+them with `app.endpoint.Endpoint`), loads the planner settings (the model itself loads on
+the first request in words; the planner recalls past plans from the memory) and shares
+one model manager between the planner and this machine's `agent.do`. Every front end
+(CLI, desktop app, `orrery serve`) builds its runtime here, so they all run the same thing.
 
 Errors: `StoreError` (the database), `ConfigError` (`orrery.toml`), `PolicyError`
 (the device policy file); each message names the file and what to do.
@@ -32,6 +33,7 @@ from agents.models.progress import PrepareProgress
 from app.config import workspace_dir
 from app.runtime.approval_policy import ApprovalPolicy, ask_a_person
 from app.runtime.core import Planner, Runtime
+from app.runtime.memory import RECALL_DIR, RuntimeMemory
 from app.runtime.this_machine import InProcessDevice
 from memory import Store
 from protocol.private import private_dir
@@ -73,6 +75,8 @@ class RuntimeOptions:
     """Told the steps of the first-use preparation of the embedded model (any thread)."""
     edit_policy: str | None = None
     """The planner's edit policy, over `[planner] edit_policy` of orrery.toml."""
+    recall: bool = True
+    """Semantic recall over the task memory (DATA_DIR/recall); the tree is kept anyway."""
 
 
 @dataclass(slots=True)
@@ -126,6 +130,7 @@ async def open_runtime(options: RuntimeOptions) -> AsyncIterator[RuntimeParts]:
             )
             dispatchers.append(aip)
         dispatchers.extend(options.extra_dispatchers)
+        memory = RuntimeMemory(store, data / RECALL_DIR if options.recall else None)
         planner: Planner | None = None
         if options.planner:
             from app.planning import RequestPlanner
@@ -140,14 +145,19 @@ async def open_runtime(options: RuntimeOptions) -> AsyncIterator[RuntimeParts]:
                 settings = type(settings).model_validate(
                     {**settings.model_dump(), "edit_policy": options.edit_policy}
                 )
-            planner = RequestPlanner(models, lambda: merged_tool_schemas(dispatchers), settings)
+            planner = RequestPlanner(
+                models, lambda: merged_tool_schemas(dispatchers), settings, memory=memory
+            )
         runtime = Runtime(
             store,
             dispatchers,
             planner=planner,
             approval_policy=options.approval_policy,
             fleet_tools=fleet_tools() if aip is not None else (),
+            memory=memory,
         )
+        if this_machine is not None or aip is not None:
+            memory.index_if_behind()  # runs other processes recorded while one wrote the index
         try:
             async with runtime:
                 yield RuntimeParts(runtime, store, data, aip, this_machine, models)

@@ -50,11 +50,15 @@ from agents.events import (
 )
 from agents.fleet_dispatcher import FleetDispatcher
 from agents.orchestrator import ConstellationFinishedError, Orchestrator, UnknownConstellation
+from agents.remember import MemoryRecorder
 from app.control.messages import (
     DeviceEntry,
     EditEntry,
     ErrorCode,
     HistoryEntry,
+    MemoryForgotten,
+    MemoryHit,
+    MemoryTree,
     PendingApprovalInfo,
     Snapshot,
 )
@@ -63,8 +67,10 @@ from app.interface import Run, read_submission
 from app.recorder import RunRecorder
 from app.runtime.approval_policy import ApprovalPolicy, ask_a_person
 from app.runtime.journal import EventJournal
+from app.runtime.memory import RuntimeMemory, memory_hit, memory_tree
 from devices.registry import DeviceInfo
-from memory import ConstellationRow, Store, StoreError
+from memory import ConstellationRow, Store, StoreError, UnknownMemory
+from memory.errors import RecallUnavailable
 
 log = logging.getLogger("orrery.runtime")
 
@@ -124,9 +130,12 @@ class Runtime:
         approval_policy: ApprovalPolicy = ask_a_person,
         fleet_tools: Collection[str] = (),
         clock: Clock | None = None,
+        memory: RuntimeMemory | None = None,
     ) -> None:
         """`fleet_tools`: tools a plan may name although no connected device offers them
-        now (those every `orrery device` offers); `planner` None refuses requests in words."""
+        now (those every `orrery device` offers); `planner` None refuses requests in words;
+        `memory` the task memory (by default the tree in `store`, without recall), which
+        the runtime records every run into and closes with itself."""
         self.store = store
         self.epoch = uuid.uuid4().hex[:12]
         self.stream = EventStream()
@@ -136,6 +145,14 @@ class Runtime:
         self.orchestrator = Orchestrator(self.dispatcher, events=self.stream, clock=clock)
         self.recorder = RunRecorder(store, self.orchestrator.constellation)
         self.stream.listen(self.recorder)
+        self.memory = memory or RuntimeMemory(store)
+        self.remembering = MemoryRecorder(
+            self.memory.tree,
+            self.orchestrator.constellation,
+            self.dispatcher.devices,
+            on_consolidated=lambda _request: self.memory.index_soon(),
+        )
+        self.stream.listen(self.remembering)
         self.stream.listen(self._record_device)
         self.stream.listen(self._on_approval_needed)
         self.planner = planner
@@ -187,6 +204,8 @@ class Runtime:
         if self.planner is not None:
             await self.planner.close()
         self.recorder.flush()
+        self.remembering.flush()
+        await self.memory.aclose()
 
     # ---------------------------------------------------------------- submitting
 
@@ -212,6 +231,11 @@ class Runtime:
         else:
             assert given.request is not None
             constellation = await self.plan(given.request)
+            self.remembering.note_request(
+                constellation.id,
+                given.request,
+                recalled=self.memory.planned_from(constellation.id),
+            )
         return self.start_constellation(constellation)
 
     def parse_plan(
@@ -290,7 +314,9 @@ class Runtime:
         )
 
     def start_constellation(self, constellation: Constellation) -> Run:
-        """Run a constellation built elsewhere (a plan file, the planner, a retry)."""
+        """Run a constellation built elsewhere (a plan file, the planner, a retry); stars
+        without an estimate get their tool's remembered run time."""
+        self.memory.fill_estimates(constellation)
         self.orchestrator.submit(constellation)
         log.info(
             "c=%s submitted (%s, %d stars)",
@@ -578,6 +604,33 @@ class Runtime:
             edits=edits,
             **times,
         )
+
+    # ---------------------------------------------------------------- memory
+
+    async def memory_search(self, text: str, limit: int = 5) -> list[MemoryHit]:
+        """As `OrreryApi.memory_search`."""
+        try:
+            found = await self.memory.search(text, limit)
+        except RecallUnavailable as exc:
+            raise RequestRejected.of(ErrorCode.MEMORY_UNAVAILABLE, exc.message) from None
+        return [memory_hit(item) for item in found]
+
+    async def memory_show(self, request_id: str) -> MemoryTree:
+        """As `OrreryApi.memory_show`."""
+        self.remembering.flush()  # what this runtime recorded last is part of it
+        try:
+            return memory_tree(await self.memory.show(request_id))
+        except UnknownMemory as exc:
+            raise RequestRejected.of(ErrorCode.UNKNOWN_MEMORY, exc.message, "request") from None
+
+    async def memory_forget(self, request_id: str) -> MemoryForgotten:
+        """As `OrreryApi.memory_forget`."""
+        try:
+            forgotten_id, was_remembered = await self.memory.forget(request_id)
+        except UnknownMemory as exc:
+            raise RequestRejected.of(ErrorCode.UNKNOWN_MEMORY, exc.message, "request") from None
+        log.info("memory: forgot %s", forgotten_id)
+        return MemoryForgotten(id="", request=forgotten_id, forgotten=was_remembered)
 
     # ---------------------------------------------------------------- streams
 

@@ -44,6 +44,9 @@ def test_every_request_type_parses_with_its_id() -> None:
         "devices": {},
         "history": {"limit": 5},
         "constellation": {"constellation": "c"},
+        "memory_search": {"text": "back up my photos", "limit": 3},
+        "memory_show": {"request": "r-1"},
+        "memory_forget": {"request": "r-1"},
     }
     assert set(samples) == set(REQUEST_TYPES)
     for kind, fields in samples.items():
@@ -92,6 +95,30 @@ def test_server_messages_round_trip() -> None:
         ErrorReply(id=None, code=ErrorCode.MALFORMED, message="m", field="f"),
     ):
         assert parse_server_message(dump(message)) == message
+
+
+def test_memory_requests_check_their_fields() -> None:
+    assert refusal({"type": "memory_search", "id": "1", "text": ""}).field == "text"
+    assert refusal({"type": "memory_search", "id": "1", "text": "x", "limit": 0}).field == "limit"
+    assert refusal({"type": "memory_show", "id": "1"}).field == "request"
+    tree = messages.MemoryTree(
+        id="7",
+        request="r-1",
+        text="t",
+        status="succeeded",
+        source="request",
+        created_at=1.0,
+        finished_at=2.0,
+        constellation="c1",
+        nodes=[
+            messages.MemoryNodeInfo(
+                id="c-c1", kind="constellation", parent="r-1", name="n", status="ok",
+                created_at=1.0,
+                revisions=[messages.MemoryRevisionInfo(revision=2, ts=1.5, kind="edited")],
+            )
+        ],
+    )  # fmt: skip
+    assert parse_server_message(dump(tree)) == tree
 
 
 def test_the_public_names_are_pinned() -> None:

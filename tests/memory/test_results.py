@@ -16,7 +16,7 @@ import pytest
 from alembic import command
 
 from memory import ResultRow, Store, StoreClosed, StoreInvalidData
-from memory.migrate import alembic_config, head_revision
+from memory.migrate import alembic_config, head_revision, known_revisions
 
 if TYPE_CHECKING:
     from conftest import ManualClock
@@ -319,13 +319,13 @@ def file_at_0001(db_path: Path) -> Path:
     return db_path
 
 
-def test_head_is_0002() -> None:
-    assert head_revision() == "0002"
+def test_0002_follows_0001() -> None:
+    assert {"0001", "0002"} <= known_revisions()  # the head itself: test_migration_0003.py
 
 
 def test_opening_a_0001_file_migrates_it_and_keeps_its_data(file_at_0001: Path) -> None:
     with Store.open_path(file_at_0001) as store:
-        assert revisions(file_at_0001) == ["0002"]
+        assert revisions(file_at_0001) == [head_revision()]
         row = store.constellation("old")
         assert row is not None
         assert (row.name, row.status, row.version, row.snapshot) == (
@@ -362,7 +362,7 @@ def test_downgrading_to_0001_drops_the_new_tables_and_keeps_the_rest(file_at_000
     assert revisions(file_at_0001) == ["0001"]
     assert tables(file_at_0001) == {"alembic_version", "constellations", "events"}
     with Store.open_path(file_at_0001) as store:  # and upgrading again starts them empty
-        assert revisions(file_at_0001) == ["0002"]
+        assert revisions(file_at_0001) == [head_revision()]
         assert store.devices() == []
         assert store.results("old") == []
         assert len(store.events("old")) == 2

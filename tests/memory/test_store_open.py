@@ -18,6 +18,7 @@ from memory import (
     StoreCorrupt,
     StoreError,
     StoreLocked,
+    StoreReadOnly,
     StoreVersionTooNew,
 )
 from memory.engine import create_store_engine
@@ -249,3 +250,18 @@ def test_writing_while_another_process_holds_the_lock_gives_store_locked(db_path
         row = store.constellation("c1")
         assert row is not None
         assert row.status == "failed"
+
+
+def test_writing_a_read_only_database_gives_store_read_only(db_path: Path) -> None:
+    with Store.open_path(db_path) as store:
+        store.save_constellation("c1", name="n", status="running", version=1, snapshot={})
+    with Store.open(f"sqlite:///file:{db_path}?mode=ro&uri=true") as store:
+        row = store.constellation("c1")  # reading still works
+        assert row is not None
+        with pytest.raises(StoreReadOnly) as caught:
+            store.save_constellation("c1", name="n", status="failed", version=2, snapshot={})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "read-only" in message
+    assert "--data-dir" in message
+    assert isinstance(caught.value, StoreError)
