@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.control.messages import DeviceEntry
+from app.gui.safe_text import plain, tooltip
 
 COLUMNS = ("device", "state", "platform", "labels", "load", "heartbeat", "GPU", "running")
 STATE_MARKS = {"online": "● online", "busy": "◐ busy", "offline": "○ offline", "lost": "✕ lost"}
@@ -91,10 +92,10 @@ class DevicesPanel(QWidget):
                 ", ".join(device.running) or "-",
             )
             for column, value in enumerate(values):
-                item = QTableWidgetItem(value)
+                item = QTableWidgetItem(plain(value))
                 item.setData(Qt.ItemDataRole.UserRole, device.name)
                 if column == 7 and device.running:
-                    item.setToolTip("\n".join(device.running))
+                    item.setToolTip(tooltip("\n".join(device.running)))
                 self.table.setItem(row, column, item)
 
     def names(self, *, connected: bool = True) -> list[str]:

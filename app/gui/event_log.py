@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from agents.events import Event, event_to_dict
+from app.gui.safe_text import markup, plain
 from app.run_stats import run_stats
 
 KEEP = 5000  # lines kept; older ones drop off the top
@@ -88,7 +89,7 @@ def describe(event: Event) -> LogLine:
         or (kind == "constellation.finished" and data.get("status") != "succeeded")
     )
     stamp = time.strftime("%H:%M:%S")
-    return LogLine(f"{stamp}  {kind:<22} {detail}", kind, device, star, problem)
+    return LogLine(plain(f"{stamp}  {kind:<22} {detail}"), kind, device, star, problem)
 
 
 class EventLog(QWidget):
@@ -171,4 +172,4 @@ class RunHeader(QLabel):
         self, name: str, status: str, snapshot: Mapping[str, Any], now: float | None
     ) -> None:
         stats = run_stats(snapshot, now)
-        self.setText(f"<b>{name}</b> — {status} — {stats.line()}")
+        self.setText(f"<b>{markup(name)}</b> — {markup(status)} — {markup(stats.line())}")

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from agents.constellation.references import UnresolvedReference, resolve_references
 from agents.events import Event, StarProgress
+from app.gui.safe_text import markup, plain, plain_label
 
 STREAM_LINES = 2000  # lines of streamed output kept per star
 
@@ -33,10 +34,10 @@ class StarInspector(QWidget):
         self._streams: dict[str, list[str]] = {}
         self.title = QLabel("Select a star in the constellation", self)
         self.title.setWordWrap(True)
-        self.tool = QLabel("-", self)
-        self.device = QLabel("-", self)
-        self.status = QLabel("-", self)
-        self.rationale = QLabel("", self)
+        self.tool = plain_label(QLabel("-", self))
+        self.device = plain_label(QLabel("-", self))
+        self.status = plain_label(QLabel("-", self))
+        self.rationale = plain_label(QLabel("", self))
         self.rationale.setWordWrap(True)
         form = QFormLayout()
         form.addRow("tool", self.tool)
@@ -72,7 +73,7 @@ class StarInspector(QWidget):
         if snapshot.get("id") != self._snapshot.get("id"):
             self._streams.clear()
         self._snapshot = snapshot
-        self.rationale.setText(str(snapshot.get("rationale") or "-"))
+        self.rationale.setText(plain(snapshot.get("rationale") or "-"))
         self._render()
 
     def show_star(self, star_id: str | None) -> None:
@@ -85,7 +86,7 @@ class StarInspector(QWidget):
             lines.append(event.message)
             del lines[:-STREAM_LINES]
             if event.star_id == self.star_id:
-                self.stream.appendPlainText(event.message)
+                self.stream.appendPlainText(plain(event.message))
 
     def _render(self) -> None:
         stars: Mapping[str, Any] = self._snapshot.get("stars") or {}
@@ -99,13 +100,13 @@ class StarInspector(QWidget):
             self.attempts.setRowCount(0)
             return
         title = star.get("title") or ""
-        self.title.setText(f"<b>{self.star_id}</b> {title}")
-        self.tool.setText(str(star.get("tool") or "agent.do"))
+        self.title.setText(f"<b>{markup(self.star_id)}</b> {markup(title)}")
+        self.tool.setText(plain(star.get("tool") or "agent.do"))
         attempts = star.get("attempts") or []
-        self.device.setText(str(attempts[-1].get("device")) if attempts else "not started")
+        self.device.setText(plain(attempts[-1].get("device")) if attempts else "not started")
         note = star.get("error") or star.get("skip_reason") or ""
-        self.status.setText(f"{star.get('status')}{': ' + str(note) if note else ''}")
-        self.args.setPlainText(_pretty(_resolved(star, stars)))
+        self.status.setText(plain(f"{star.get('status')}{': ' + str(note) if note else ''}"))
+        self.args.setPlainText(plain(_pretty(_resolved(star, stars))))
         self.attempts.setRowCount(len(attempts))
         for row, attempt in enumerate(attempts):
             started, finished = attempt.get("started_at"), attempt.get("finished_at")
@@ -113,10 +114,10 @@ class StarInspector(QWidget):
             values = (attempt.get("number"), attempt.get("device"), attempt.get("status"),
                       seconds, attempt.get("error") or "")  # fmt: skip
             for column, value in enumerate(values):
-                self.attempts.setItem(row, column, QTableWidgetItem(str(value)))
-        self.stream.setPlainText("\n".join(self._streams.get(str(self.star_id), [])))
+                self.attempts.setItem(row, column, QTableWidgetItem(plain(value)))
+        self.stream.setPlainText(plain("\n".join(self._streams.get(str(self.star_id), []))))
         output = star.get("output")
-        self.result.setPlainText("" if output is None else _pretty(output))
+        self.result.setPlainText("" if output is None else plain(_pretty(output)))
 
 
 def _resolved(star: Mapping[str, Any], stars: Mapping[str, Any]) -> Any:

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.control.messages import HistoryEntry, PendingApprovalInfo
+from app.gui.safe_text import plain, tooltip
 
 
 class ApprovalsInbox(QWidget):
@@ -56,11 +57,13 @@ class ApprovalsInbox(QWidget):
         self.list.clear()
         for item in approvals:
             line = QListWidgetItem(
-                f"{item.device} asks: {item.summary}  — star {item.star} "
-                f"(attempt {item.attempt}) of {item.constellation}"
+                plain(
+                    f"{item.device} asks: {item.summary}  — star {item.star} "
+                    f"(attempt {item.attempt}) of {item.constellation}"
+                )
             )
             line.setData(Qt.ItemDataRole.UserRole, item.request)
-            line.setToolTip(f"request {item.request}, tool {item.tool}")
+            line.setToolTip(tooltip(f"request {item.request}, tool {item.tool}"))
             self.list.addItem(line)
             if item.request == selected:
                 self.list.setCurrentItem(line)
@@ -117,11 +120,11 @@ class HistoryPanel(QWidget):
         for entry in entries:
             when = dt.datetime.fromtimestamp(entry.created_at).strftime("%Y-%m-%d %H:%M")
             line = QListWidgetItem(
-                f"{when}  {entry.status:<9}  {entry.name} ({entry.stars} stars)  {entry.id}"
+                plain(f"{when}  {entry.status:<9}  {entry.name} ({entry.stars} stars)  {entry.id}")
             )
             line.setData(Qt.ItemDataRole.UserRole, entry.id)
             if entry.reason:
-                line.setToolTip(entry.reason)
+                line.setToolTip(tooltip(entry.reason))
             self.list.addItem(line)
             if entry.id == keep:
                 self.list.setCurrentItem(line)

@@ -14,6 +14,8 @@ from PySide6.QtCore import QRectF, Qt, QTimer
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import QGraphicsScene, QGraphicsView, QWidget
 
+from app.gui.safe_text import plain, tooltip
+
 LANE = 26
 LABEL_W = 120
 PX_PER_S = 40.0
@@ -68,7 +70,7 @@ class Timeline(QGraphicsView):
         palette = self.palette()
         text_color = palette.text().color()
         for name, index in lane_of.items():
-            label = scene.addText(name, font)
+            label = scene.addText(plain(name), font)
             label.setDefaultTextColor(text_color)
             label.setPos(2, index * LANE + 2)
             scene.addLine(LABEL_W, (index + 1) * LANE, LABEL_W + 2000, (index + 1) * LANE,
@@ -84,12 +86,14 @@ class Timeline(QGraphicsView):
             color = ATTEMPT_COLORS.get(status, QColor(150, 150, 150))
             bar = scene.addRect(rect, QPen(color.darker(130)), QBrush(color))
             bar.setToolTip(
-                f"{star_id} attempt {attempt.get('number')} on {attempt.get('device')}: "
-                f"{status}, {end - start:.2f}s"
-                + (f"\n{attempt.get('error')}" if attempt.get("error") else "")
+                tooltip(
+                    f"{star_id} attempt {attempt.get('number')} on {attempt.get('device')}: "
+                    f"{status}, {end - start:.2f}s"
+                    + (f"\n{attempt.get('error')}" if attempt.get("error") else "")
+                )
             )
             if rect.width() > 30:
-                text = scene.addText(star_id, font)
+                text = scene.addText(plain(star_id), font)
                 text.setDefaultTextColor(QColor(255, 255, 255))
                 text.setPos(rect.left() + 2, rect.top() - 3)
 

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from app.gui.constellation.layout import LayoutMetrics
 from app.gui.constellation.style import LIGHT, Theme, device_colour, paint_icon
 from app.gui.constellation.view_model import LineView, StarState, StarView
+from app.gui.safe_text import plain, tooltip
 
 STAR_Z = 10.0
 LINE_Z = 0.0
@@ -94,11 +95,11 @@ class StarItem(QGraphicsObject):
         badge = star.badge
         title_room = room - (look.badge_metrics.horizontalAdvance(badge) + 12 if badge else 0)
         elide = Qt.TextElideMode.ElideRight
-        self._title = look.title_metrics.elidedText(star.title or star.id, elide, title_room)
+        self._title = look.title_metrics.elidedText(plain(star.title or star.id), elide, title_room)
         where = f"{star.tool} · {star.device}" if star.device else star.tool
-        self._where = look.small_metrics.elidedText(where, elide, room)
-        self._detail = look.small_metrics.elidedText(star.detail, elide, room)
-        self.setToolTip(star.tooltip())
+        self._where = look.small_metrics.elidedText(plain(where), elide, room)
+        self._detail = look.small_metrics.elidedText(plain(star.detail), elide, room)
+        self.setToolTip(tooltip(star.tooltip()))
         self.update()
 
     def boundingRect(self) -> QRectF:
@@ -213,7 +214,7 @@ class LineItem(QGraphicsPathItem):
 
     def set_line(self, line: LineView) -> None:
         self.line = line
-        self.setToolTip(line.tooltip())
+        self.setToolTip(tooltip(line.tooltip()))
         self.update()
 
     def detach(self) -> None:
