@@ -74,3 +74,12 @@ def big(n: int, seed: int = 1) -> dict[str, Any]:
     for a, b in edges:
         after[b].append(a)
     return constellation({s: {"after": after[s]} for s in ids}, cid=f"big-{n}")
+
+
+def shown(tooltip: str) -> str:
+    """A tooltip's text as a person reads it (tooltips are escaped rich text)."""
+    from PySide6.QtGui import QTextDocument
+
+    document = QTextDocument()
+    document.setHtml(tooltip)
+    return document.toPlainText().replace("\xa0", " ")

@@ -15,7 +15,7 @@ from agents.events import StarProgress
 from app.gui.constellation.view import ConstellationView
 from app.gui.inspector import StarInspector
 from app.gui.safe_text import markup, plain, tooltip
-from tests.app.gui.samples import CID, attempt, constellation
+from tests.app.gui.samples import CID, attempt, constellation, shown
 
 HOSTILE = (
     '<a href="http://evil.example">click</a><img src="x"> \x1b[2J\x1b]52;c;aGk=\x07 \u202eevil'
@@ -80,4 +80,5 @@ def test_the_constellation_view_escapes_titles_and_tooltips(qtbot: QtBot) -> Non
     assert "<a href" not in item.toolTip()
     assert "click&lt;/a&gt;" in item.toolTip()
     assert "\x1b" not in item.toolTip()
+    assert '<a href="http://evil.example">click</a>' in shown(item.toolTip())  # as written
     assert "\x1b" not in item._title

@@ -23,7 +23,7 @@ from app.gui.constellation.items import StarItem
 from app.gui.constellation.style import icon_path, paint_icon
 from app.gui.constellation.view import ZOOM_STEP, ConstellationView
 from app.gui.constellation.view_model import StarState
-from tests.app.gui.samples import CID, big, constellation, release
+from tests.app.gui.samples import CID, big, constellation, release, shown
 
 
 @pytest.fixture
@@ -153,9 +153,9 @@ def test_retry_and_approval_show_on_the_item(view: ConstellationView, qtbot: QtB
     assert test is not None
     assert build is not None
     assert test.star.state is StarState.RETRYING
-    assert "flaky" in test.toolTip()
+    assert "flaky" in shown(test.toolTip())
     assert build.star.state is StarState.APPROVAL
-    assert "approval" in build.toolTip()
+    assert "approval" in shown(build.toolTip())
 
 
 def test_the_condition_lines_tooltip_shows_its_predicate(
@@ -165,7 +165,7 @@ def test_the_condition_lines_tooltip_shows_its_predicate(
     view.set_zoom(1.0)
     line = view.constellation_scene.line_item("test", "tidy")
     assert line is not None
-    assert "output.returncode = 0" in line.toolTip()
+    assert "output.returncode = 0" in shown(line.toolTip())
     # Hovering the middle of the line asks the scene for that tooltip.
     middle = line.path().pointAtPercent(0.5)
     view.centerOn(middle)
@@ -173,7 +173,7 @@ def test_the_condition_lines_tooltip_shows_its_predicate(
     assert line in view.items(at)
     event = QHelpEvent(QEvent.Type.ToolTip, at, view.viewport().mapToGlobal(at))
     QApplication.sendEvent(view.viewport(), event)
-    qtbot.waitUntil(lambda: "output.returncode = 0" in QToolTip.text(), timeout=2000)
+    qtbot.waitUntil(lambda: "output.returncode = 0" in shown(QToolTip.text()), timeout=2000)
     QToolTip.hideText()
 
 
@@ -309,7 +309,7 @@ def test_a_retry_of_the_shown_constellation_keeps_the_places(
     bench = scene.star_item("bench")
     assert bench is not None
     assert bench.star.state is StarState.WAITING
-    assert "waiting" in bench.toolTip()  # its texts were laid out again
+    assert "waiting" in shown(bench.toolTip())  # its texts were laid out again
 
 
 def test_another_constellation_is_drawn_afresh(view: ConstellationView) -> None:
