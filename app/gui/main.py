@@ -25,6 +25,7 @@ from PySide6.QtWidgets import QApplication
 
 from app.config import data_dir
 from app.exit_codes import EXIT_BAD_INPUT, EXIT_OK
+from app.gui.collector import MainThreadCollector
 from app.gui.connection import Connection, PreparationRelay, connect
 
 log = logging.getLogger("orrery.gui")
@@ -96,6 +97,8 @@ async def run_app(options: argparse.Namespace, *, demo: bool = False) -> int:
         session.start()
         stop_on_signals(window)
         gc.freeze()  # what startup made lives on: full collections stop walking it
+        collector = MainThreadCollector()  # Qt objects are freed on the UI thread only
+        collector.start()
         demo_task = None
         if demo:
             from app.gui.demo import run_demo
@@ -109,6 +112,7 @@ async def run_app(options: argparse.Namespace, *, demo: bool = False) -> int:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await demo_task
             await session.stop()
+            collector.stop()
     return EXIT_OK
 
 

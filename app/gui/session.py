@@ -76,6 +76,7 @@ class GuiSession(QObject):
         self._fleet = self._spawn(self._follow_fleet())
 
     async def stop(self) -> None:
+        self._refresh.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

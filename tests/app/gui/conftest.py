@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -10,6 +11,23 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(autouse=True)
+def free_qt_objects_on_this_thread(qapp: Any) -> Iterator[None]:
+    """After each test, what it left in reference cycles is freed here, on the UI thread.
+
+    Left to Python's collector, a cycle holding a Qt object (a window, a session and its
+    timers) could be freed in a later test's worker thread, leaving its timers registered
+    with this thread: the next `processEvents` then crashes (app/gui/collector.py)."""
+    yield
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    for widget in qapp.topLevelWidgets():
+        widget.close()
+    gc.collect()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    qapp.processEvents()
 
 
 @pytest.fixture
