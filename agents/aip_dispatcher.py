@@ -15,7 +15,10 @@ and so is one whose socket dropped and that has not come back within the same gr
 Its running attempts are then reported failed ("device lost"), so the orchestrator
 retries them on another device within their retry budget. A device that says goodbye
 (`bye`) is offline, not lost: it left on purpose, having handed back what it ran, and
-whatever it still held fails over at once, without waiting for the grace.
+whatever it still held fails over at once, without waiting for the grace. A device
+that reconnects without an attempt it was assigned (neither in `hello.resume.running` nor
+in `resume.unacked`: it restarted, or never received the `task.assign`) has that attempt
+reported failed ("interrupted") at once, so it fails over without waiting either.
 """
 
 from __future__ import annotations
@@ -305,8 +308,13 @@ class AipDispatcher:
             args=ToolArgsChecker(hello.device, schemas),
         )
         self._devices[hello.device] = device
-        # Attempts this device was running before it reconnected stay in flight.
-        for key, assignment in self._assigned.get(hello.device, {}).items():
+        # Attempts the device says it still runs (or holds the result of) stay in flight;
+        # the others it does not have (it restarted, or never got the assignment): they
+        # fail over now, not after a grace.
+        held = {ref.key for ref in (*hello.resume.running, *hello.resume.unacked)}
+        assigned = self._assigned.get(hello.device, {})
+        interrupted = [assigned.pop(key) for key in [k for k in assigned if k not in held]]
+        for key, assignment in assigned.items():
             session.in_flight[key] = assignment
         session.welcome()
         self._schedule_liveness(device)
@@ -314,6 +322,20 @@ class AipDispatcher:
         if self._sink is not None:
             self._sink.on_devices_changed()
         self._update_state(hello.device, joined=True)
+        if interrupted:
+            log.warning(
+                "device %s came back without %d attempt(s) it was running; they fail over",
+                hello.device,
+                len(interrupted),
+            )
+        for assignment in interrupted:
+            self._report(
+                TaskResult.failure(
+                    assignment,
+                    f"device {hello.device!r} came back without this attempt (it restarted, "
+                    "or never received it): interrupted; it can run on another device",
+                )
+            )
         return device
 
     def _still_live(self, previous: _Device, session: ServerSession) -> bool:
