@@ -34,6 +34,7 @@ from agents.clock import Clock, RealClock, Timer
 from agents.dispatch import ApprovalAsked, DeviceChange, TaskSink, UnknownApproval
 from agents.tool_args import ToolArgsChecker
 from devices.registry import DeviceInfo
+from memory import StoreError
 from protocol.artifact_stream import send_artifact
 from protocol.artifacts import ArtifactError, ArtifactReceiver
 from protocol.auth import DeviceKey
@@ -128,6 +129,7 @@ class AipDispatcher:
         self._sink: TaskSink | None = None
         self._devices: dict[str, _Device] = {}
         self._assigned: dict[str, dict[Key, TaskAssignment]] = {}
+        self._waiting: dict[str, Timer] = {}  # adopted devices not back yet -> their grace
 
     # ---------------------------------------------------------------- Dispatcher
 
@@ -182,6 +184,45 @@ class AipDispatcher:
             self._report(TaskResult.failure(assignment, exc.message))
             return
         self._flush(device)
+
+    def adopt(self, assignment: TaskAssignment) -> bool:
+        """Take back an attempt an earlier orchestrator process gave to an AIP device
+        (crash recovery): it counts as assigned, so the device's result is accepted when it
+        reconnects; if the device comes back without it, it is interrupted (see
+        `_authenticated`), and if it does not come back within the reconnect grace, it is
+        lost. False for a device this dispatcher does not know (not enrolled)."""
+        device = assignment.device
+        if self.keys.device_key(device) is None:
+            return False
+        self._assigned.setdefault(device, {})[assignment.key] = assignment
+        if device not in self._devices and device not in self._waiting:
+            grace = self.config.heartbeat_interval * self.config.heartbeat_misses
+            self._waiting[device] = self.clock.call_later(
+                grace, lambda: self._not_back(device, grace)
+            )
+        return True
+
+    def _not_back(self, device: str, grace: float) -> None:
+        """An adopted device's grace ran out: if it has not reconnected, what it held is lost."""
+        self._waiting.pop(device, None)
+        if device in self._devices:
+            return
+        running = self._assigned.pop(device, {})
+        if running:
+            log.warning(
+                "device %s did not reconnect within %gs of the restart; %d attempts fail over",
+                device,
+                grace,
+                len(running),
+            )
+        for assignment in running.values():
+            self._report(
+                TaskResult.failure(
+                    assignment,
+                    f"device {device!r} lost: it did not reconnect within {grace:g}s "
+                    "after the orchestrator restarted",
+                )
+            )
 
     def cancel(self, assignment: TaskAssignment, reason: str) -> None:
         key = assignment.key
@@ -308,6 +349,9 @@ class AipDispatcher:
             args=ToolArgsChecker(hello.device, schemas),
         )
         self._devices[hello.device] = device
+        waiting = self._waiting.pop(hello.device, None)
+        if waiting is not None:
+            waiting.cancel()
         # Attempts the device says it still runs (or holds the result of) stay in flight;
         # the others it does not have (it restarted, or never got the assignment): they
         # fail over now, not after a grace.
@@ -351,7 +395,20 @@ class AipDispatcher:
         device_name = session.device
         assert device_name is not None
         result = event.result
-        is_new = self.ledger.record(result, device_name)
+        try:
+            is_new = self.ledger.record(result, device_name)
+        except StoreError as exc:
+            # Not stored, so not acknowledged: the device keeps it in its outbox. Closing
+            # the connection makes it reconnect and send it again, as after any drop.
+            log.error(
+                "device %s: result %s could not be stored (%s); closing the connection so "
+                "the device sends it again after reconnecting",
+                device_name,
+                result.key,
+                exc.message,
+            )
+            session.close(f"the orchestrator could not store a result: {exc.message}")
+            return
         session.ack_result(result, event.message_id)
         self._assigned.get(device_name, {}).pop(result.key, None)
         self._forget_approvals(device_name, result.key)

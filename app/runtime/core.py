@@ -189,6 +189,14 @@ class Runtime:
             if announce is not None:
                 announce()
 
+    def recover(self, patience: float) -> list[str]:
+        """Take up the constellations an earlier process on this store left unfinished
+        (it was killed); their ids. For `patience` seconds stars wait for devices to
+        reconnect rather than fail for want of one. See `app.runtime.recovery`."""
+        from app.runtime.recovery import recover
+
+        return recover(self, patience)
+
     async def aclose(self) -> None:
         """Cancel what still runs, stop the dispatchers and the planner, flush the record."""
         for constellation in self.orchestrator.constellations():
