@@ -55,13 +55,20 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def traced_star(star_id: str, shared: Path, pids: Path, seconds: float) -> dict[str, object]:
+def traced_star(
+    star_id: str, shared: Path, pids: Path, seconds: float, gate: Path | None = None
+) -> dict[str, object]:
     """A `shell.run` star that writes its shell's pid to `pids/STAR` (which is also its
-    process group), sleeps, then appends one line naming itself to `shared`: the effect a
-    test counts."""
+    process group), sleeps `seconds` (or, with `gate`, waits up to 30 s for that file to
+    exist), then appends one line naming itself to `shared`: the effect a test counts."""
+    wait = (
+        f"i=0; while [ ! -e {gate} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done"
+        if gate is not None
+        else f"sleep {seconds}"
+    )
     command = (
         f"echo $$ > {pids / star_id}.tmp && mv {pids / star_id}.tmp {pids / star_id}; "
-        f"sleep {seconds}; echo {star_id} >> {shared}"
+        f"{wait}; echo {star_id} >> {shared}"
     )
     return {"id": star_id, "tool": "shell.run", "retries": 2, "args": {"cmd": command}}
 
@@ -72,10 +79,12 @@ def lines(shared: Path) -> list[str]:
 
 class Relay:
     """A TCP relay on 127.0.0.1 between devices and the orchestrator that the test owns:
-    `cut()` drops every link (and refuses new ones until `restore()`)."""
+    `cut()` drops every link (and refuses new ones until `restore()`); `delay_up` holds
+    every chunk on its way to the orchestrator that long (a slow link)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, delay_up: float = 0.0) -> None:
         self.target_port = target_port
+        self.delay_up = delay_up  # seconds each chunk toward the orchestrator is held
         self.open = True
         self._writers: list[asyncio.StreamWriter] = []
         self._server: asyncio.Server | None = None
@@ -99,14 +108,20 @@ class Relay:
         self.links += 1
         self._writers += [writer, upstream_writer]
 
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        async def pipe(
+            source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay: float
+        ) -> None:
             with contextlib.suppress(ConnectionError, OSError):
                 while data := await source.read(65536):
+                    if delay:
+                        await asyncio.sleep(delay)  # a slow link: it holds what it carries
                     sink.write(data)
                     await sink.drain()
             sink.close()
 
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+        await asyncio.gather(
+            pipe(reader, upstream_writer, self.delay_up), pipe(upstream_reader, writer, 0.0)
+        )
 
     def cut(self) -> None:
         self.open = False
