@@ -157,7 +157,8 @@ async def test_a_device_paused_until_declared_lost_has_its_late_result_refused(
     # Resumed, the device sends attempt 1's result; it is refused and dropped.
     refused = f"result of {final.id}/effect#1 refused"
     await wait_for(lambda: refused in device.log_path.read_text(), within=30, what="the refusal")
-    assert _outbox_size(device.data_dir / "outbox.db") == 0
+    outbox = device.data_dir / "outbox.db"  # it logs the refusal, then drops the entry
+    await wait_for(lambda: _outbox_size(outbox) == 0, within=10, what="the entry to go")
     assert [(r.star_id, r.attempt) for r in store.results(final.id)] == [("effect", 2)]
     assert lines(shared) == ["effect", "effect"]  # the paused shell's effect, and the retry's
 
