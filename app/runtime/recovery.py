@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from agents.constellation import Attempt, AttemptStatus, Constellation, StarStatus
-from agents.events import AttemptFailed, Event, StarStarted, event_from_dict
-from memory import EventRow, StoreError
+from agents.events import AttemptFailed, Event, EventStream, StarStarted, event_from_dict
+from agents.orchestrator import Orchestrator
+from app.runtime.journal import EventJournal
+from memory import EventRow, Store, StoreError
 from protocol.tasks import TaskResult
-
-if TYPE_CHECKING:
-    from app.runtime.core import Runtime
 
 log = logging.getLogger("orrery.recovery")
 
@@ -43,13 +41,18 @@ UNFINISHED = ("running", "pending")
 MAX_RECOVERED = 10_000
 
 
-def recover(runtime: Runtime, patience: float) -> list[str]:
-    """Take up every unfinished constellation of the runtime's store (see the module
+def recover(
+    store: Store,
+    stream: EventStream,
+    journal: EventJournal,
+    orchestrator: Orchestrator,
+    patience: float,
+) -> list[str]:
+    """Take up every unfinished constellation of a runtime's store (see the module
     doc); the ids taken up. For `patience` seconds (the devices' reconnect grace) a star
     that no connected device can run waits instead of failing. A constellation whose
     record cannot be read is left as it is (its stream says it was interrupted) with an
     error in the log."""
-    store = runtime.store
     rows = [row for status in UNFINISHED for row in store.constellations(MAX_RECOVERED, status)]
     floor = store.last_seq()
     if rows:
@@ -57,8 +60,8 @@ def recover(runtime: Runtime, patience: float) -> list[str]:
         # client may have seen those. Numbering from the clock in microseconds puts the new
         # events above any of them (no process publishes one event per microsecond).
         floor = max(floor, time.time_ns() // 1000)
-        runtime.orchestrator.be_patient(patience)
-    runtime.stream.continue_after(floor)
+        orchestrator.be_patient(patience)
+    stream.continue_after(floor)
     resumed: list[str] = []
     for row in sorted(rows, key=lambda row: row.created_at):
         try:
@@ -70,8 +73,8 @@ def recover(runtime: Runtime, patience: float) -> list[str]:
             continue
         events = _typed(stored)
         catch_up(constellation, events)
-        runtime.journal.preload(row.id, events)
-        runtime.orchestrator.resume(constellation, results)
+        journal.preload(row.id, events)
+        orchestrator.resume(constellation, results)
         resumed.append(row.id)
     if resumed:
         log.warning(
