@@ -15,7 +15,10 @@ and so is one whose socket dropped and that has not come back within the same gr
 Its running attempts are then reported failed ("device lost"), so the orchestrator
 retries them on another device within their retry budget. A device that says goodbye
 (`bye`) is offline, not lost: it left on purpose, having handed back what it ran, and
-whatever it still held fails over at once, without waiting for the grace.
+whatever it still held fails over at once, without waiting for the grace. A device
+that reconnects without an attempt it was assigned (neither in `hello.resume.running` nor
+in `resume.unacked`: it restarted, or never received the `task.assign`) has that attempt
+reported failed ("interrupted") at once, so it fails over without waiting either.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from agents.clock import Clock, RealClock, Timer
 from agents.dispatch import ApprovalAsked, DeviceChange, TaskSink, UnknownApproval
 from agents.tool_args import ToolArgsChecker
 from devices.registry import DeviceInfo
+from memory import StoreError
 from protocol.artifact_stream import send_artifact
 from protocol.artifacts import ArtifactError, ArtifactReceiver
 from protocol.auth import DeviceKey
@@ -125,6 +129,7 @@ class AipDispatcher:
         self._sink: TaskSink | None = None
         self._devices: dict[str, _Device] = {}
         self._assigned: dict[str, dict[Key, TaskAssignment]] = {}
+        self._waiting: dict[str, Timer] = {}  # adopted devices not back yet -> their grace
 
     # ---------------------------------------------------------------- Dispatcher
 
@@ -179,6 +184,45 @@ class AipDispatcher:
             self._report(TaskResult.failure(assignment, exc.message))
             return
         self._flush(device)
+
+    def adopt(self, assignment: TaskAssignment) -> bool:
+        """Take back an attempt an earlier orchestrator process gave to an AIP device
+        (crash recovery): it counts as assigned, so the device's result is accepted when it
+        reconnects; if the device comes back without it, it is interrupted (see
+        `_authenticated`), and if it does not come back within the reconnect grace, it is
+        lost. False for a device this dispatcher does not know (not enrolled)."""
+        device = assignment.device
+        if self.keys.device_key(device) is None:
+            return False
+        self._assigned.setdefault(device, {})[assignment.key] = assignment
+        if device not in self._devices and device not in self._waiting:
+            grace = self.config.heartbeat_interval * self.config.heartbeat_misses
+            self._waiting[device] = self.clock.call_later(
+                grace, lambda: self._not_back(device, grace)
+            )
+        return True
+
+    def _not_back(self, device: str, grace: float) -> None:
+        """An adopted device's grace ran out: if it has not reconnected, what it held is lost."""
+        self._waiting.pop(device, None)
+        if device in self._devices:
+            return
+        running = self._assigned.pop(device, {})
+        if running:
+            log.warning(
+                "device %s did not reconnect within %gs of the restart; %d attempts fail over",
+                device,
+                grace,
+                len(running),
+            )
+        for assignment in running.values():
+            self._report(
+                TaskResult.failure(
+                    assignment,
+                    f"device {device!r} lost: it did not reconnect within {grace:g}s "
+                    "after the orchestrator restarted",
+                )
+            )
 
     def cancel(self, assignment: TaskAssignment, reason: str) -> None:
         key = assignment.key
@@ -305,8 +349,16 @@ class AipDispatcher:
             args=ToolArgsChecker(hello.device, schemas),
         )
         self._devices[hello.device] = device
-        # Attempts this device was running before it reconnected stay in flight.
-        for key, assignment in self._assigned.get(hello.device, {}).items():
+        waiting = self._waiting.pop(hello.device, None)
+        if waiting is not None:
+            waiting.cancel()
+        # Attempts the device says it still runs (or holds the result of) stay in flight;
+        # the others it does not have (it restarted, or never got the assignment): they
+        # fail over now, not after a grace.
+        held = {ref.key for ref in (*hello.resume.running, *hello.resume.unacked)}
+        assigned = self._assigned.get(hello.device, {})
+        interrupted = [assigned.pop(key) for key in [k for k in assigned if k not in held]]
+        for key, assignment in assigned.items():
             session.in_flight[key] = assignment
         session.welcome()
         self._schedule_liveness(device)
@@ -314,6 +366,20 @@ class AipDispatcher:
         if self._sink is not None:
             self._sink.on_devices_changed()
         self._update_state(hello.device, joined=True)
+        if interrupted:
+            log.warning(
+                "device %s came back without %d attempt(s) it was running; they fail over",
+                hello.device,
+                len(interrupted),
+            )
+        for assignment in interrupted:
+            self._report(
+                TaskResult.failure(
+                    assignment,
+                    f"device {hello.device!r} came back without this attempt (it restarted, "
+                    "or never received it): interrupted; it can run on another device",
+                )
+            )
         return device
 
     def _still_live(self, previous: _Device, session: ServerSession) -> bool:
@@ -329,7 +395,20 @@ class AipDispatcher:
         device_name = session.device
         assert device_name is not None
         result = event.result
-        is_new = self.ledger.record(result, device_name)
+        try:
+            is_new = self.ledger.record(result, device_name)
+        except StoreError as exc:
+            # Not stored, so not acknowledged: the device keeps it in its outbox. Closing
+            # the connection makes it reconnect and send it again, as after any drop.
+            log.error(
+                "device %s: result %s could not be stored (%s); closing the connection so "
+                "the device sends it again after reconnecting",
+                device_name,
+                result.key,
+                exc.message,
+            )
+            session.close(f"the orchestrator could not store a result: {exc.message}")
+            return
         session.ack_result(result, event.message_id)
         self._assigned.get(device_name, {}).pop(result.key, None)
         self._forget_approvals(device_name, result.key)

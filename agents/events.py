@@ -327,6 +327,11 @@ class EventStream:
         """The sequence number of the last event published (0 before the first)."""
         return self._seq
 
+    def continue_after(self, seq: int) -> None:
+        """Number the next event after `seq` (an orchestrator that restarts continues
+        after the events its store holds, so new ones are not taken for old ones)."""
+        self._seq = max(self._seq, seq)
+
     def subscribe(
         self, constellation_id: str | None = None, types: frozenset[str] | None = None
     ) -> Subscription:

@@ -67,6 +67,15 @@ class FleetDispatcher:
             return
         owner.assign(assignment)
 
+    def adopt(self, assignment: TaskAssignment) -> bool:
+        """Offer an attempt of an earlier orchestrator process to each dispatcher that can
+        take such attempts back (`adopt`); whether one did."""
+        for dispatcher in self.dispatchers:
+            adopt = getattr(dispatcher, "adopt", None)
+            if adopt is not None and adopt(assignment):
+                return True
+        return False
+
     def cancel(self, assignment: TaskAssignment, reason: str) -> None:
         owner = self._owner.get(assignment.device)
         if owner is not None:

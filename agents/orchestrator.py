@@ -143,6 +143,7 @@ class Orchestrator:
         self._doomed: list[tuple[str, str, str]] = []  # (cid, sid, why no device can run it)
         self._capability_gaps: dict[tuple[str, DeviceSelector | None], str | None] = {}
         self._unrunnable: dict[str, set[str]] = {}  # cid -> stars failed for want of a device
+        self._patience: Timer | None = None  # while set, no star fails for want of a device
         dispatcher.attach(self)
         self._read_devices()
 
@@ -168,6 +169,99 @@ class Orchestrator:
         self._check_finished(run)
         self._pump()
         return RunHandle(self, constellation.id)
+
+    def resume(
+        self, constellation: Constellation, stored: Collection[TaskResult] = ()
+    ) -> RunHandle:
+        """Take up a constellation that an earlier orchestrator process was running (as
+        rebuilt from the store after a crash). Finished stars stay as they are, ready ones
+        are queued, and each attempt that was out on a device is adopted again, keeping its
+        number: the dispatcher's `adopt` waits for its device to report it as it reconnects
+        (fencing by attempt number refuses anything older); where no dispatcher can adopt
+        it, it fails as interrupted and is retried within its budget. `stored` holds the
+        results the store already has of such attempts; they are applied at once."""
+        cid = constellation.id
+        if cid in self._runs:
+            raise DuplicateConstellation(cid)
+        run = RunState(editor=ConstellationEditor(constellation, known_tools=self.known_tools))
+        self._runs[cid] = run
+        constellation.status = ConstellationStatus.RUNNING
+        decided = run.rebuild()
+        adopted: list[TaskAssignment] = []
+        ended: list[Star] = []  # running, but its last attempt had ended: decide again
+        for star in run.stars.values():
+            attempt = star.current_attempt
+            if star.status is StarStatus.READY:
+                self._enqueue(run, star)
+            elif star.status is StarStatus.RUNNING:
+                if attempt is None or attempt.status is not AttemptStatus.RUNNING:
+                    ended.append(star)
+                    continue
+                assignment = self._adopted(run, star, attempt.number, attempt.device)
+                if assignment is not None:
+                    adopted.append(assignment)
+        log.info("constellation %s resumed: %d attempts out", cid, len(adopted))
+        self._read_devices()
+        self._decide(run, decided)
+        results = {result.key: result for result in stored}
+        adopt = getattr(self.dispatcher, "adopt", None)
+        for assignment in adopted:
+            result = results.get(assignment.key)
+            if result is not None:
+                self.on_result(result)
+            elif adopt is None or not adopt(assignment):
+                self.on_result(
+                    TaskResult.failure(
+                        assignment,
+                        "interrupted: the orchestrator restarted while it ran, and its "
+                        f"device {assignment.device!r} cannot report it",
+                    )
+                )
+        for star in ended:
+            if len(star.attempts) <= star.retries:
+                self._enqueue(run, star)
+            else:
+                star.error = star.error or star.attempts[-1].error or "failed"
+                self._finish_star(run, star, StarStatus.FAILED)
+        self._check_finished(run)
+        self._pump()
+        return RunHandle(self, cid)
+
+    def _adopted(
+        self, run: RunState, star: Star, number: int, device: str
+    ) -> TaskAssignment | None:
+        """The assignment of a running attempt taken over from an earlier process (its
+        timeout starts again now), or None when its arguments no longer resolve (the star
+        has failed)."""
+        args = star.effective_args
+        try:
+            if star.id in run.referencing:
+                args = resolve_references(
+                    args,
+                    lambda sid: _finished_value(run.stars, sid),
+                    shell_args=SHELL_ARGS.get(star.effective_tool, ()),
+                )
+        except (UnresolvedReference, UnsafeShellReference) as exc:
+            star.error = str(exc)
+            self._finish_star(run, star, StarStatus.FAILED)
+            return None
+        assignment = TaskAssignment(
+            constellation_id=run.cid,
+            star_id=star.id,
+            attempt=number,
+            device=device,
+            tool=star.effective_tool,
+            args=args,
+            timeout=star.timeout,
+        )
+        key = (run.cid, star.id)
+        timer = None
+        if star.timeout is not None:
+            timer = self.clock.call_later(
+                star.timeout, lambda: self._on_timeout(key[0], key[1], number)
+            )
+        self._running[key] = _Running(assignment, timer)
+        return assignment
 
     async def run(self, constellation: Constellation) -> Constellation:
         """Submit and wait for the end."""
@@ -440,8 +534,24 @@ class Orchestrator:
                     break
         return best or fallback
 
+    def be_patient(self, seconds: float) -> None:
+        """For the next `seconds`, a star no connected device can run waits for one instead
+        of failing at once (after a restart, while the devices reconnect); then it fails."""
+        if self._patience is not None:
+            self._patience.cancel()
+
+        def over() -> None:
+            self._patience = None
+            log.info("the devices had %gs to reconnect; stars none can run now fail", seconds)
+            self.on_devices_changed()
+
+        self._patience = self.clock.call_later(seconds, over)
+
     def _capability_gap(self, star: Star) -> str | None:
-        """Why no connected device could ever run this star (cached per tool and selector)."""
+        """Why no connected device could ever run this star (cached per tool and selector);
+        None while the orchestrator is patient (`be_patient`)."""
+        if self._patience is not None:
+            return None
         key = (star.effective_tool, star.on)
         if key not in self._capability_gaps:
             self._capability_gaps[key] = self._missing_capability(star)

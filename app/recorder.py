@@ -2,7 +2,10 @@
 
 Events are buffered and written in one transaction whenever a star or the constellation
 reaches a milestone (finished, edited), so a result is on disk as soon as its star ends
-while progress chatter costs no extra writes.
+while progress chatter costs no extra writes. A star's start and a failed attempt are
+written (without a snapshot) as they happen, before the orchestrator sends the attempt
+out: a restarted orchestrator knows every attempt number it gave out
+(`app.runtime.recovery`).
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from collections.abc import Callable
 
 from agents.constellation import Constellation
 from agents.events import (
+    AttemptFailed,
     ConstellationFinished,
     ConstellationSubmitted,
     EditApplied,
     Event,
     StarFinished,
+    StarStarted,
     event_to_dict,
 )
 from memory import EventRecordIn, Store, StoreError
@@ -25,7 +30,9 @@ from memory import EventRecordIn, Store, StoreError
 log = logging.getLogger("orrery.recorder")
 
 _MILESTONES = (ConstellationSubmitted, StarFinished, EditApplied, ConstellationFinished)
+_DISPATCHES = (StarStarted, AttemptFailed)  # stored before the attempt goes out
 MAX_BUFFERED = 500
+MAX_HELD = 100_000
 
 
 class RunRecorder:
@@ -36,10 +43,12 @@ class RunRecorder:
         self.lookup = lookup
         self._buffer: list[EventRecordIn] = []
         self._reasons: dict[str, str | None] = {}
-        self.failure: StoreError | None = None
+        self._unsaved: set[str] = set()  # constellations whose snapshot is not written yet
+        self.failure: StoreError | None = None  # the store's error while it fails
+        self.stopped = False  # it failed for longer than MAX_HELD events: no more records
 
     def __call__(self, event: Event) -> None:
-        if self.failure is not None or not event.constellation_id:
+        if self.stopped or not event.constellation_id:
             return  # fleet events (devices, planning) are not part of a run's record
         if isinstance(event, ConstellationFinished):
             self._reasons[event.constellation_id] = event.reason
@@ -55,19 +64,37 @@ class RunRecorder:
         )
         if isinstance(event, _MILESTONES) or len(self._buffer) >= MAX_BUFFERED:
             self.flush(snapshot_of=event.constellation_id)
+        elif isinstance(event, _DISPATCHES):
+            self.flush()
 
     def flush(self, snapshot_of: str | None = None) -> None:
-        """Write buffered events (and a snapshot of one constellation) in one go."""
+        """Write buffered events (and a snapshot of one constellation) in one go.
+
+        When the store fails (a full or read-only disk) the run goes on (its result matters
+        more than its record): the events are held, and written with fresh snapshots at
+        the next flush that succeeds; after `MAX_HELD` held events recording stops.
+        """
+        if snapshot_of is not None:
+            self._unsaved.add(snapshot_of)
         try:
-            if snapshot_of is not None:
-                self._save(self.lookup(snapshot_of))
+            for constellation_id in sorted(self._unsaved):
+                self._save(self.lookup(constellation_id))
+                self._unsaved.discard(constellation_id)
             if self._buffer:
                 self.store.append_events(self._buffer)
                 self._buffer = []
         except StoreError as exc:
-            # Keep running: the run's result matters more than its record. Say so loudly.
+            if self.failure is None:
+                log.error("recording paused, events are held until the store works: %s", exc)
             self.failure = exc
-            log.error("recording stopped: %s", exc)
+            if len(self._buffer) > MAX_HELD:
+                self.stopped = True
+                self._buffer, self._unsaved = [], set()
+                log.error("recording stopped: the store failed for %d events", MAX_HELD)
+            return
+        if self.failure is not None:
+            log.warning("recording resumed: the store works again")
+            self.failure = None
 
     def _save(self, constellation: Constellation) -> None:
         finished = constellation.status.terminal

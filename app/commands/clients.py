@@ -138,11 +138,16 @@ async def in_process(
 
 @contextlib.asynccontextmanager
 async def api_for(
-    options: argparse.Namespace, *, this_machine: bool = False, planner: bool = False
+    options: argparse.Namespace,
+    *,
+    this_machine: bool = False,
+    planner: bool = False,
+    reconnect_within: float = 0.0,
 ) -> AsyncIterator[OrreryApi]:
-    """`remote` with `--server`, else `in_process`."""
+    """`remote` with `--server` (reconnecting for up to `reconnect_within` seconds
+    after the connection drops), else `in_process`."""
     if options.server:
-        async with remote(options, reconnect_within=0) as client:
+        async with remote(options, reconnect_within=reconnect_within) as client:
             yield client
     else:
         async with in_process(options, this_machine=this_machine, planner=planner) as parts:

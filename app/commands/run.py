@@ -25,6 +25,10 @@ from app.interface import OrreryApi, Run
 
 T = TypeVar("T")
 
+RECONNECT_WITHIN = 60.0
+"""Seconds `orrery run --server` keeps reconnecting after the connection drops (the
+server restarted: it takes the run up again, and the display follows it to its end)."""
+
 
 def is_plan_file(target: str) -> bool:
     """A target names a plan file if it exists or ends .yaml/.yml; else it is words."""
@@ -34,7 +38,9 @@ def is_plan_file(target: str) -> bool:
 async def main(options: argparse.Namespace, stop: asyncio.Event) -> int:
     target: str = options.target
     plan = is_plan_file(target)
-    async with api_for(options, this_machine=True, planner=not plan) as api:
+    async with api_for(
+        options, this_machine=True, planner=not plan, reconnect_within=RECONNECT_WITHIN
+    ) as api:
         if plan:
             run = await api.submit(Path(target))
         else:

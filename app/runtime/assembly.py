@@ -160,6 +160,8 @@ async def open_runtime(options: RuntimeOptions) -> AsyncIterator[RuntimeParts]:
             memory.index_if_behind()  # runs other processes recorded while one wrote the index
         try:
             async with runtime:
+                if aip is not None:  # its devices can report what they ran meanwhile
+                    runtime.recover(aip.config.heartbeat_interval * aip.config.heartbeat_misses)
                 yield RuntimeParts(runtime, store, data, aip, this_machine, models)
         finally:
             if models is not None and planner is None:

@@ -68,6 +68,7 @@ from app.recorder import RunRecorder
 from app.runtime.approval_policy import ApprovalPolicy, ask_a_person
 from app.runtime.journal import EventJournal
 from app.runtime.memory import RuntimeMemory, memory_hit, memory_tree
+from app.runtime.recovery import recover
 from devices.registry import DeviceInfo
 from memory import ConstellationRow, Store, StoreError, UnknownMemory
 from memory.errors import RecallUnavailable
@@ -188,6 +189,12 @@ class Runtime:
             announce = getattr(dispatcher, "announce", None)
             if announce is not None:
                 announce()
+
+    def recover(self, patience: float) -> list[str]:
+        """Take up the constellations an earlier process on this store left unfinished
+        (it was killed); their ids. For `patience` seconds stars wait for devices to
+        reconnect rather than fail for want of one. See `app.runtime.recovery`."""
+        return recover(self.store, self.stream, self.journal, self.orchestrator, patience)
 
     async def aclose(self) -> None:
         """Cancel what still runs, stop the dispatchers and the planner, flush the record."""

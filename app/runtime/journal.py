@@ -42,6 +42,11 @@ class EventJournal:
                 old, _ = self._finished.popitem(last=False)
                 self._logs.pop(old, None)
 
+    def preload(self, constellation_id: str, events: list[Event]) -> None:
+        """Keep `events` (read back from the store) as the start of a constellation's
+        log: one an earlier orchestrator process ran and this one takes up."""
+        self._logs[constellation_id] = [*events, *self._logs.get(constellation_id, ())]
+
     def has(self, constellation_id: str) -> bool:
         return constellation_id in self._logs
 

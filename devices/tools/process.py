@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from devices.tools.base import ProgressCallback, ToolContext
 from devices.tools.errors import ToolError, ToolFailed, ToolTimedOut
 from devices.tools.paths import Confined, held_path, locate_in, workspace_root
+from devices.tools.reaper import pdeathsig, reaper
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,8 @@ async def _spawn(
     pipes: Callable[[], _Pipes],
     kill_grace: float,
 ) -> tuple[asyncio.SubprocessTransport, _Pipes]:
-    """Start `argv` as the leader of a new process group, safely against cancellation.
+    """Start `argv` as the leader of a new process group, safely against cancellation;
+    the group dies with this process (`devices.tools.reaper`).
 
     Cancelled half-way, asyncio would kill only the leader and then wait for the pipes
     that its children still hold; instead the start completes and the group is stopped.
@@ -257,6 +259,7 @@ async def _spawn(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=pdeathsig(),
         )
     )
     try:
@@ -314,7 +317,8 @@ async def run_process(
     pipes after `drain_grace` seconds, its process group is stopped. On timeout the
     group is stopped (SIGTERM, then SIGKILL after `kill_grace`) and `ToolTimedOut`
     carries the partial output; on cancellation the same happens and the cancellation
-    propagates. Processes that detached (closed the pipes) are left alone.
+    propagates. Processes that detached (closed the pipes) are left alone. If this
+    process dies while the command runs, its group is killed (`devices.tools.reaper`).
     """
     started = time.monotonic()
     captures = {"stdout": _Capture(max_output), "stderr": _Capture(max_output)}
@@ -330,6 +334,7 @@ async def run_process(
     except (OSError, ValueError) as error:
         raise ToolError(f"could not start {argv[0]!r}: {error}") from None
     pid = transport.get_pid()
+    reaper().watch(pid)  # the group leader's pid is the group's id
     who = _task_name()
     log.debug("%s: started pid %d: %s", who, pid, argv[0])
 
@@ -362,6 +367,7 @@ async def run_process(
         raise ToolTimedOut(timeout or 0.0, output=result()) from None
     finally:
         transport.close()
+        reaper().release(pid)
 
     outcome = result()
     if check and outcome.returncode != 0:

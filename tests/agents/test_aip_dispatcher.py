@@ -24,7 +24,14 @@ from devices.agent import DeviceAgent
 from devices.backoff import Backoff
 from memory import Store
 from protocol.auth import enroll
-from protocol.messages import DEFAULT_MAX_FRAME, ErrorCode, HelloBody, Load, ToolDescription
+from protocol.messages import (
+    DEFAULT_MAX_FRAME,
+    ErrorCode,
+    HelloBody,
+    Load,
+    ResumeState,
+    ToolDescription,
+)
 from protocol.session import (
     AssignmentReceived,
     DeviceSession,
@@ -33,6 +40,7 @@ from protocol.session import (
     SessionClosed,
     SessionEvent,
     Welcomed,
+    ref_of,
 )
 from protocol.tasks import TaskAssignment, TaskOutcome, TaskResult
 from protocol.transport import AipServer, Connection, TransportClosed, connect_aip, serve_aip
@@ -779,5 +787,67 @@ async def test_a_new_connection_replaces_one_that_went_quiet(tmp_path: Path) -> 
         assert [d.name for d in fleet.dispatcher.devices()] == ["half"]
         await new_connection.close()
         await old_connection.close()
+    finally:
+        await shutdown(fleet)
+
+
+async def _until_assigned(session: DeviceSession, connection: Connection) -> TaskAssignment:
+    """Read frames on a hand-driven device until a `task.assign` arrives; the assignment."""
+    while True:
+        await connection.send_all(session.data_to_send())
+        frame, binary = await asyncio.wait_for(connection.recv(), WAIT)
+        session.receive_frame(frame, binary=binary)
+        for event in session.events_received():
+            if isinstance(event, AssignmentReceived):
+                await connection.send_all(session.data_to_send())
+                return event.assignment
+
+
+async def test_a_device_back_without_its_attempt_has_it_fail_over_at_once(tmp_path: Path) -> None:
+    """A device that reconnects with an empty `resume` (it restarted: its process and the
+    star's process are gone) gets its attempt reported interrupted at once; one that says
+    it still runs the attempt keeps it. The virtual clock never moves: no grace ran out."""
+    clock = VirtualClock()
+    start = clock.now()
+    fleet = await make_fleet(tmp_path, ["restarted", "resumed"], clock=clock)
+    shell = [ToolDescription(name="shell.run", args_schema={"type": "object"})]
+    try:
+        outcomes = {}
+        for name in ("restarted", "resumed"):
+            session, connection = await _raw_device(fleet, name, tools=shell)
+            await fleet.wait_devices(1)
+            plan = {"name": name, "stars": [{"id": "s", "tool": "shell.run", "args": {}}]}
+            handle = fleet.orchestrator.submit(build_constellation(PlanSpec.model_validate(plan)))
+            assignment = await _until_assigned(session, connection)
+            await connection.close()  # the socket drops without a goodbye
+            running = [ref_of(assignment)] if name == "resumed" else []
+            again = DeviceSession(
+                hello=HelloBody(
+                    device=name,
+                    versions=[1],
+                    max_tasks=2,
+                    tools=shell,
+                    resume=ResumeState(running=running),
+                ),
+                token=fleet.tokens[name],
+                now=asyncio.get_running_loop().time,
+            )
+            new_connection = await connect_aip(fleet.url)
+            again.start()
+            while not any(isinstance(e, Welcomed) for e in again.events_received()):
+                await new_connection.send_all(again.data_to_send())
+                frame, binary = await asyncio.wait_for(new_connection.recv(), WAIT)
+                again.receive_frame(frame, binary=binary)
+            if name == "resumed":  # still its attempt: its result is taken
+                again.send_result(TaskResult.success(assignment, {"stdout": "done"}))
+                await new_connection.send_all(again.data_to_send())
+            final = await asyncio.wait_for(handle.wait(), WAIT)
+            outcomes[name] = (final.status, final.stars["s"].attempts[0].error)
+            await new_connection.close()
+        assert outcomes["resumed"] == (ConstellationStatus.SUCCEEDED, None)
+        status, error = outcomes["restarted"]
+        assert status is ConstellationStatus.FAILED
+        assert "came back without this attempt" in (error or "")
+        assert clock.now() == start  # no timer ran: nothing waited for a grace
     finally:
         await shutdown(fleet)
