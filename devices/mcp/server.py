@@ -158,7 +158,10 @@ class McpServer:
     # -- calls
 
     async def call(self, tool: str, arguments: Mapping[str, Any]) -> CallToolResult:
-        """Call `tool`; `McpServerGone` if the server is down or exits during the call."""
+        """Call `tool`; `McpServerGone` if the server exits during the call, or is down and
+        not up again within its `startup_timeout` (a call made while it restarts waits)."""
+        if self._session is None and not self._stop.is_set():
+            await self.wait_up(self.config.startup_timeout)
         session, died = self._session, self._died
         if session is None or died is None:
             raise McpServerGone(self.name, tool, f"is not running ({self.last_failure})")
