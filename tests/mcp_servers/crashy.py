@@ -6,7 +6,8 @@ Run by path: `python crashy.py PID_FILE`. It writes its process id to PID_FILE a
 - `echo(text)`: gives `text` back;
 - `crash(code)`: exits the process in the middle of the call, without answering;
 - `big(chars)`: a text of `chars` characters;
-- `fail(why)`: raises, which MCP reports as an error result.
+- `fail(why)`: raises, which MCP reports as an error result;
+- `configure(settings)`: takes a required object, which a planner's grammar cannot give.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ def big(chars: int) -> str:
 def fail(why: str) -> str:
     """Fail with `why`."""
     raise RuntimeError(why)
+
+
+@app.tool()
+def configure(settings: dict[str, int]) -> int:
+    """Take settings (an object argument)."""
+    return len(settings)
 
 
 if __name__ == "__main__":
