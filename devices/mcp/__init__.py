@@ -16,6 +16,7 @@ arguments are not offered, with a warning saying why.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +26,9 @@ from devices.mcp.tool import McpResult, McpTool, mcp_tool, schema_problem
 from devices.tools.mcp_policy import McpPolicy
 
 __all__ = [
+    "MAX_SCHEMAS_CHARS",
+    "MAX_SCHEMA_CHARS",
+    "MAX_TOOLS",
     "McpResult",
     "McpServer",
     "McpServerGone",
@@ -34,6 +38,13 @@ __all__ = [
 ]
 
 log = logging.getLogger("orrery.device.mcp")
+
+MAX_TOOLS = 200
+"""MCP tools one device offers (a `hello` carries at most 256 tools, built-ins included)."""
+MAX_SCHEMA_CHARS = 32_768
+"""The largest input schema (as JSON) of a tool that is offered."""
+MAX_SCHEMAS_CHARS = 512 * 1024
+"""All offered MCP tools' schemas together (a `hello` frame is at most 1 MiB)."""
 
 
 class McpServers:
@@ -70,14 +81,27 @@ class McpServers:
         return [name for name, server in self.servers.items() if server.tools is None]
 
     def tools(self) -> list[McpTool]:
-        """A device tool for every usable tool the servers listed."""
+        """A device tool for every usable tool the servers listed, within the `hello`'s
+        bounds: at most `MAX_TOOLS` tools, each schema at most `MAX_SCHEMA_CHARS` of JSON,
+        all of them at most `MAX_SCHEMAS_CHARS` (the rest are left out, with a warning)."""
         offered: list[McpTool] = []
+        total = 0
         for server in self.servers.values():
             for spec in server.tools or ():
+                size = len(json.dumps(spec.input_schema, default=str))
                 problem = schema_problem(spec.input_schema)
+                if problem is None and size > MAX_SCHEMA_CHARS:
+                    problem = (
+                        f"its input schema is {size} characters of JSON, over {MAX_SCHEMA_CHARS}"
+                    )
+                elif problem is None and len(offered) >= MAX_TOOLS:
+                    problem = f"the device offers at most {MAX_TOOLS} MCP tools"
+                elif problem is None and total + size > MAX_SCHEMAS_CHARS:
+                    problem = f"the MCP tools' schemas would be over {MAX_SCHEMAS_CHARS} characters"
                 if problem is not None:
                     log.warning("MCP tool %s not offered: %s", spec.device_name, problem)
                     continue
+                total += size
                 offered.append(mcp_tool(server, spec))
         return offered
 

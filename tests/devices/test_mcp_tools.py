@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import shutil
+import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from devices.mcp import McpServerGone, McpServers
+from devices.agent import DeviceAgent
+from devices.mcp import MAX_TOOLS, McpServerGone, McpServers, McpToolSpec
 from devices.policy import DevicePolicy, PolicyError
 from devices.tools import InvalidToolArgs, ToolContext, ToolDisabled, ToolFailed, device_tools
 from devices.tools.sys_info import SysInfoArgs
@@ -198,6 +201,65 @@ async def test_a_server_that_cannot_start_offers_nothing_and_names_its_log(
         assert not [name for name in tools.names() if name.startswith("mcp.")]
     assert "did not list its tools" in caplog.text
     assert "cannot start MCP server" in (tmp_path / "mcp" / "gone.log").read_text()
+
+
+async def test_a_streamable_http_server_on_the_allow_list_is_used(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pid_file = tmp_path / "http.pid"
+    served = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(CRASHY),
+        str(pid_file),
+        "--http",
+        str(port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        chosen = DevicePolicy.from_mapping(
+            {
+                "mcp": {
+                    "servers": {"remote": {"url": f"http://127.0.0.1:{port}/mcp"}},
+                    "allow_urls": [f"http://127.0.0.1:{port}/"],
+                }
+            }
+        )
+        # Until it listens, connecting fails and is retried with backoff.
+        async with McpServers(chosen.mcp, workspace=tmp_path, log_dir=tmp_path / "mcp") as servers:
+            tools = device_tools(chosen, extra=servers.tools())
+            assert "mcp.remote.echo" in tools.names()
+            echo = tools.get("mcp.remote.echo")
+            output = await echo.run(echo.parse_args({"text": "over http"}), context(tmp_path))
+            assert output.text == "over http"
+    finally:
+        served.terminate()
+        await served.wait()
+
+
+def test_tools_past_the_hello_s_bounds_are_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    chosen = policy({"big": {"command": "unused"}})
+    servers = McpServers(chosen.mcp, workspace=tmp_path, log_dir=tmp_path / "mcp")
+    huge = {"type": "object", "properties": {"a": {"type": "string", "description": "x" * 40_000}}}
+    many = [McpToolSpec("big", f"t{n}", "", {"type": "object"}) for n in range(MAX_TOOLS + 60)]
+    servers.servers["big"].tools = [McpToolSpec("big", "huge", "", huge), *many]
+    offered = [tool.name for tool in servers.tools()]
+    assert len(offered) == MAX_TOOLS
+    assert "mcp.big.huge" not in offered
+    assert "mcp.big.huge not offered: its input schema is" in caplog.text
+    assert f"the device offers at most {MAX_TOOLS} MCP tools" in caplog.text
+    # Within the bounds, the device's hello (all tools at once) is valid.
+    agent = DeviceAgent(
+        "ws://127.0.0.1:1",
+        "big",
+        "token",
+        data_dir=tmp_path / "data",
+        tools=device_tools(chosen, extra=servers.tools()),
+    )
+    assert agent.name == "big"
 
 
 @pytest.mark.parametrize(

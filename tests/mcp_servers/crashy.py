@@ -1,7 +1,8 @@
 """A tiny MCP server for the tests, written with the SDK's MCPServer (FastMCP in mcp 1.x).
 
-Run by path: `python crashy.py PID_FILE`. It writes its process id to PID_FILE at start
-(so a test can see whether it still runs) and offers:
+Run by path: `python crashy.py PID_FILE [--http PORT]`. It writes its process id to
+PID_FILE at start (so a test can see whether it still runs), serves MCP on stdio (or on
+streamable HTTP at http://127.0.0.1:PORT/mcp with `--http`), and offers:
 
 - `echo(text)`: gives `text` back;
 - `crash(code)`: exits the process in the middle of the call, without answering;
@@ -54,4 +55,7 @@ def configure(settings: dict[str, int]) -> int:
 
 if __name__ == "__main__":
     Path(sys.argv[1]).write_text(str(os.getpid()))
-    app.run()
+    if sys.argv[2:3] == ["--http"]:
+        app.run("streamable-http", host="127.0.0.1", port=int(sys.argv[3]))
+    else:
+        app.run()
