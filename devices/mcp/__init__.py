@@ -47,6 +47,16 @@ MAX_SCHEMAS_CHARS = 512 * 1024
 """All offered MCP tools' schemas together (a `hello` frame is at most 1 MiB)."""
 
 
+def unconfined_servers_warning(names: list[str]) -> str:
+    """What a device says at start about its MCP servers (they are never sandboxed)."""
+    return (
+        f"MCP servers {', '.join(names)} run with this device user's full rights, outside "
+        "any [sandbox]: their tools do whatever the servers do; list only servers you "
+        "trust, and disable or gate their risky tools in [tools] and [approval] "
+        "(docs/mcp.md)"
+    )
+
+
 class McpServers:
     """The servers of one `[mcp]` policy section, started together and stopped together."""
 
@@ -58,7 +68,10 @@ class McpServers:
         }
 
     async def start(self) -> None:
-        """Start every server and wait (each up to its `startup_timeout`) for its tools."""
+        """Start every server and wait (each up to its `startup_timeout`) for its tools.
+        Says (a WARNING) that the servers run with the device user's rights."""
+        if self.servers:
+            log.warning("%s", unconfined_servers_warning(list(self.servers)))
         for server in self.servers.values():
             server.start()
         listed = await asyncio.gather(

@@ -200,6 +200,7 @@ async def test_a_server_that_cannot_start_offers_nothing_and_names_its_log(
         tools = device_tools(chosen, extra=servers.tools(), unlisted=servers.unlisted)
         assert not [name for name in tools.names() if name.startswith("mcp.")]
     assert "did not list its tools" in caplog.text
+    assert "MCP servers gone run with this device user's full rights" in caplog.text
     assert "cannot start MCP server" in (tmp_path / "mcp" / "gone.log").read_text()
 
 
