@@ -9,13 +9,14 @@ lists the tools (the first listing is what the device offers), then waits until 
 server's output ends (it exited) or the device stops. A server that exits, or cannot be
 started, is started again after an exponential backoff with jitter (`devices.backoff`);
 a call in flight when it exits fails with `McpServerGone`. Its standard error goes to
-`<log_dir>/<name>.log`.
+`<log_dir>/<name>.log` (0600, in a 0700 folder: it may tell what the server saw).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import random
@@ -36,6 +37,7 @@ from mcp.types import CallToolResult, Implementation, PaginatedRequestParams
 from devices.backoff import Backoff
 from devices.tools.errors import ToolFailed
 from devices.tools.mcp_policy import McpServerPolicy, mcp_tool_name
+from protocol.private import open_private, private_dir
 
 __all__ = ["LAUNCHER", "McpServer", "McpServerGone", "McpToolSpec"]
 
@@ -121,7 +123,7 @@ class McpServer:
     def start(self) -> None:
         if self._task is not None:
             raise RuntimeError(f"MCP server {self.name!r} is already supervised")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.log_path.parent)
         self._task = asyncio.create_task(self._supervise(), name=f"mcp {self.name}")
 
     async def wait_listed(self, within: float) -> bool:
@@ -222,7 +224,9 @@ class McpServer:
         """One run of the server: why it ended."""
         async with contextlib.AsyncExitStack() as stack:
             if self.config.command is not None:
-                errlog = stack.enter_context(self.log_path.open("a", encoding="utf-8"))
+                errlog = stack.enter_context(
+                    io.TextIOWrapper(open_private(self.log_path, "ab"), encoding="utf-8")
+                )
                 read, write = await stack.enter_async_context(
                     stdio_client(self._stdio_parameters(), errlog=errlog)
                 )

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -201,7 +202,10 @@ async def test_a_server_that_cannot_start_offers_nothing_and_names_its_log(
         assert not [name for name in tools.names() if name.startswith("mcp.")]
     assert "did not list its tools" in caplog.text
     assert "MCP servers gone run with this device user's full rights" in caplog.text
-    assert "cannot start MCP server" in (tmp_path / "mcp" / "gone.log").read_text()
+    log = tmp_path / "mcp" / "gone.log"
+    assert "cannot start MCP server" in log.read_text()
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600  # what it saw is the device's business
+    assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700
 
 
 async def test_a_streamable_http_server_on_the_allow_list_is_used(tmp_path: Path) -> None:
