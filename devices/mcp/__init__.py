@@ -81,11 +81,11 @@ class McpServers:
             if not ok:
                 log.warning(
                     "MCP server %s did not list its tools within %gs (%s); its tools are not "
-                    "offered until the device starts again (its stderr: %s)",
+                    "offered until the device starts again%s",
                     server.name,
                     server.config.startup_timeout,
                     server.last_failure,
-                    server.log_path,
+                    server.stderr_note,
                 )
 
     @property

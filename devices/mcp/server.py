@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 from anyio.streams.memory import MemoryObjectSendStream
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -48,6 +49,13 @@ MAX_TOOLS = 256
 """Tools taken from one server's listing; the rest are left out (with a warning)."""
 _TOOL_NAME_CHARS = 64  # protocol.messages.ToolDescription.name
 _CLIENT = Implementation(name="orrery-device", version="0.1.0")
+_TRANSPORT_ERRORS = (
+    anyio.ClosedResourceError,
+    anyio.BrokenResourceError,
+    anyio.EndOfStream,
+    OSError,
+    httpx2.TransportError,
+)
 
 
 class McpServerGone(ToolFailed):
@@ -141,6 +149,11 @@ class McpServer:
         return self._up.is_set()
 
     @property
+    def stderr_note(self) -> str:
+        """Where its standard error goes, for log lines (nothing for a `url` server)."""
+        return f" (its stderr: {self.log_path})" if self.config.command is not None else ""
+
+    @property
     def up(self) -> bool:
         return self._session is not None
 
@@ -176,19 +189,26 @@ class McpServer:
             if not calling.done():
                 calling.cancel()
                 await asyncio.gather(calling, return_exceptions=True)
+        gone = "exited" if self.config.command is not None else "was lost"
         if died.is_set() and (calling.cancelled() or calling.exception() is not None):
-            raise McpServerGone(self.name, tool, "exited")
+            raise McpServerGone(self.name, tool, gone)
         try:
             return calling.result()
         except MCPError as error:
-            if died.is_set() or "closed" in str(error).lower():
-                raise McpServerGone(self.name, tool, "exited") from None
+            if not (died.is_set() or "closed" in str(error).lower()):
+                raise ToolFailed(
+                    f"MCP server {self.name!r} refused the call of {tool!r}: {error}"
+                ) from None
+            why = gone
+        except _TRANSPORT_ERRORS as error:
+            why = f"was lost ({type(error).__name__})"
+        except Exception as error:  # an answer the SDK could not use (e.g. off its schema)
             raise ToolFailed(
-                f"MCP server {self.name!r} refused the call of {tool!r}: {error}"
+                f"MCP server {self.name!r} gave an answer to {tool!r} that cannot be used: "
+                f"{type(error).__name__}: {str(error)[:300]}"
             ) from None
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as error:
-            died.set()  # the transport broke: reconnect
-            raise McpServerGone(self.name, tool, f"was lost ({type(error).__name__})") from None
+        died.set()  # the connection is broken: the supervisor starts (or dials) it again
+        raise McpServerGone(self.name, tool, why)
 
     # -- supervision
 
@@ -210,11 +230,12 @@ class McpServer:
                 self._backoff.reset()
             delay = self._backoff.next_delay(self._rng)
             log.warning(
-                "MCP server %s: %s; starting it again in %.2fs (its stderr: %s)",
+                "MCP server %s: %s; %s again in %.2fs%s",
                 self.name,
                 why,
+                "starting it" if self.config.command is not None else "dialling it",
                 delay,
-                self.log_path,
+                self.stderr_note,
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)

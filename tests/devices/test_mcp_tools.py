@@ -226,7 +226,9 @@ async def test_a_streamable_http_server_on_the_allow_list_is_used(tmp_path: Path
         chosen = DevicePolicy.from_mapping(
             {
                 "mcp": {
-                    "servers": {"remote": {"url": f"http://127.0.0.1:{port}/mcp"}},
+                    "servers": {
+                        "remote": {"url": f"http://127.0.0.1:{port}/mcp", "startup_timeout": 8}
+                    },
                     "allow_urls": [f"http://127.0.0.1:{port}/"],
                 }
             }
@@ -238,9 +240,20 @@ async def test_a_streamable_http_server_on_the_allow_list_is_used(tmp_path: Path
             echo = tools.get("mcp.remote.echo")
             output = await echo.run(echo.parse_args({"text": "over http"}), context(tmp_path))
             assert output.text == "over http"
+            served.kill()
+            await served.wait()
+            with pytest.raises(McpServerGone, match="'remote' was lost during the call"):
+                await echo.run(echo.parse_args({"text": "anyone?"}), context(tmp_path))
+            server = servers.servers["remote"]
+            async with asyncio.timeout(WAIT):  # it dials again, and fails while none listens
+                while server.up:
+                    await asyncio.sleep(0.02)
+            with pytest.raises(McpServerGone, match="is not running"):
+                await server.call("echo", {"text": "still?"})
     finally:
-        served.terminate()
-        await served.wait()
+        if served.returncode is None:
+            served.kill()
+            await served.wait()
 
 
 def test_tools_past_the_hello_s_bounds_are_left_out(
