@@ -127,6 +127,22 @@ def test_an_mcp_client_submits_a_plan_approves_its_call_waits_and_reads_the_resu
             unknown = await session.call_tool("status", {"constellation_id": "no-such-run"})
             assert "no-such-run" in error_text(unknown)
 
+            # A run waiting on a person is cancelled from the client.
+            waiting = structured(
+                await session.call_tool("submit", {"plan": PLAN.replace("through", "stopped")})
+            )
+            cancelled = await session.call_tool(
+                "cancel", {"constellation_id": waiting["constellation_id"]}
+            )
+            assert structured(cancelled) == "cancelled"
+            ended = structured(
+                await session.call_tool(
+                    "wait", {"constellation_id": waiting["constellation_id"], "timeout_seconds": 30}
+                )
+            )
+            assert ended["status"] == "cancelled"
+            assert ended["finished"] is True
+
     asyncio.run(drive())
 
 
