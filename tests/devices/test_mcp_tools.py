@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import socket
 import stat
 import subprocess
 import sys
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -314,3 +316,12 @@ def test_a_url_server_under_an_allowed_prefix_is_accepted() -> None:
 def test_the_servers_from_pypi_are_installed() -> None:
     assert TIME_SERVER.exists(), "mcp-server-time is missing: `make test` installs the dev extra"
     assert shutil.which("git"), "mcp-server-git needs git (.ci/run installs it)"
+
+
+def test_the_policy_in_docs_mcp_md_is_valid() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "mcp.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert len(blocks) == 2
+    servers = DevicePolicy.from_mapping(tomllib.loads(blocks[0])).mcp.servers
+    assert sorted(servers) == ["git", "search", "time"]
+    assert set(tomllib.loads(blocks[1])) == {"tools", "approval"}
