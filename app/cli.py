@@ -49,6 +49,7 @@ COMMANDS: dict[str, str] = {
     "approve": "app.commands.control:approve",
     "cancel": "app.commands.control:cancel",
     "retry": "app.commands.control:retry",
+    "mcp": "app.commands.mcp:main",
     "memory search": "app.commands.memory:search",
     "memory show": "app.commands.memory:show",
     "memory forget": "app.commands.memory:forget",
@@ -275,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_options(approve, required=True)
     approve.add_argument("--deny", action="store_true", help="refuse the call instead")
     approve.add_argument("--reason", default="", metavar="TEXT", help="recorded with the answer")
+
+    mcp = commands.add_parser(
+        "mcp",
+        help="serve Orrery to an MCP client on stdin/stdout (docs/mcp.md)",
+        description="Be an MCP server on standard input and output for an MCP client (an "
+        "assistant, an IDE), with the tools submit, status, wait, cancel, approvals, "
+        "approve, devices and history, each a request to the `orrery serve` at --server.",
+        epilog=CONTROL_EXIT_CODES,
+    )
+    add_server_options(mcp, required=True)
 
     cancel = commands.add_parser(
         "cancel",

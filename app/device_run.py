@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
+from typing import Any
 
 from agents.models.manager import LazyModelManager, ModelManager
 from agents.models.progress import PrepareProgress
 from agents.models.vram import read_free_vram
 from devices.agent import DeviceAgent
 from devices.policy import DevicePolicy
-from devices.tools import device_tools
+from devices.tools import Tool, device_tools
+from protocol.private import private_dir
 from protocol.transport import client_ssl_context
 
 POLICY_FILE = "device.toml"
@@ -61,21 +64,40 @@ async def run_device(
     policy = policy or DevicePolicy()
     ssl = client_ssl_context(tls_ca) if server.startswith("wss") else None
     models = device_models(data_dir)
-    agent = DeviceAgent(
-        server,
-        name,
-        token,
-        data_dir=data_dir,
-        workspace=workspace,
-        labels=labels,
-        max_tasks=max_tasks,
-        ssl=ssl,
-        tools=device_tools(policy, lambda: models.backend("device"), free_vram=read_free_vram),
-        needs_approval=policy.approval_rule if policy.approval.required else None,
-        shutdown_grace=shutdown_grace,
-        free_vram=read_free_vram,
-    )
-    try:
-        await agent.run(stop)
-    finally:
-        await models.close()
+    async with contextlib.AsyncExitStack() as stack:
+        extra: list[Tool[Any, Any]] = []
+        unlisted: list[str] = []
+        if policy.mcp.servers:  # the SDK is imported only for a device that uses it
+            from devices.mcp import McpServers
+
+            place = workspace if workspace is not None else data_dir / "workspace"
+            private_dir(data_dir)
+            place.mkdir(parents=True, exist_ok=True, mode=0o700)
+            servers = McpServers(policy.mcp, workspace=place, log_dir=data_dir / "mcp")
+            await stack.enter_async_context(servers)
+            extra, unlisted = list(servers.tools()), servers.unlisted
+        tools = device_tools(
+            policy,
+            lambda: models.backend("device"),
+            free_vram=read_free_vram,
+            extra=extra,
+            unlisted=unlisted,
+        )
+        agent = DeviceAgent(
+            server,
+            name,
+            token,
+            data_dir=data_dir,
+            workspace=workspace,
+            labels=labels,
+            max_tasks=max_tasks,
+            ssl=ssl,
+            tools=tools,
+            needs_approval=policy.approval_rule if policy.approval.required else None,
+            shutdown_grace=shutdown_grace,
+            free_vram=read_free_vram,
+        )
+        try:
+            await agent.run(stop)
+        finally:
+            await models.close()

@@ -8,11 +8,15 @@ what actually exists.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.planner.enforceable import unenforceable
 from devices.registry import DeviceInfo
+
+log = logging.getLogger(__name__)
 
 ANY_DEVICE = "any"
 """The `on` value that lets the orchestrator pick any capable device."""
@@ -42,20 +46,29 @@ class PlanningContext:
 
     devices: tuple[DeviceInfo, ...]
     tools: Mapping[str, ToolView] = field(default_factory=dict)
+    refused: Mapping[str, str] = field(default_factory=dict)
+    """Offered tools left out, with why: schemas the grammar cannot give (`unenforceable`)."""
 
     @classmethod
     def from_devices(
         cls, devices: Sequence[DeviceInfo], tool_schemas: Mapping[str, Mapping[str, Any]]
     ) -> PlanningContext:
-        """Keep the tools at least one device offers and that have a known schema."""
+        """Keep the tools at least one device offers and that have a known schema the
+        grammar can give (the others are in `refused`, with the reason, and logged)."""
         offered = {tool for device in devices for tool in device.tools}
-        tools = {
-            name: ToolView(name=name, description=_first_line(schema), schema=schema)
-            for name, schema in sorted(tool_schemas.items())
-            if name in offered
-        }
+        tools: dict[str, ToolView] = {}
+        refused: dict[str, str] = {}
+        for name, schema in sorted(tool_schemas.items()):
+            if name not in offered:
+                continue
+            problem = unenforceable(schema)
+            if problem is not None:
+                refused[name] = problem
+                log.info("planner: tool %s left out: %s", name, problem)
+                continue
+            tools[name] = ToolView(name=name, description=_first_line(schema), schema=schema)
         ordered = tuple(sorted(devices, key=lambda device: device.name))
-        return cls(devices=ordered, tools=tools)
+        return cls(devices=ordered, tools=tools, refused=refused)
 
     @property
     def tool_names(self) -> list[str]:

@@ -168,6 +168,9 @@ async def devices_list(options: argparse.Namespace, stop: asyncio.Event) -> int:
             print(json.dumps(device.model_dump(mode="json"), ensure_ascii=False))
         else:
             print(_device_line(device))
+            mcp_tools = [tool for tool in device.tools if tool.startswith("mcp.")]
+            if mcp_tools:  # the MCP servers' tools its policy lists (docs/mcp.md)
+                print(f"{'':<20} mcp: {one_line(', '.join(mcp_tools))}")
     if not devices and not options.json:
         print("no devices enrolled: `orrery devices enroll NAME` makes one", file=sys.stderr)
     return EXIT_OK

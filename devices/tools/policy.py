@@ -13,6 +13,8 @@
     [sandbox]
     mode = "bwrap"                       # run shell.run and python.run inside bubblewrap
     network = false                      # and without network (the default)
+    [mcp.servers.time]                   # MCP servers whose tools it offers as mcp.time.*
+    command = "mcp-server-time"          # (`devices.tools.mcp_policy`, docs/mcp.md)
 
 Every key is optional; `DevicePolicy()` is the policy without a file: every tool enabled,
 file tools confined to the workspace, any shell command, no URL, no approvals, no
@@ -27,17 +29,15 @@ runs others (sh, env, xargs, find -exec, make, git with its hooks...). `[sandbox
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import ipaddress
 import json
 import re
 import shlex
 import tomllib
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -50,6 +50,8 @@ from pydantic import (
 )
 
 from devices.tools.errors import CommandNotAllowed, ToolDisabled, UrlNotAllowed
+from devices.tools.mcp_policy import McpPolicy
+from devices.tools.urls import parse_http_url as _parse_http_url
 
 __all__ = [
     "ApprovalPolicy",
@@ -207,93 +209,6 @@ class ShellPolicy(_Section):
             )
 
 
-@dataclasses.dataclass(frozen=True)
-class _HttpTarget:
-    """A parsed http(s) URL: what is compared with the allow-list, and what is fetched."""
-
-    scheme: str
-    host: str
-    port: int
-    path: str
-    query: str
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        default = {"http": 80, "https": 443}[self.scheme]
-        port = "" if self.port == default else f":{self.port}"
-        query = f"?{self.query}" if self.query else ""
-        return f"{self.scheme}://{host}{port}{self.path}{query}"
-
-    def under(self, prefix: _HttpTarget) -> bool:
-        """Same scheme, host and port, and a path at or below the prefix's path."""
-        if (self.scheme, self.host, self.port) != (prefix.scheme, prefix.host, prefix.port):
-            return False
-        if prefix.path.endswith("/"):
-            return self.path.startswith(prefix.path)
-        return self.path == prefix.path or self.path.startswith(prefix.path + "/")
-
-
-def _dot_segments(path: str) -> bool:
-    """Whether `path` has '.' or '..' segments, also once percent-decoded (even twice)."""
-    for _ in range(4):
-        segments = re.split(r"[/\\]", path)
-        if any(segment.split(";", 1)[0] in (".", "..") for segment in segments):
-            return True
-        decoded = unquote(path)
-        if decoded == path:
-            return False
-        path = decoded
-    return True  # still encoded after several rounds: refuse rather than guess
-
-
-def _parse_http_url(url: str, *, prefix: bool = False) -> _HttpTarget:
-    """Parse an http(s) URL strictly, or raise ValueError saying what is wrong with it.
-
-    Refused: other schemes, user info (`http://allowed@evil/`), hosts that are not plain
-    DNS names or IP addresses, bad ports (`http://host:80.evil/`), non-ASCII, spaces,
-    control characters and backslashes, and '.'/'..' path segments (also encoded). A
-    `prefix` (an allow-list entry) may have no query or fragment either.
-    """
-    if not url.isascii():
-        raise ValueError("it has non-ASCII characters; percent-encode them")
-    if any(ord(c) <= 32 or c in "\\\x7f" for c in url):
-        raise ValueError("it has spaces, control characters or backslashes")
-    try:
-        parts = urlsplit(url)
-    except ValueError as error:  # e.g. brackets around something that is not IPv6
-        raise ValueError(f"it does not parse as a URL ({error})") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        if not scheme or not parts.netloc:
-            raise ValueError("it is not an absolute URL like 'https://host/path'")
-        raise ValueError(f"only http and https URLs can be fetched, not {scheme}")
-    if "@" in parts.netloc:
-        raise ValueError("it has user info ('...@' before the host), which can disguise the host")
-    host = parts.hostname or ""
-    bracketed = parts.netloc.startswith("[")
-    if bracketed:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"its host {host!r} is not an IPv6 address") from None
-    elif not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", host):
-        raise ValueError(f"its host {host!r} is not a plain DNS name or IP address")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError("its port is not a number from 1 to 65535") from None
-    if port == 0:
-        raise ValueError("its port is not a number from 1 to 65535")
-    path = parts.path or "/"
-    if _dot_segments(path):
-        raise ValueError("its path has '.' or '..' segments (perhaps percent-encoded)")
-    if prefix and (parts.query or parts.fragment or url.endswith(("?", "#"))):
-        raise ValueError("an allowed prefix has no query or fragment ('?' or '#')")
-    default = 443 if scheme == "https" else 80
-    return _HttpTarget(scheme, host, port or default, path, parts.query)
-
-
 class HttpPolicy(_Section):
     """`[http]`: URL prefixes http.get may fetch (default: none)."""
 
@@ -347,6 +262,7 @@ class DevicePolicy(BaseModel):
     http: HttpPolicy = Field(default_factory=HttpPolicy)
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
+    mcp: McpPolicy = Field(default_factory=McpPolicy)
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -395,16 +311,21 @@ class DevicePolicy(BaseModel):
         if not self.is_enabled(tool):
             raise ToolDisabled(tool, self._source)
 
-    def check_tools(self, offered: Iterable[str]) -> None:
+    def check_tools(self, offered: Iterable[str], *, unlisted: Iterable[str] = ()) -> None:
         """Raise `PolicyError` for a name in `[tools]` or `[approval]` that is not among the
-        `offered` tools (a misspelt `disabled` entry would otherwise leave the tool on)."""
+        `offered` tools (a misspelt `disabled` entry would otherwise leave the tool on).
+
+        `unlisted` names MCP servers whose tools are not known yet (they did not start):
+        names under `mcp.<server>.` for them pass, as the tools cannot be checked.
+        """
         known = list(offered)
+        waiting = tuple(f"mcp.{server}." for server in unlisted)
         for key, names in (
             ("tools.enabled", self.tools.enabled or ()),
             ("tools.disabled", self.tools.disabled),
             ("approval.required", self.approval.required),
         ):
-            unknown = [name for name in names if name not in known]
+            unknown = [name for name in names if name not in known and not name.startswith(waiting)]
             if unknown:
                 raise PolicyError(
                     f"{_where(self._source)}: {key}: no tool {', '.join(map(repr, unknown))} "
@@ -466,8 +387,13 @@ def _problem(kind: str, message: str, loc: tuple[int | str, ...]) -> str:
 
 def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
     model: type[BaseModel] = DevicePolicy
-    for part in loc:
-        annotation = model.model_fields[str(part)].annotation
+    parts = list(loc)
+    while parts:
+        field = model.model_fields.get(str(parts.pop(0)))
+        annotation = field.annotation if field is not None else None
+        if typing.get_origin(annotation) is dict and parts:  # [mcp.servers.NAME]
+            parts.pop(0)
+            annotation = typing.get_args(annotation)[1]
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation

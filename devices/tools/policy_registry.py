@@ -19,17 +19,20 @@ from devices.tools.policy import DevicePolicy
 __all__ = ["PolicyToolRegistry", "apply_policy"]
 
 
-def apply_policy(policy: DevicePolicy, registry: ToolRegistry) -> PolicyToolRegistry:
+def apply_policy(
+    policy: DevicePolicy, registry: ToolRegistry, *, unlisted: Iterable[str] = ()
+) -> PolicyToolRegistry:
     """A registry of `registry`'s tools that `policy` enables, each run with `policy` in
     its context.
 
     Disabled tools are not offered (not in `names()`, `schemas()` or iteration), but
     a call to one fails with `ToolDisabled` rather than as an unknown tool. Tool names
     in `[tools]` or `[approval]` that `registry` does not have raise `PolicyError`
-    (a misspelt `disabled` entry would otherwise leave the tool on).
+    (a misspelt `disabled` entry would otherwise leave the tool on), except under the
+    `mcp.<server>.` of a server in `unlisted` (one whose tools are not known yet).
     """
     offered = registry.names()
-    policy.check_tools(offered)
+    policy.check_tools(offered, unlisted=unlisted)
     return PolicyToolRegistry(policy, [registry.get(name) for name in offered])
 
 

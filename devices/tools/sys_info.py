@@ -8,7 +8,9 @@ import os
 import platform
 import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +21,10 @@ from devices.tools.errors import ToolError
 from devices.tools.paths import Confined, locate_in, shown, workspace_root
 
 _MB = 1024 * 1024
+
+
+McpToolSchemas = Callable[[], dict[str, dict[str, Any]]]
+"""The MCP tools a device offers now: name -> input JSON schema (`devices.mcp`)."""
 
 
 class SysInfoArgs(BaseModel):
@@ -61,6 +67,10 @@ class SysInfoResult(BaseModel):
     disk_free_mb: int
     disks: list[DiskUsage] = Field(description="the requested paths, in order")
     gpu_free_vram_mb: int | None = Field(description="most free VRAM on one NVIDIA GPU")
+    mcp_tools: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="the MCP servers' tools this device offers: name -> input JSON schema",
+    )
 
 
 def _mb(size: int | None) -> int | None:
@@ -123,14 +133,18 @@ def _gather(
 
 
 class SysInfoTool(Tool[SysInfoArgs, SysInfoResult]):
-    """`free_vram` reads the GPU's free memory (`app/` passes NVML's); default: no GPU."""
+    """`free_vram` reads the GPU's free memory (`app/` passes NVML's); default: no GPU.
+    `mcp_tools` tells which MCP tools the device offers (`devices.tools.device_tools`)."""
 
     name = "sys.info"
     args_model = SysInfoArgs
     result_model = SysInfoResult
 
-    def __init__(self, free_vram: VramProbe = no_gpu) -> None:
+    def __init__(
+        self, free_vram: VramProbe = no_gpu, mcp_tools: McpToolSchemas | None = None
+    ) -> None:
         self._free_vram = free_vram
+        self._mcp_tools = mcp_tools
 
     async def run(self, args: SysInfoArgs, context: ToolContext) -> SysInfoResult:
         workspace = workspace_root(context.workspace)
@@ -138,4 +152,7 @@ class SysInfoTool(Tool[SysInfoArgs, SysInfoResult]):
         for path in args.paths:
             target = locate_in(context, path)
             folders.append((target, shown(context.workspace, target.path)))
-        return await asyncio.to_thread(_gather, workspace, folders, self._free_vram)
+        facts = await asyncio.to_thread(_gather, workspace, folders, self._free_vram)
+        if self._mcp_tools is not None:
+            facts.mcp_tools = self._mcp_tools()
+        return facts
