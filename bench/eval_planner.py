@@ -42,6 +42,7 @@ from agents.models.backend import LlamaBackend
 from agents.models.manager import ModelManager
 from agents.models.registry import ModelEntry, ModelRegistry
 from agents.planner.context import PlanningContext
+from agents.planner.decompose import StepPlanner
 from agents.planner.errors import PlanRejected
 from agents.planner.evaluation import (
     CATEGORIES,
@@ -147,8 +148,8 @@ def case_line(index: int, total: int, score: CaseScore, rss: float) -> str:
 
 async def run(options: argparse.Namespace) -> int:
     eval_dir = default_eval_dir()
-    fleets = load_fleets(eval_dir / "fleets.yaml")
-    cases = load_cases(eval_dir / "requests.yaml", fleets)
+    fleets = load_fleets(Path(options.fleets) if options.fleets else eval_dir / "fleets.yaml")
+    cases = load_cases(Path(options.cases) if options.cases else eval_dir / "requests.yaml", fleets)
     if options.category:
         cases = [case for case in cases if case.category == options.category]
     if options.limit is not None:
@@ -167,7 +168,8 @@ async def run(options: argparse.Namespace) -> int:
 
     scores: list[CaseScore] = []
     async with LlamaBackend(plan.settings) as backend:
-        planner = Planner(backend, examples=[] if options.no_examples else None)
+        kind = StepPlanner if options.planner == "steps" else Planner
+        planner = kind(backend, examples=[] if options.no_examples else None)
         for index, case in enumerate(cases, start=1):
             score = await evaluate(planner, case, by_fleet[case.fleet])
             scores.append(score)
@@ -275,6 +277,18 @@ def main() -> None:
         "--model", help="a GGUF file or a registry name (default: the embedded default model)"
     )
     parser.add_argument("--limit", type=int, help="run only the first N cases")
+    parser.add_argument(
+        "--cases", help="a requests file in the format of resources/eval/requests.yaml"
+    )
+    parser.add_argument(
+        "--fleets", help="a fleets file in the format of resources/eval/fleets.yaml"
+    )
+    parser.add_argument(
+        "--planner",
+        choices=("steps", "whole"),
+        default="steps",
+        help="steps: decompose the request (the default); whole: one generated plan",
+    )
     parser.add_argument("--category", choices=CATEGORIES, help="run only this category")
     parser.add_argument(
         "--no-examples",
