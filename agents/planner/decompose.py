@@ -29,7 +29,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -836,31 +836,43 @@ def _generated_problem(value: str, allowed: set[str]) -> str | None:
         return "it is empty"
     if "${" in value or "{{" in value:
         return "it uses a ${...} reference; write the command itself"
+    for kind, name in unmentioned_paths(value, lambda name: _known(name, allowed)):
+        return f"it names the {kind} {name!r}, which the request does not mention"
+    return None
+
+
+def _known(name: str, allowed: set[str]) -> bool:
+    lowered = name.lower().lstrip("./")
+    if lowered in allowed or PurePosixPath(lowered).name in allowed:
+        return True
+    return any(lowered.startswith(known + "/") or known.startswith(lowered) for known in allowed)
+
+
+def unmentioned_paths(value: str, known: Callable[[str], bool]) -> list[tuple[str, str]]:
+    """The (`file` or `path`, name) pairs of the paths and file names a command or a
+    piece of code names for which `known` is false; system folders (`/tmp`, `/var`, ...)
+    and names in code (`os.path`, `sys.version`) are no files."""
+    found: list[tuple[str, str]] = []
     for match in _SLASHED.finditer(value):
         path = match.group(1).rstrip("/*")
-        if not path or path.startswith(SYSTEM_PATHS):
+        if not path or path.startswith(SYSTEM_PATHS) or known(path):
             continue
-        if any(path.lower() == name or path.lower().startswith(name + "/") for name in allowed):
-            continue
-        if any(name.startswith(path.lower().lstrip("./")) for name in allowed):
-            continue
-        return f"it names the path {path!r}, which the request does not mention"
+        found.append(("path", path))
     for match in _PATHLIKE.finditer(value):
         name = match.group(1)
         if name.startswith(SYSTEM_PATHS) and "/" in name:
             continue
-        if re.fullmatch(r"[\d.]+|\w+\.(py|sh)?\w*\(", name):
-            continue
-        base = PurePosixPath(name).name.lower()
-        if name.lower() in allowed or base in allowed:
+        if re.fullmatch(r"[\d.]+|\w+\.(py|sh)?\w*\(", name) or known(name):
             continue
         if re.fullmatch(r"[a-z_]+\.[a-z_]+", name) and not re.search(
             r"\.(txt|csv|log|json|md|py|sh|tar|gz|zip|db|sql|ini|toml|yaml|yml|cfg|conf|pdf)$",
             name,
         ):
             continue  # os.path, sys.version: names in code, not files
-        return f"it names the file {name!r}, which the request does not mention"
-    return None
+        if any(name in path for _, path in found):
+            continue
+        found.append(("file", name))
+    return found
 
 
 def _rationale(draft: _Draft) -> str:
