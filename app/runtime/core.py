@@ -34,6 +34,7 @@ from agents.constellation import (
     UnknownStar,
     retry_plan,
 )
+from agents.constellation.fanout import NoFanOutDevice
 from agents.dispatch import ApprovalAsked, Dispatcher, UnknownApproval
 from agents.events import (
     ApprovalGiven,
@@ -317,7 +318,10 @@ class Runtime:
         """Run a constellation built elsewhere (a plan file, the planner, a retry); stars
         without an estimate get their tool's remembered run time."""
         self.memory.fill_estimates(constellation)
-        self.orchestrator.submit(constellation)
+        try:
+            self.orchestrator.submit(constellation)
+        except NoFanOutDevice as exc:
+            raise RequestRejected.of(ErrorCode.INVALID_PLAN, str(exc), "plan") from None
         log.info(
             "c=%s submitted (%s, %d stars)",
             constellation.id,
