@@ -3,7 +3,8 @@
 `run_plan` runs one valid plan on a fleet of real tools: one `InProcessDevice` per device
 of the case's fleet, named as there, offering the tools the fleet lists for it, each in a
 temporary workspace seeded with the files and folders the request mentions (a few lines
-of sample text; CSV files get a header and two rows). `shell.run` and `python.run` run
+of sample text; CSV files get a header and two rows), artifacts kept in one shared folder
+by checksum. `shell.run` and `python.run` run
 inside bubblewrap without network (`[sandbox] mode = "bwrap"`), so a command the model
 made up can only touch the workspace. The internet is not reached: `http.get` answers
 the URLs the request mentions with a small JSON body and refuses any other.
@@ -16,6 +17,7 @@ either failure is reported with its reason.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import tempfile
 from collections.abc import Sequence
@@ -65,6 +67,38 @@ class OfflineHttpGet(HttpGetTool):
             truncated=False,
             bytes=len(body),
         )
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    sha256: str
+    name: str
+    size: int
+
+
+class FolderArtifacts:
+    """The fleet's artifacts, kept as files by checksum in one folder: what an
+    orchestrator's artifact store does for connected devices, for in-process ones."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.names: dict[str, str] = {}
+        folder.mkdir(parents=True, exist_ok=True)
+
+    async def upload(self, path: Path, name: str) -> ArtifactInfo:
+        data = await asyncio.to_thread(path.read_bytes)
+        sha256 = hashlib.sha256(data).hexdigest()
+        await asyncio.to_thread((self.folder / sha256).write_bytes, data)
+        self.names[sha256] = name
+        return ArtifactInfo(sha256, name, len(data))
+
+    async def download(self, sha256: str, dest: Path) -> ArtifactInfo:
+        kept = self.folder / sha256
+        if not kept.is_file():
+            raise ToolFailed(f"no artifact {sha256[:12]} was uploaded")
+        data = await asyncio.to_thread(kept.read_bytes)
+        await asyncio.to_thread(dest.write_bytes, data)
+        return ArtifactInfo(sha256, self.names.get(sha256, dest.name), len(data))
 
 
 def seed(workspace: Path, request: str) -> None:
@@ -120,6 +154,7 @@ async def run_plan(
     urls = mentioned_urls(case.request)
     with tempfile.TemporaryDirectory(prefix="orrery-eval-run-") as home:
         root = Path(home)
+        artifacts = FolderArtifacts(root / "artifacts")
         devices = []
         for device in fleet:
             workspace = root / "devices" / device.name
@@ -130,6 +165,7 @@ async def run_plan(
                     name=device.name,
                     labels=device.labels,
                     tools=device_tools(device, urls),
+                    artifacts=artifacts,
                 )
             )
         with Store.open_path(root / "orrery.db") as store:

@@ -276,7 +276,7 @@ class StepPlanner(Planner):
                 waits = list(previous.depends_on)
             else:
                 waits = list(previous.ids)
-            upstream = _upstream(stages, step, waits)
+            upstream = list(waits)  # what this step waits for is what it may use
             stage, used = await self._stage(draft, step, where, waits, upstream, previous, problems)
             calls += used
             if stage is None:
@@ -710,11 +710,6 @@ def _per_device(previous: _Stage, devices: Sequence[str | None]) -> bool:
         and set(devices) == set(previous.by_device)
         and len(previous.by_device) == len(previous.ids)
     )
-
-
-def _upstream(stages: Sequence[_Stage], step: Step, waits: Sequence[str]) -> list[str]:
-    del stages, step
-    return list(waits)
 
 
 def _produced(tool: str, args: Mapping[str, Any], files: Sequence[str]) -> str | None:

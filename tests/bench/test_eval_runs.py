@@ -74,6 +74,34 @@ async def test_a_plan_that_does_what_was_asked_runs() -> None:
     assert outcome.ok, outcome.reason
 
 
+async def test_artifacts_move_between_the_in_process_devices() -> None:
+    outcome = await run_plan(
+        case(),
+        spec(
+            {"id": "s1", "tool": "artifact.put", "on": "nas", "args": {"path": "config.ini"}},
+            {
+                "id": "s2",
+                "tool": "artifact.get",
+                "on": "laptop",
+                "after": ["s1"],
+                "args": {"artifact": "${s1.output.artifact}", "path": "notes/copy.txt"},
+            },
+            {
+                "id": "s3",
+                "tool": "fs.read",
+                "on": "laptop",
+                "after": ["s2"],
+                "args": {"path": "notes/copy.txt"},
+            },
+        ),
+        [
+            FLEET[0].model_copy(update={"tools": (*FLEET[0].tools, "artifact.get")}),
+            FLEET[1],
+        ],
+    )
+    assert outcome.ok, outcome.reason
+
+
 async def test_a_plan_on_a_device_without_the_tool_or_naming_other_files_fails() -> None:
     missing_tool = await run_plan(
         case(),
