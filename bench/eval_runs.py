@@ -150,7 +150,7 @@ async def run_plan(
     case: EvalCase, spec: PlanSpec, fleet: Sequence[EvalDevice], *, seconds: float = RUN_SECONDS
 ) -> RunOutcome:
     """Run `spec` for `case` on in-process devices named as `fleet`; see the module."""
-    unmentioned = unmentioned_names(case.request, spec)
+    unmentioned = unmentioned_names(case.request, spec, [device.name for device in fleet])
     urls = mentioned_urls(case.request)
     with tempfile.TemporaryDirectory(prefix="orrery-eval-run-") as home:
         root = Path(home)

@@ -446,7 +446,7 @@ def unmentioned_names(request: str, spec: PlanSpec, devices: Iterable[str] = ())
     """The files and folders a plan's arguments name that the request never mentioned.
 
     A name counts as mentioned when the request names it (or a folder above it), or when
-    every word of its stem is a word of the request or a device name: `summary.txt` for
+    every word of its stem is a word of the request or of a device name: `summary.txt` for
     "write a summary", `web1-nginx.tar.gz` for "back up /etc/nginx from web1". System
     folders (`/tmp`, `/var`, `/etc`, ...) and `${...}` references are not counted.
     """
@@ -455,7 +455,9 @@ def unmentioned_names(request: str, spec: PlanSpec, devices: Iterable[str] = ())
 
     named = {name.lower().rstrip("/") for name in mentioned_files(request)}
     named |= {name.lower().rstrip("/") for name in mentioned_folders(request)}
-    words = set(re.findall(r"[a-z0-9]+", request.lower())) | {d.lower() for d in devices}
+    names = [d.lower() for d in devices]
+    words = set(re.findall(r"[a-z0-9]+", request.lower())) | set(names)
+    words |= {part for name in names for part in re.split(r"[^a-z0-9]+", name) if part}
 
     def known(name: str) -> bool:
         lowered = name.lower().rstrip("/").removeprefix("./")
