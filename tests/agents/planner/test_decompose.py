@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from agents.constellation import DeviceSelector
+from agents.models.backend import Completion
 from agents.planner.context import PlanningContext
 from agents.planner.decompose import StepPlanner
+from agents.planner.errors import PlanRejected
 from devices.registry import DeviceInfo
 from devices.tools import default_tools
 from tests.agents.planner.scripted import ScriptedModel, plan_json, star
@@ -149,3 +154,42 @@ async def test_fan_out_keeps_to_the_devices_that_offer_the_tool() -> None:
     )
     assert [on(s) for s in outcome.spec.stars] == ["builder-1", "builder-2", "laptop"]
     assert {s.effective_tool for s in outcome.spec.stars} == {"python.run"}
+
+
+class AnsweringModel:
+    """Answers any of the step planner's questions with something well-formed."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def chat(self, messages: object, **kwargs: object) -> Completion:
+        self.calls += 1
+        schema = kwargs.get("schema")
+        if isinstance(schema, dict) and "tool" in schema.get("properties", {}):
+            text = json.dumps({"tool": schema["properties"]["tool"]["enum"][0]})
+        elif kwargs.get("grammar"):
+            text = json.dumps({"cmd": "true", "code": "print(1)"})
+        else:
+            text = plan_json(star("s1", on="nas", cmd="true"))
+        return Completion(text, "stop", 1, 0, 0.0, 0.0)
+
+
+WORDS = st.sampled_from(
+    [
+        *("laptop", "nas", "builder-1", "both", "builders", "every", "linux", "device"),
+        *("and", "then", ",", "copy", "write", "read", "list", "check", "disk", "to"),
+        *("from", "on", "notes.txt", "/var/log", "https://example.org/x", "the", "folder"),
+        *("Backups", "with", "python", "it", "at the same time", '"hi"', "same as", "."),
+    ]
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(WORDS, min_size=1, max_size=14))
+async def test_any_request_gets_a_valid_plan_or_a_clear_rejection(words: list[str]) -> None:
+    request = " ".join(words)
+    try:
+        outcome = await StepPlanner(AnsweringModel()).create(request, fleet_context())
+    except PlanRejected:
+        return
+    assert outcome.spec.stars
