@@ -225,7 +225,7 @@ class StepPlanner(Planner):
         started = time.perf_counter()
         problems: list[str] = []
         try:
-            draft, calls = await self._draft(request, context, problems)
+            draft, calls, steps = await self._draft(request, context, problems)
             rationale = _rationale(draft)
             spec, constellation = plan_from_output(
                 {"rationale": rationale, "stars": draft.stars}, context, name=name
@@ -248,7 +248,7 @@ class StepPlanner(Planner):
             "plan %s: %d stars from %d step(s), %d model call(s), in %.1fs",
             constellation.id,
             len(spec.stars),
-            len({star["title"] for star in draft.stars}),
+            steps,
             calls,
             seconds,
         )
@@ -258,7 +258,8 @@ class StepPlanner(Planner):
 
     async def _draft(
         self, request: str, context: PlanningContext, problems: list[str]
-    ) -> tuple[_Draft, int]:
+    ) -> tuple[_Draft, int, int]:
+        """The plan as raw stars, how many model calls it took, and how many steps."""
         draft = _Draft(context, request)
         steps = split_steps(request, context.devices)
         if not steps:
@@ -298,7 +299,7 @@ class StepPlanner(Planner):
                 where = stage.devices
         if not draft.stars:
             raise InvalidOutput("no step of the request could be planned")
-        return draft, calls
+        return draft, calls, len(steps)
 
     async def _stage(
         self,
