@@ -202,7 +202,6 @@ def resolve_devices(text: str, fleet: Sequence[DeviceInfo]) -> list[DeviceMentio
             continue
         phrase_end = index
         quantified = False
-        count: int | None = None
         platform: str | None = None
         wanted: list[str] = []
         generic = False
@@ -213,8 +212,7 @@ def resolve_devices(text: str, fleet: Sequence[DeviceInfo]) -> list[DeviceMentio
             if word in QUANTIFIERS:
                 quantified = True
             elif word in NUMBERS:
-                count = NUMBERS[word]
-                quantified = True
+                quantified = True  # "all three": the words select, the count is not checked
             elif word in PLATFORM_WORDS:
                 if platform is not None:
                     break  # "linux, windows and macos": one phrase each
@@ -248,8 +246,6 @@ def resolve_devices(text: str, fleet: Sequence[DeviceInfo]) -> list[DeviceMentio
                 # devices that carry it in their name, if any do.
                 named = [n for n in matched if platform in _parts(n) or "mac" in _parts(n)]
                 matched = named or matched
-            if count is not None and len(matched) != count:
-                pass  # the count disagrees with the fleet: keep what the words select
             start = tokens[index][1]
             last = tokens[phrase_end]
             mentions.append(
