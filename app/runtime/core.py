@@ -231,12 +231,15 @@ class Runtime:
             constellation = await self.parse_plan_off_loop(given.plan_text, given.source)
         else:
             assert given.request is not None
-            constellation = await self.plan(given.request)
-            self.remembering.note_request(
-                constellation.id,
-                given.request,
-                recalled=self.memory.planned_from(constellation.id),
-            )
+            return self.start_planned(await self.plan(given.request), given.request)
+        return self.start_constellation(constellation)
+
+    def start_planned(self, constellation: Constellation, request: str) -> Run:
+        """Run a constellation `plan` made for `request` (after a person looked at it):
+        the memory records it as that request's run."""
+        self.remembering.note_request(
+            constellation.id, request, recalled=self.memory.planned_from(constellation.id)
+        )
         return self.start_constellation(constellation)
 
     def parse_plan(
