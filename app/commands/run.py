@@ -14,20 +14,21 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from rich.console import Console
 from rich.status import Status
 
-from agents.constellation import Constellation
 from app.commands.clients import api_for
 from app.commands.follow import Display, follow
 from app.config import data_dir
 from app.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
 from app.interface import OrreryApi, Run
-from app.runtime import Runtime
-from app.settings import load_planner_settings
 from app.text_safety import one_line
+
+if TYPE_CHECKING:  # the runtime (models, numpy) loads only for runs without --server
+    from agents.constellation import Constellation
+    from app.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -43,7 +44,10 @@ async def main(options: argparse.Namespace, stop: asyncio.Event) -> int:
     async with api_for(options, this_machine=True, planner=not plan) as api:
         if plan:
             run = await api.submit(Path(target))
-        elif not options.server and not options.yes and isinstance(api, Runtime):
+        elif not options.server and not options.yes:
+            from app.runtime import Runtime
+
+            assert isinstance(api, Runtime)  # without --server: the in-process runtime
             looked = await look_before_it_runs(api, target, options, stop)
             if isinstance(looked, int):
                 return looked
@@ -81,6 +85,8 @@ async def look_before_it_runs(
     or the exit code when it does not run."""
     err = Console(stderr=True, highlight=False)
     if not interactive():
+        from app.settings import load_planner_settings
+
         if load_planner_settings(data_dir(options.data_dir)).unattended:
             return await planning(runtime, request, quiet=options.json, server=None)
         err.print(
