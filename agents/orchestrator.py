@@ -31,6 +31,7 @@ from agents.constellation import (
     StarStatus,
     UnknownStar,
 )
+from agents.constellation.fanout import expand_fan_out
 from agents.constellation.model import DeviceSelector
 from agents.constellation.references import UnresolvedReference, resolve_references
 from agents.constellation.shell_words import SHELL_ARGS, UnsafeShellReference
@@ -153,6 +154,8 @@ class Orchestrator:
         """Start running a constellation (built by `build_constellation`); returns at once."""
         if constellation.id in self._runs:
             raise DuplicateConstellation(constellation.id)
+        if expand_fan_out(constellation, self.dispatcher.devices()):
+            log.info("constellation %s: fanned-out stars expanded", constellation.id)
         run = RunState(editor=ConstellationEditor(constellation, known_tools=self.known_tools))
         self._runs[constellation.id] = run
         constellation.status = ConstellationStatus.RUNNING
@@ -862,6 +865,8 @@ def device_mismatch(device: DeviceInfo, tool: str, selector: DeviceSelector | No
     """Why `device` cannot run `tool` for a star with this selector, or None if it can."""
     if selector is None:
         return device.mismatch(tool=tool)
+    if selector.names and device.name not in selector.names:
+        return f"is not one of {', '.join(selector.names)}"
     return device.mismatch(
         tool=tool,
         name=selector.name,

@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_server_options(run)
     _add_run_options(run)
+    run.add_argument(
+        "--yes",
+        action="store_true",
+        help="run a plan made from words without showing it first and asking",
+    )
 
     gui = commands.add_parser(
         "gui",

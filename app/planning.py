@@ -26,6 +26,7 @@ from agents.events import ConstellationFinished, ConstellationSubmitted, Event
 from agents.models.manager import LazyModelManager
 from agents.orchestrator import Orchestrator
 from agents.planner.context import PlanningContext
+from agents.planner.decompose import StepPlanner
 from agents.planner.planner import Planner
 from agents.planner.recall import (
     RecalledPlans,
@@ -91,7 +92,8 @@ class RequestPlanner:
     async def planner(self) -> Planner:
         if self._planner is None:
             backend = await self.models.backend("planner")
-            self._planner = Planner(
+            kind = StepPlanner if self.settings.strategy == "steps" else Planner
+            self._planner = kind(
                 backend,
                 max_repairs=self.settings.max_repairs,
                 max_stars=self.settings.max_stars,

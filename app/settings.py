@@ -17,6 +17,10 @@ device = "smollm2-135m-instruct"
 [planner]
 edit_policy = "on_failure"             # when the planner edits a running plan: on_failure,
                                        # always (after every result) or never
+unattended = true                      # `orrery run "words"` outside a terminal runs the
+                                       # plan without asking (false: it needs --yes)
+strategy = "steps"                     # steps: structure by code, small decisions by the
+                                       # model (agents/planner/decompose.py); whole: one plan
 max_repairs = 2                        # new tries after an invalid plan, then a clear refusal
 max_stars = 8                          # the most stars one generated plan may have
 """
@@ -56,6 +60,12 @@ class PlannerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     edit_policy: Literal["on_failure", "always", "never"] = "on_failure"
+    unattended: bool = True
+    """Whether `orrery run "words"` may start a planned run without asking when it is not
+    run from a terminal (a script, a pipe); from a terminal it asks unless --yes."""
+    strategy: Literal["steps", "whole"] = "steps"
+    """steps: code splits the request and the model fills in small decisions
+    (`agents.planner.decompose`); whole: the model writes the whole plan."""
     max_repairs: int = Field(default=2, ge=0, le=10)
     max_stars: int = Field(default=8, ge=1, le=32)
 

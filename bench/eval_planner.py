@@ -1,16 +1,27 @@
 """How well the planner turns requests into constellations, TaskBench style, in one run.
 
 Every case of the evaluation set (resources/eval/requests.yaml, on the fleets of
-resources/eval/fleets.yaml) goes through `Planner.create` with a planning context made of
-the case's fleet and the built-in tools' schemas. A plan counts as valid when the planner
-returns one (after its own bounded repair); it is scored by node F1 (tools, as a multiset),
-edge F1 ((upstream tool, downstream tool) pairs, as a multiset) and whether the expected
-parallel groups can still run at once. An invalid plan scores 0 for both F1s.
+resources/eval/fleets.yaml; `--cases FILE` and `--fleets FILE` name other files of the same
+format) goes through the planner (the step planner, `--planner whole` for the whole-plan
+generation) with a planning context made of the case's fleet and the built-in tools'
+schemas. A plan counts as valid when the planner returns one (after its own bounded
+repair); it is scored by node F1 (tools, as a multiset), edge F1 ((upstream tool,
+downstream tool) pairs, as a multiset) and whether the expected parallel groups can still
+run at once. An invalid plan scores 0 for both F1s.
+
+Execution mode (unless `--no-run`, `bench/eval_runs.py`): each valid plan runs on
+in-process devices named as in the case's fleet, each with a temporary workspace seeded
+with the files the request mentions, shell.run and python.run inside bubblewrap without
+network, http.get answering only the request's own URLs; a run succeeds when the
+constellation succeeds and no argument names a file or folder the request never
+mentioned. `run_success` is the share of cases whose run succeeded (an invalid plan
+counts as failed).
 
 The per-case lines come as they finish (each with the process's resident memory after it),
 then a per-category table, and the last line is
-`valid_rate=<x.xx> node_f1=<x.xxx> edge_f1=<x.xxx> median_plan_s=<x.xx> model=<name>
-peak_rss_mib=<n>` (one line; the peak resident memory of the whole run, from getrusage).
+`valid_rate=<x.xx> node_f1=<x.xxx> edge_f1=<x.xxx> run_success=<x.xx> median_plan_s=<x.xx>
+model=<name> peak_rss_mib=<n>` (one line; run_success is n/a with `--no-run`; the peak
+resident memory of the whole run, from getrusage).
 
 `--memory` adds the memory mode, leave-one-out (`agents.planner.eval_memory`): a task
 memory holds every case's expected plan as a past successful run on its fleet, and each
@@ -21,7 +32,9 @@ runs are measured in one go; the last line is then
 memory_valid_rate=<x.xx> valid_rate=<x.xx> reused=<n> model=<name>` (on one line).
 
 Usage: python bench/eval_planner.py [--model PATH_OR_NAME] [--limit N] [--category C]
-                                     [--json FILE] [--data-dir DIR] [--memory]
+                                     [--cases FILE] [--fleets FILE] [--no-run]
+                                     [--planner steps|whole] [--json FILE]
+                                     [--data-dir DIR] [--memory]
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ from agents.models.backend import LlamaBackend
 from agents.models.manager import ModelManager
 from agents.models.registry import ModelEntry, ModelRegistry
 from agents.planner.context import PlanningContext
+from agents.planner.decompose import StepPlanner
 from agents.planner.errors import PlanRejected
 from agents.planner.evaluation import (
     CATEGORIES,
@@ -119,17 +133,30 @@ def contexts(
     return made
 
 
-async def evaluate(planner: Planner, case: EvalCase, context: PlanningContext) -> CaseScore:
+async def evaluate(
+    planner: Planner,
+    case: EvalCase,
+    context: PlanningContext,
+    fleet: list[EvalDevice] | None = None,
+) -> CaseScore:
+    """One case planned (and, given its `fleet`, run: the execution mode)."""
     started = time.perf_counter()
     try:
         outcome = await planner.create(case.request, context)
     except PlanRejected as exc:
         # `reasons` holds one line per attempt: the last says why the plan was given up.
         error = exc.reasons[-1] if exc.reasons else str(exc)
-        return failed_case_score(
+        failed = failed_case_score(
             case, error, seconds=time.perf_counter() - started, attempts=len(exc.reasons)
         )
-    return case_score(case, outcome.spec, seconds=outcome.seconds, attempts=outcome.attempts)
+        return failed if fleet is None else dataclasses.replace(failed, run_ok=False)
+    score = case_score(case, outcome.spec, seconds=outcome.seconds, attempts=outcome.attempts)
+    if fleet is None:
+        return score
+    from eval_runs import run_plan
+
+    ran = await run_plan(case, outcome.spec, fleet)
+    return dataclasses.replace(score, run_ok=ran.ok, run_error=ran.reason)
 
 
 def case_line(index: int, total: int, score: CaseScore, rss: float) -> str:
@@ -139,16 +166,19 @@ def case_line(index: int, total: int, score: CaseScore, rss: float) -> str:
     if not score.valid:
         return f"{head} INVALID {timing}  {score.error}"
     par = {None: "-", True: "yes", False: "no"}[score.parallel_ok]
+    why = " ".join((score.run_error or "").split())
+    ran = {None: "", True: " run=ok", False: f" run=FAILED ({why})"}[score.run_ok]
     return (
         f"{head} valid   {timing}  node_f1={score.node_f1:.3f} "
-        f"edge_f1={score.edge_f1:.3f} parallel={par}"
+        f"edge_f1={score.edge_f1:.3f} parallel={par}{ran}"
     )
 
 
 async def run(options: argparse.Namespace) -> int:
     eval_dir = default_eval_dir()
-    fleets = load_fleets(eval_dir / "fleets.yaml")
-    cases = load_cases(eval_dir / "requests.yaml", fleets)
+    fleets = load_fleets(Path(options.fleets) if options.fleets else eval_dir / "fleets.yaml")
+    cases_file = Path(options.cases) if options.cases else eval_dir / "requests.yaml"
+    cases = load_cases(cases_file, fleets)
     if options.category:
         cases = [case for case in cases if case.category == options.category]
     if options.limit is not None:
@@ -167,9 +197,11 @@ async def run(options: argparse.Namespace) -> int:
 
     scores: list[CaseScore] = []
     async with LlamaBackend(plan.settings) as backend:
-        planner = Planner(backend, examples=[] if options.no_examples else None)
+        kind = StepPlanner if options.planner == "steps" else Planner
+        planner = kind(backend, examples=[] if options.no_examples else None)
         for index, case in enumerate(cases, start=1):
-            score = await evaluate(planner, case, by_fleet[case.fleet])
+            fleet = None if options.no_run else fleets[case.fleet]
+            score = await evaluate(planner, case, by_fleet[case.fleet], fleet)
             scores.append(score)
             print(case_line(index, len(cases), score, rss_mib()), flush=True)
 
@@ -178,7 +210,7 @@ async def run(options: argparse.Namespace) -> int:
     if options.memory:
         async with LlamaBackend(plan.settings) as backend:
             memory_scores, reused = await evaluate_with_memory(
-                Planner(backend), cases, fleets, by_fleet
+                Planner(backend), cases, fleets, by_fleet, cases_file
             )
 
     summary = summarise(scores)
@@ -216,6 +248,7 @@ async def evaluate_with_memory(
     cases: list[EvalCase],
     fleets: dict[str, list[EvalDevice]],
     by_fleet: dict[str, PlanningContext],
+    cases_file: Path,
 ) -> tuple[list[CaseScore], int]:
     """Every case planned with the memory of all the others (see the module docstring)."""
     from agents.planner.eval_memory import remember_cases
@@ -223,7 +256,7 @@ async def evaluate_with_memory(
     from memory.recall import TaskRecall
     from memory.tree import TaskTree
 
-    everything = load_cases(default_eval_dir() / "requests.yaml", fleets)
+    everything = load_cases(cases_file, fleets)
     scores: list[CaseScore] = []
     reused = 0
     with (
@@ -243,7 +276,8 @@ async def evaluate_with_memory(
                 reused += int(was_reused)
                 scores.append(score)
                 how = " (reused)" if was_reused else ""
-                print(f"memory {case_line(index, len(cases), score)}{how}", flush=True)
+                line = case_line(index, len(cases), score, rss_mib())
+                print(f"memory {line}{how}", flush=True)
         finally:
             recall.close()
     return scores, reused
@@ -275,6 +309,23 @@ def main() -> None:
         "--model", help="a GGUF file or a registry name (default: the embedded default model)"
     )
     parser.add_argument("--limit", type=int, help="run only the first N cases")
+    parser.add_argument(
+        "--cases", help="a requests file in the format of resources/eval/requests.yaml"
+    )
+    parser.add_argument(
+        "--fleets", help="a fleets file in the format of resources/eval/fleets.yaml"
+    )
+    parser.add_argument(
+        "--no-run",
+        action="store_true",
+        help="only plan: do not run each valid plan on in-process devices (bench/eval_runs.py)",
+    )
+    parser.add_argument(
+        "--planner",
+        choices=("steps", "whole"),
+        default="steps",
+        help="steps: decompose the request (the default); whole: one generated plan",
+    )
     parser.add_argument("--category", choices=CATEGORIES, help="run only this category")
     parser.add_argument(
         "--no-examples",

@@ -122,23 +122,33 @@ class DeviceSelector(BaseModel):
     platform: str | None = None
     gpu: bool | None = None
     min_vram_mb: int | None = Field(default=None, ge=1, description="free GPU memory needed")
+    names: tuple[str, ...] = Field(default=(), description="one of these devices")
+    each: bool = Field(
+        default=False,
+        description="fan out: one star per matching device (`agents.constellation.fanout`)",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _from_name(cls, value: Any) -> Any:
-        # `on: laptop` is shorthand for `on: {name: laptop}`.
+        # `on: laptop` is shorthand for `on: {name: laptop}`; `on: [a, b]` fans out over
+        # devices a and b: `on: {names: [a, b], each: true}`.
         if isinstance(value, str):
             return {"name": value}
+        if isinstance(value, list):
+            return {"names": value, "each": True}
         return value
 
     @property
     def is_any(self) -> bool:
         return (
             self.name is None
+            and not self.names
             and not self.labels
             and self.platform is None
             and not self.gpu
             and not self.min_vram_mb
+            and not self.each
         )
 
 

@@ -16,6 +16,7 @@ over the set and prints it.
 from __future__ import annotations
 
 import itertools
+import re
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -441,6 +442,57 @@ def parallel_satisfied(case: EvalCase, spec: PlanSpec) -> bool | None:
     return True
 
 
+def unmentioned_names(request: str, spec: PlanSpec, devices: Iterable[str] = ()) -> list[str]:
+    """The files and folders a plan's arguments name that the request never mentioned.
+
+    A name counts as mentioned when the request names it (or a folder above it), or when
+    every word of its stem is a word of the request or of a device name: `summary.txt` for
+    "write a summary", `web1-nginx.tar.gz` for "back up /etc/nginx from web1". System
+    folders (`/tmp`, `/var`, `/etc`, ...) and `${...}` references are not counted.
+    """
+    from agents.planner.decompose import SYSTEM_PATHS, unmentioned_paths
+    from agents.planner.steps import mentioned_files, mentioned_folders
+
+    named = {name.lower().rstrip("/") for name in mentioned_files(request)}
+    named |= {name.lower().rstrip("/") for name in mentioned_folders(request)}
+    names = [d.lower() for d in devices]
+    words = set(re.findall(r"[a-z0-9]+", request.lower())) | set(names)
+    words |= {part for name in names for part in re.split(r"[^a-z0-9]+", name) if part}
+
+    def known(name: str) -> bool:
+        lowered = name.lower().rstrip("/").removeprefix("./")
+        if not lowered or "${" in lowered or lowered in (".", "*"):
+            return True
+        if any(
+            lowered == n or lowered.startswith(n + "/") or n.endswith("/" + lowered) for n in named
+        ):
+            return True
+        base = lowered.rsplit("/", 1)[-1]
+        if any(n.rsplit("/", 1)[-1] == base for n in named):
+            return True
+        stem = base.split(".", 1)[0]
+        return bool(stem) and all(part in words for part in re.split(r"[-_]+", stem) if part)
+
+    found: dict[str, None] = {}
+    for star in spec.stars:
+        for key, value in star.effective_args.items():
+            if not isinstance(value, (str, list)):
+                continue
+            values = value if isinstance(value, list) else [value]
+            for text in (str(item) for item in values):
+                if "${" in text:
+                    continue
+                if key in ("cmd", "code"):
+                    found.update(dict.fromkeys(name for _, name in unmentioned_paths(text, known)))
+                elif (
+                    key in ("path", "paths")
+                    and not text.startswith(SYSTEM_PATHS[:-1])
+                    and not known(text)
+                ):
+                    found[text] = None
+    return list(found)
+
+
 @dataclass(frozen=True, slots=True)
 class CaseScore:
     """How the planner did on one case."""
@@ -456,6 +508,9 @@ class CaseScore:
     error: str | None = None
     stars: tuple[str, ...] = ()
     """The plan, one star per item: `s2 fs.write@laptop after s1`."""
+    run_ok: bool | None = None
+    """Execution mode: whether the plan ran and named nothing unmentioned (None: not run)."""
+    run_error: str | None = None
 
 
 def describe_stars(spec: PlanSpec) -> tuple[str, ...]:
@@ -521,11 +576,16 @@ class EvalSummary:
     """Share of the cases with parallel groups whose groups all held; None without any."""
     median_seconds: float
     categories: dict[str, CategorySummary] = field(default_factory=dict)
+    run_success: float | None = None
+    """Execution mode: the share of cases whose plan ran and named nothing unmentioned
+    (an invalid plan counts as a failed run); None when plans were not run."""
 
     def last_line(self, model: str) -> str:
+        runs = "n/a" if self.run_success is None else f"{self.run_success:.2f}"
         return (
             f"valid_rate={self.valid_rate:.2f} node_f1={self.node_f1:.3f} "
-            f"edge_f1={self.edge_f1:.3f} median_plan_s={self.median_seconds:.2f} model={model}"
+            f"edge_f1={self.edge_f1:.3f} run_success={runs} "
+            f"median_plan_s={self.median_seconds:.2f} model={model}"
         )
 
     def table(self) -> str:
@@ -560,6 +620,12 @@ def _means(scores: Sequence[CaseScore]) -> CategorySummary:
     )
 
 
+def _run_success(scores: Sequence[CaseScore]) -> float | None:
+    if all(score.run_ok is None for score in scores):
+        return None
+    return sum(score.run_ok is True for score in scores) / len(scores)
+
+
 def summarise(scores: Sequence[CaseScore]) -> EvalSummary:
     """Fold per-case scores into the run's summary; an invalid plan counts 0 for both F1s."""
     if not scores:
@@ -574,6 +640,7 @@ def summarise(scores: Sequence[CaseScore]) -> EvalSummary:
         edge_f1=overall.edge_f1,
         parallel_rate=overall.parallel_rate,
         median_seconds=statistics.median(score.seconds for score in scores),
+        run_success=_run_success(scores),
         categories={
             name: _means([score for score in scores if score.category == name]) for name in names
         },

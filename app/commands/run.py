@@ -10,18 +10,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from rich.console import Console
 from rich.status import Status
 
 from app.commands.clients import api_for
 from app.commands.follow import Display, follow
-from app.exit_codes import EXIT_INTERRUPTED
+from app.config import data_dir
+from app.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
 from app.interface import OrreryApi, Run
+from app.text_safety import one_line
+
+if TYPE_CHECKING:  # the runtime (models, numpy) loads only for runs without --server
+    from agents.constellation import Constellation
+    from app.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -43,6 +50,14 @@ async def main(options: argparse.Namespace, stop: asyncio.Event) -> int:
     ) as api:
         if plan:
             run = await api.submit(Path(target))
+        elif not options.server and not options.yes:
+            from app.runtime import Runtime
+
+            assert isinstance(api, Runtime)  # without --server: the in-process runtime
+            looked = await look_before_it_runs(api, target, options, stop)
+            if isinstance(looked, int):
+                return looked
+            run = looked
         else:
             planned = planning(api, target, quiet=options.json, server=options.server)
             if options.server:  # the server plans on: its run is cancelled once it starts
@@ -61,6 +76,65 @@ async def main(options: argparse.Namespace, stop: asyncio.Event) -> int:
             data_dir=options.data_dir,
         )
         return await follow(api, run, display, stop)
+
+
+def interactive() -> bool:
+    """Whether a person is at this command: stdin and stdout are terminals."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+async def look_before_it_runs(
+    runtime: Runtime, request: str, options: argparse.Namespace, stop: asyncio.Event
+) -> Run | int:
+    """Plan `request` and, from a terminal, show the plan and ask before it runs; outside
+    a terminal run it as planned if `[planner] unattended` allows, else refuse. The run,
+    or the exit code when it does not run."""
+    err = Console(stderr=True, highlight=False)
+    if not interactive():
+        from app.settings import load_planner_settings
+
+        if load_planner_settings(data_dir(options.data_dir)).unattended:
+            return await planning(runtime, request, quiet=options.json, server=None)
+        err.print(
+            "orrery: a plan made from words runs unattended only with --yes here "
+            "([planner] unattended = false and this is no terminal)"
+        )
+        return EXIT_BAD_INPUT
+    async with _status(err, f"planning with the local model: {request}", quiet=options.json):
+        constellation = await first_of(runtime.plan(request), stop)
+    if constellation is None:
+        err.print("orrery: interrupted while planning")
+        return EXIT_INTERRUPTED
+    print(plan_preview(constellation), flush=True)
+    answer = await first_of(asyncio.to_thread(_ask, "Run this plan? [y/N] "), stop)
+    if (answer or "").strip().lower() not in ("y", "yes"):
+        err.print("orrery: not run")
+        return EXIT_OK
+    return runtime.start_planned(constellation, request)
+
+
+def _ask(question: str) -> str:
+    try:
+        return input(question)
+    except EOFError:
+        return ""
+
+
+def plan_preview(constellation: Constellation) -> str:
+    """The stars of a plan, one a line: id, device, tool, and the command or path."""
+    lines = [f"plan: {one_line(constellation.rationale)}" if constellation.rationale else "plan:"]
+    for star in constellation.stars.values():
+        where = star.on.name if star.on is not None and star.on.name else "any device"
+        args = star.effective_args
+        what = next(
+            (args[key] for key in ("cmd", "code", "path", "url", "goal") if key in args), ""
+        )
+        after = f" (after {', '.join(line.source for line in constellation.incoming(star.id))})"
+        waits = after if constellation.incoming(star.id) else ""
+        lines.append(
+            f"  {star.id:<6} {where:<14} {star.effective_tool:<13} {one_line(str(what))}{waits}"
+        )
+    return "\n".join(lines)
 
 
 async def planning(api: OrreryApi, request: str, *, quiet: bool, server: str | None) -> Run:

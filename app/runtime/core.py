@@ -34,6 +34,7 @@ from agents.constellation import (
     UnknownStar,
     retry_plan,
 )
+from agents.constellation.fanout import NoFanOutDevice
 from agents.dispatch import ApprovalAsked, Dispatcher, UnknownApproval
 from agents.events import (
     ApprovalGiven,
@@ -237,12 +238,15 @@ class Runtime:
             constellation = await self.parse_plan_off_loop(given.plan_text, given.source)
         else:
             assert given.request is not None
-            constellation = await self.plan(given.request)
-            self.remembering.note_request(
-                constellation.id,
-                given.request,
-                recalled=self.memory.planned_from(constellation.id),
-            )
+            return self.start_planned(await self.plan(given.request), given.request)
+        return self.start_constellation(constellation)
+
+    def start_planned(self, constellation: Constellation, request: str) -> Run:
+        """Run a constellation `plan` made for `request` (after a person looked at it):
+        the memory records it as that request's run."""
+        self.remembering.note_request(
+            constellation.id, request, recalled=self.memory.planned_from(constellation.id)
+        )
         return self.start_constellation(constellation)
 
     def parse_plan(
@@ -324,7 +328,10 @@ class Runtime:
         """Run a constellation built elsewhere (a plan file, the planner, a retry); stars
         without an estimate get their tool's remembered run time."""
         self.memory.fill_estimates(constellation)
-        self.orchestrator.submit(constellation)
+        try:
+            self.orchestrator.submit(constellation)
+        except NoFanOutDevice as exc:
+            raise RequestRejected.of(ErrorCode.INVALID_PLAN, str(exc), "plan") from None
         log.info(
             "c=%s submitted (%s, %d stars)",
             constellation.id,

@@ -21,6 +21,7 @@ from agents.dispatch import ApprovalAsked, DeviceChange, TaskSink, UnknownApprov
 from devices.local import LocalDispatcher
 from devices.registry import DeviceInfo
 from devices.tools import ToolRegistry
+from devices.tools.base import ArtifactChannelLike
 from protocol.tasks import TaskAssignment, TaskProgress, TaskResult
 
 log = logging.getLogger("orrery.this_machine")
@@ -44,8 +45,11 @@ class InProcessDevice:
         tools: ToolRegistry | None = None,
         needs_approval: ApprovalRule | None = None,
         private: Iterable[Path] = (),
+        artifacts: ArtifactChannelLike | None = None,
     ) -> None:
-        """`private`: folders its sandboxed tool processes must not see (the data dir)."""
+        """`private`: folders its sandboxed tool processes must not see (the data dir);
+        `artifacts`: where artifact.put and artifact.get keep files (default: none, and
+        those tools fail saying so)."""
         self._needs_approval = needs_approval
         self._local = LocalDispatcher(
             workspace,
@@ -55,6 +59,7 @@ class InProcessDevice:
             tools=tools,
             approvals=self if needs_approval is not None else None,
             private=private,
+            artifacts=artifacts,
         )
         self._sink: TaskSink | None = None
         self._running: set[AttemptKey] = set()

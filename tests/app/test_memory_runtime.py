@@ -20,6 +20,7 @@ from app.errors import RequestRejected
 from app.planning import RequestPlanner
 from app.runtime import InProcessDevice, Runtime
 from app.runtime.memory import RuntimeMemory
+from app.settings import PlannerSettings
 from memory import Store
 from tests.agents.planner.scripted import ScriptedModel, plan_json
 from tests.served import Served
@@ -78,6 +79,8 @@ async def parts(tmp_path: Path) -> AsyncIterator[Parts]:
         planner = RequestPlanner(
             cast(LazyModelManager, Models(model)),
             lambda: merged_tool_schemas([device]),
+            # The whole-plan generation: these tests are about its worked examples.
+            PlannerSettings(strategy="whole"),
             memory=memory,
         )
         async with Runtime(store, [device], planner=planner, memory=memory) as runtime:
@@ -116,6 +119,26 @@ async def test_the_same_request_is_planned_from_memory_the_second_time(parts: Pa
     assert tree.summary["from_memory"] == remembered.request  # ... planned from the first
     assert [node.kind for node in tree.nodes][:2] == ["request", "constellation"]
     assert {node.kind for node in tree.nodes} == {"request", "constellation", "star", "attempt"}
+
+
+async def test_the_step_planner_plans_by_code_and_reuses_from_memory(tmp_path: Path) -> None:
+    model = ScriptedModel([])  # the step planner needs no model for a plain write
+    device = InProcessDevice(tmp_path / "workspace", name="here")
+    with Store.open_path(tmp_path / "orrery.db") as store:
+        memory = RuntimeMemory(store, tmp_path / "recall")
+        planner = RequestPlanner(
+            cast(LazyModelManager, Models(model)),
+            lambda: merged_tool_schemas([device]),
+            memory=memory,
+        )
+        async with Runtime(store, [device], planner=planner, memory=memory) as runtime:
+            first = await runtime.submit(NOTE)
+            assert (await first.wait()).succeeded
+            assert (tmp_path / "workspace" / "note.txt").read_text() == "hello"
+            again = await runtime.submit(NOTE)
+            assert again.rationale.startswith("From memory: reused the plan that succeeded")
+            assert (await again.wait()).succeeded
+    assert model.calls == []
 
 
 async def browse(api: Any) -> tuple[list[Any], Any, Any]:

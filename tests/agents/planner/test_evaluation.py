@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import textwrap
@@ -30,13 +31,14 @@ from agents.planner.evaluation import (
     parallel_satisfied,
     plan_edges,
     summarise,
+    unmentioned_names,
 )
 from devices.registry import DeviceInfo
 from devices.tools import default_tools
 
 LAST_LINE = re.compile(
-    r"^valid_rate=\d\.\d\d node_f1=\d\.\d\d\d edge_f1=\d\.\d\d\d median_plan_s=\d+\.\d\d "
-    r"model=\S+$"
+    r"^valid_rate=\d\.\d\d node_f1=\d\.\d\d\d edge_f1=\d\.\d\d\d run_success=(\d\.\d\d|n/a) "
+    r"median_plan_s=\d+\.\d\d model=\S+$"
 )
 
 FLEETS_YAML = """\
@@ -397,9 +399,44 @@ def test_last_line_format() -> None:
     line = summary.last_line("gemma-3-270m-it")
     assert LAST_LINE.match(line), line
     assert line == (
-        "valid_rate=0.50 node_f1=0.333 edge_f1=0.167 median_plan_s=1.12 model=gemma-3-270m-it"
+        "valid_rate=0.50 node_f1=0.333 edge_f1=0.167 run_success=n/a median_plan_s=1.12 "
+        "model=gemma-3-270m-it"
     )
     assert math.isclose(summary.median_seconds, 1.117)
+
+
+def test_run_success_counts_every_case_an_invalid_plan_as_failed() -> None:
+    ran = dataclasses.replace(score("files"), run_ok=True)
+    broken = dataclasses.replace(score("files", seconds=2.0), run_ok=False, run_error="x")
+    invalid = dataclasses.replace(score("build", valid=False), run_ok=False)
+    summary = summarise([ran, broken, invalid])
+    assert summary.run_success == pytest.approx(1 / 3)
+    assert "run_success=0.33 " in summary.last_line("m")
+    assert LAST_LINE.match(summary.last_line("m"))
+
+
+def test_unmentioned_names_are_what_the_request_never_named() -> None:
+    request = "Back up /etc/nginx from web1 to the vault and write a summary into notes/a.txt"
+    spec = PlanSpec.model_validate(
+        {
+            "name": "p",
+            "stars": [
+                {
+                    "id": "s1",
+                    "tool": "shell.run",
+                    "args": {"cmd": "tar czf nginx.tar.gz /etc/nginx"},
+                },
+                {"id": "s2", "tool": "artifact.put", "args": {"path": "web1-nginx.tar.gz"}},
+                {"id": "s3", "tool": "fs.write", "args": {"path": "summary.txt", "content": "x"}},
+                {"id": "s4", "tool": "fs.write", "args": {"path": "notes/a.txt", "content": "x"}},
+                {"id": "s5", "tool": "shell.run", "args": {"cmd": "python -m pytest -q tests/"}},
+                {"id": "s6", "tool": "fs.list", "args": {"path": "inbox"}},
+                {"id": "s7", "tool": "python.run", "args": {"code": "open('sizes.csv')"}},
+                {"id": "s8", "tool": "shell.run", "args": {"cmd": "du -sh /tmp /var/log"}},
+            ],
+        }
+    )
+    assert unmentioned_names(request, spec, ["web1", "vault"]) == ["tests", "inbox", "sizes.csv"]
 
 
 # --- EvalSetError -------------------------------------------------------------------------
