@@ -151,8 +151,9 @@ def test_a_device_joins_asks_and_leaves_and_every_side_says_so(tmp_path: Path) -
         aip = served.wait_for("serving AIP at ").split(" at ")[1]
         url = served.wait_for("control API at ").split(" at ")[1].split()[0]
         device = subprocess.Popen(
-            orrery(tmp_path / "device", "device", "--server", aip, "--name", "careful",
-                   "--policy", str(tmp_path / "policy.toml")),
+            [sys.executable, "-m", "app.cli", "device", "--server", aip, "--name", "careful",
+             "--policy", str(tmp_path / "policy.toml"),
+             "--data-dir", str(tmp_path / "device")],  # after the command (point 2)
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -224,7 +225,9 @@ def test_a_device_joins_asks_and_leaves_and_every_side_says_so(tmp_path: Path) -
 # Point 5: a refused token is named by where it came from.
 
 
-def test_a_refused_token_names_the_file_it_came_from(tmp_path: Path) -> None:
+def test_a_refused_token_names_the_file_it_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "orchestrator"
     serve = subprocess.Popen(
         orrery(home, "serve", "--port", "0", "--no-planner"),
@@ -240,9 +243,12 @@ def test_a_refused_token_names_the_file_it_came_from(tmp_path: Path) -> None:
         assert run_cli(other, "devices", "enroll", "x").returncode == EXIT_OK
         (other / "control.token").write_text("orc1_someone-elses\n")
         os.chmod(other / "control.token", 0o600)
-        # The Python client, as documented, reading a data dir's token.
+        # The Python client as documented, `SyncOrrery("ws://...")`: it reads the default
+        # data dir's token ($ORRERY_HOME here), and says so when the server refuses it.
+        monkeypatch.setenv("ORRERY_HOME", str(other))
+        monkeypatch.delenv("ORRERY_CONTROL_TOKEN", raising=False)
         with pytest.raises(AuthRefused) as refused:
-            SyncOrrery(url, data_dir=other)
+            SyncOrrery(url)
         assert str(other / "control.token") in str(refused.value)
         assert "wrong control token" in str(refused.value)
         # The command line, with the data dir's token and with --token-file.
