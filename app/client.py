@@ -145,10 +145,13 @@ class FoundToken:
     source: str
 
 
-def find_token(token: str | None, data_dir: str | Path | None) -> FoundToken:
-    """`token`, else $ORRERY_CONTROL_TOKEN, else the data dir's control.token."""
+def find_token(
+    token: str | None, data_dir: str | Path | None, source: str | None = None
+) -> FoundToken:
+    """`token` (read from `source`, when the caller read it from a file), else
+    $ORRERY_CONTROL_TOKEN, else the data dir's control.token."""
     if token:
-        return FoundToken(token, "the token given")
+        return FoundToken(token, source or "the token given")
     if os.environ.get(ENV_TOKEN):
         return FoundToken(os.environ[ENV_TOKEN], f"${ENV_TOKEN}")
     from app.config import data_dir as default_data_dir
@@ -231,12 +234,15 @@ class Orrery:
         connect_timeout: float = 10.0,
         reconnect_within: float = 30.0,
         ssl: SSLContext | None = None,
+        token_source: str | None = None,
     ) -> None:
         """`ssl` verifies a wss:// server (e.g. `protocol.transport.client_ssl_context`);
-        wss:// without it trusts the system's certificate authorities."""
+        wss:// without it trusts the system's certificate authorities. `token_source` says
+        where `token` was read (a file), for the message when the server refuses it."""
         self.url = control_url(url)
         self._ssl = ssl
         self._token = token
+        self._token_source = token_source
         self._data_dir = data_dir
         self._found: FoundToken | None = None
         self.client_name = client_name
@@ -268,7 +274,7 @@ class Orrery:
     async def connect(self) -> None:
         """Connect and authenticate; `ServerUnreachable` or `AuthRefused` otherwise."""
         self._closed = False
-        self._found = find_token(self._token, self._data_dir)
+        self._found = find_token(self._token, self._data_dir, self._token_source)
         await self._open(self._found)
 
     async def close(self) -> None:

@@ -62,6 +62,7 @@ async def remote(
     async with Orrery(
         options.server,
         token=control_token(options),
+        token_source=getattr(options, "token_file", None),
         data_dir=options.data_dir,
         client_name=f"orrery {options.command}",
         reconnect_within=reconnect_within,

@@ -164,3 +164,36 @@ def test_runs_are_recorded_and_listed_by_history(tmp_path: Path) -> None:
     assert snapshot is not None
     assert snapshot.snapshot["stars"]["load_config"]["status"] == "failed"
     assert len(snapshot.snapshot["stars"]["load_config"]["attempts"]) == 2
+
+
+def leaf_commands(parser: object, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:
+    """Every command line's final subparser, by its words (`("devices", "list")`)."""
+    import argparse
+
+    assert isinstance(parser, argparse.ArgumentParser)
+    found: dict[tuple[str, ...], object] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found |= leaf_commands(sub, (*path, name)) or {(*path, name): sub}
+    return found
+
+
+def test_every_command_takes_the_global_options_after_it_and_lists_them() -> None:
+    """Issue 21, point 2: docs/devices.md puts `--data-dir` after `device`, which exited 2
+    ("unrecognized arguments") and was missing from `orrery device --help`."""
+    from app.cli import build_parser
+
+    parser = build_parser()
+    commands = leaf_commands(parser)
+    assert ("device",) in commands
+    assert ("devices", "list") in commands
+    for words, sub in commands.items():
+        assert "--data-dir DIR" in sub.format_help(), words  # type: ignore[attr-defined]
+    device = ["device", "--server", "ws://127.0.0.1:1", "--name", "laptop"]
+    after = parser.parse_args([*device, "--data-dir", "/tmp/device-home", "-v"])
+    assert (after.data_dir, after.verbose) == ("/tmp/device-home", 1)
+    before = parser.parse_args(["--data-dir", "/tmp/first", "-vv", *device])
+    assert (before.data_dir, before.verbose) == ("/tmp/first", 2)  # kept, not reset
+    listed = parser.parse_args(["devices", "list", "--data-dir", "/tmp/d"])
+    assert listed.data_dir == "/tmp/d"

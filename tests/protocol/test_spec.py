@@ -366,3 +366,17 @@ def test_cancel_and_the_device_field_are_specified() -> None:
     assert "MUST NOT send a `task.result` for it" in cancel
     assert "A result that crosses the cancel." in cancel
     assert "A device MUST check that `device` is its own name." in section("`task.assign`")
+
+
+def test_a_stored_result_sent_again_is_acked_and_never_refused() -> None:
+    """Issue 21, point 10: the worked example and the delivery rules say the same thing
+    (the reference dispatcher acks a re-sent stored result, as
+    tests/agents/test_protocol_doc.py shows by replaying the example's frames)."""
+    delivery = " ".join(section("Tasks, acks and at-least-once delivery").split())
+    assert "MUST be acked again and MUST NOT be acted on again" in delivery
+    assert "it is never refused with `not_your_task`" in delivery
+    assert "SHOULD list in `welcome.known_unacked`" in delivery
+    assert "or already stored its result" not in delivery  # refusal is for fenced attempts
+    example = " ".join(section("Worked example").split())
+    assert "acks it again without acting on it" in example
+    assert "refuses" not in example
