@@ -81,7 +81,10 @@ def create_store_engine(
             sa_url, poolclass=StaticPool, connect_args={"check_same_thread": False}
         )
     else:
-        path = Path(str(sa_url.database)).expanduser()
+        database = str(sa_url.database)
+        if sa_url.query.get("uri") == "true":  # an SQLite URI: the path follows `file:`
+            database = database.removeprefix("file:")
+        path = Path(database).expanduser()
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as error:

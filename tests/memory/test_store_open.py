@@ -252,7 +252,12 @@ def test_writing_while_another_process_holds_the_lock_gives_store_locked(db_path
         assert row.status == "failed"
 
 
-def test_writing_a_read_only_database_gives_store_read_only(db_path: Path) -> None:
+def test_writing_a_read_only_database_gives_store_read_only(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     with Store.open_path(db_path) as store:
         store.save_constellation("c1", name="n", status="running", version=1, snapshot={})
     with Store.open(f"sqlite:///file:{db_path}?mode=ro&uri=true") as store:
@@ -265,3 +270,4 @@ def test_writing_a_read_only_database_gives_store_read_only(db_path: Path) -> No
     assert "read-only" in message
     assert "--data-dir" in message
     assert isinstance(caught.value, StoreError)
+    assert list(elsewhere.iterdir()) == []  # the URI's path, not a folder named "file:"
