@@ -164,7 +164,7 @@ def _print_models(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    console = Console()
+    console = Console(emoji=False)
     table = Table(title="Local models", box=None, pad_edge=False, header_style="bold")
     longest = max((len(row["name"]) for row in rows), default=4)
     table.add_column("name", no_wrap=True, min_width=longest)
@@ -241,7 +241,7 @@ def preparation_progress(console: Console | None = None) -> Iterator[PrepareProg
     `ModelRegistry.discover(progress=...)`; it may be called from any thread."""
     from rich.console import Console
 
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, emoji=False)
     display: _BarDisplay | _LineDisplay
     display = _BarDisplay(console) if console.is_terminal else _LineDisplay(console)
     try:

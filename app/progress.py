@@ -23,6 +23,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from agents.constellation import Constellation, StarStatus
 from agents.events import (
@@ -199,7 +200,8 @@ def outputs_table(constellation: Constellation) -> Table | None:
     table.add_column("output", overflow="fold")
     for star in constellation.stars.values():
         if star.status is StarStatus.SUCCEEDED and star.output not in (None, {}, []):
-            table.add_row(_safe(star.id), escape(render_output(star.output)))
+            # Text: neither markup nor emoji codes (`root:x:0` is not `root❌0`) are read
+            table.add_row(Text(one_line(star.id, 200)), Text(render_output(star.output)))
     return table if table.row_count else None
 
 

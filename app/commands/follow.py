@@ -37,8 +37,8 @@ class Display:
 
 async def follow(api: OrreryApi, run: Run, display: Display, stop: asyncio.Event) -> int:
     """Show `run` until it ends (see the module docstring); its exit code."""
-    out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
+    out = Console(highlight=False, emoji=False)
+    err = Console(stderr=True, highlight=False, emoji=False)
     if display.json:
         err.print(f"orrery: constellation {run.id}")
     else:

@@ -34,7 +34,7 @@ async def search(options: argparse.Namespace, stop: asyncio.Event) -> int:
         print("nothing remembered like that yet (requests are remembered once they ran)",
               file=sys.stderr)  # fmt: skip
         return EXIT_OK
-    out = Console(highlight=False)
+    out = Console(highlight=False, emoji=False)
     for hit in hits:
         _print_hit(out, hit)
     return EXIT_OK
@@ -59,7 +59,7 @@ async def show(options: argparse.Namespace, stop: asyncio.Event) -> int:
     if options.json:
         print(json.dumps(tree.model_dump(mode="json"), ensure_ascii=False))
         return EXIT_OK
-    _print_tree(Console(highlight=False), tree)
+    _print_tree(Console(highlight=False, emoji=False), tree)
     return EXIT_OK
 
 

@@ -126,7 +126,7 @@ def _document(snapshot: Snapshot) -> dict[str, object]:
 def _print_constellation(snapshot: Snapshot) -> None:
     from app.gui.constellation.view_model import edges_of
 
-    out = Console(highlight=False)
+    out = Console(highlight=False, emoji=False)
     out.print(f"[bold]{escape(snapshot.name)}[/] ({snapshot.constellation_id}): "
               f"{snapshot.status}, version {snapshot.version}")  # fmt: skip
     data = snapshot.constellation

@@ -65,7 +65,7 @@ async def main(options: argparse.Namespace, stop: asyncio.Event) -> int:
             else:  # stop the local model at once
                 found = await first_of(planned, stop)
                 if found is None:
-                    Console(stderr=True).print("orrery: interrupted while planning")
+                    Console(stderr=True, emoji=False).print("orrery: interrupted while planning")
                     return EXIT_INTERRUPTED
                 run = found
         where = f"server {options.server}" if options.server else "this machine"
@@ -89,7 +89,7 @@ async def look_before_it_runs(
     """Plan `request` and, from a terminal, show the plan and ask before it runs; outside
     a terminal run it as planned if `[planner] unattended` allows, else refuse. The run,
     or the exit code when it does not run."""
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, emoji=False)
     if not interactive():
         from app.settings import load_planner_settings
 
@@ -140,7 +140,7 @@ def plan_preview(constellation: Constellation) -> str:
 async def planning(api: OrreryApi, request: str, *, quiet: bool, server: str | None) -> Run:
     """Submit a request in words, showing that (and how long) the planner works on it."""
     whose = "the server's" if server else "the local"
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, emoji=False)
     async with _status(err, f"planning with {whose} model: {request}", quiet=quiet):
         run = await api.submit(request=request)
     if not quiet and run.rationale:

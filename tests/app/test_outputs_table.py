@@ -51,6 +51,13 @@ def test_device_text_is_escaped_not_obeyed() -> None:
     assert "\u202e" not in text
 
 
+def test_emoji_codes_in_device_text_stay_text() -> None:
+    table = outputs_table(constellation(star("a", {"stdout": "root:x:0:0:root\n:smile:"})))
+    text = rendered(table)
+    assert "root:x:0:0:root" in text
+    assert ":smile:" in text
+
+
 def test_only_succeeded_stars_with_a_value_are_listed() -> None:
     table = outputs_table(
         constellation(
