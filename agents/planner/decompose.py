@@ -29,7 +29,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -97,8 +97,13 @@ OUTPUT_FIELD = {
     "artifact.get": "path",
     "artifact.put": "name",
 }
-SYSTEM_PATHS = ("/tmp", "/var", "/etc", "/dev", "/proc", "/sys", "/usr", "/home", "~", ".")
-"""Folders every machine has: a command may name them without the request doing so."""
+SCRATCH_PATHS = ("/tmp", "/dev/null", "/dev/stdout", "/dev/stderr")
+"""Places any command may use without the request naming them."""
+SYSTEM_PATHS = ("/var", "/etc", "/dev", "/proc", "/sys", "/usr", "/home", "~")
+"""Folders every machine has: a command may name one of them without the request doing
+so, but a path below one only when the request speaks of some part of it (`/var/log` for
+"old log files", `/etc/nginx` for "the nginx config"; never `/etc/passwd` for "count the
+lines of my notes"). See `system_path_allowed`."""
 
 COMMAND_SYSTEM = (
     "You write exactly one shell command for a {platform} machine that does the task. "
@@ -112,6 +117,7 @@ CODE_SYSTEM = (
 COMMAND_EXAMPLES = (
     ("show how much disk space is free", "df -h"),
     ("count the lines of notes.txt", "wc -l notes.txt"),
+    ("count the words of every markdown file", "cat *.md | wc -w"),
     ("find files bigger than 100 MB under /srv", "find /srv -type f -size +100M"),
     ("check whether the sshd service is running", "systemctl is-active sshd"),
     ("build the project with make", "make"),
@@ -592,7 +598,8 @@ class StepPlanner(Planner):
         for task, answer in examples:
             messages.append({"role": "user", "content": f"Task: {task}"})
             messages.append({"role": "assistant", "content": json.dumps({key: answer})})
-        messages.append({"role": "user", "content": f"Task: {_without_devices(text, draft)}"})
+        task = with_file_kinds(_without_devices(text, draft))
+        messages.append({"role": "user", "content": f"Task: {task}"})
         schema = {
             "type": "object",
             "properties": {key: {"type": "string", "minLength": 1, "maxLength": limit}},
@@ -600,6 +607,7 @@ class StepPlanner(Planner):
             "additionalProperties": False,
         }
         allowed = _allowed_names(draft.request, draft)
+        words = request_words(draft.request)
         calls = 0
         value = ""
         grammar = schema_to_grammar(schema, exclude="$")
@@ -611,7 +619,7 @@ class StepPlanner(Planner):
             try:
                 data = parse_json(completion.text, finish_reason=completion.finish_reason)
                 value = str(data.get(key) or "").strip()
-                problem = _generated_problem(value, allowed)
+                problem = _generated_problem(value, allowed, words)
             except InvalidOutput as exc:
                 problem, value = str(exc), ""
             if problem is None:
@@ -625,8 +633,9 @@ class StepPlanner(Planner):
             ]
         # Still naming what the request never mentioned: those names become the step's
         # own folder (or the workspace), so the star touches nothing it was not told of.
-        confined = _confine(value, allowed, mentioned_folders(text, draft.context.devices))
-        if not confined or _generated_problem(confined, allowed) is not None:
+        folders = mentioned_folders(text, draft.context.devices)
+        confined = _confine(value, allowed, words, folders)
+        if not confined or _generated_problem(confined, allowed, words) is not None:
             raise InvalidOutput(f"no usable {key} for the step {text!r}: {problems[-1]}")
         problems.append(f"{key} for {text!r}: confined to the named paths: {confined!r}")
         return {key: confined}, calls
@@ -785,7 +794,9 @@ def _title(text: str, device: str | None) -> str:
 
 
 def _without_devices(text: str, draft: _Draft) -> str:
-    """The step's text without the device phrases: the command does not need them."""
+    """The step's text without the device phrases and "in the workspace" (a command runs
+    in the device's workspace): the command does not need them."""
+    text = re.sub(r"\s*\b(?:in|inside)\s+(?:the|my|this|your)\s+workspace\b", "", text, flags=re.I)
     for device in draft.context.devices:
         text = re.sub(
             rf"\s*\b(?:on|from|of)\s+(?:the\s+)?{re.escape(device.name)}\b",
@@ -794,6 +805,29 @@ def _without_devices(text: str, draft: _Draft) -> str:
             flags=re.IGNORECASE,
         )
     return text.strip()
+
+
+FILE_KINDS = {
+    "text": "txt",
+    "log": "log",
+    "python": "py",
+    "markdown": "md",
+    "csv": "csv",
+    "json": "json",
+    "yaml": "yaml",
+    "shell": "sh",
+    "html": "html",
+    "pdf": "pdf",
+}
+"""Kinds of file a request names in words, and their extension."""
+_FILE_KIND = re.compile(rf"\b({'|'.join(FILE_KINDS)})(\s+files?\b)", re.IGNORECASE)
+
+
+def with_file_kinds(text: str) -> str:
+    """`text` with kinds of file in words given as their extension: "every text file"
+    becomes "every .txt file". A small model answers "every text file" with
+    `cat /etc/passwd`, and "every .txt file" with `cat *.txt`."""
+    return _FILE_KIND.sub(lambda m: f".{FILE_KINDS[m.group(1).lower()]}{m.group(2)}", text)
 
 
 def _allowed_names(request: str, draft: _Draft) -> set[str]:
@@ -811,14 +845,14 @@ _PATHLIKE = re.compile(
 _SLASHED = re.compile(r"(?<![\w$:\-])((?:~|\.{1,2})?(?:/[\w.\-*]+)+/?|[\w.\-]+/[\w.\-*/]*)")
 
 
-def _confine(value: str, allowed: set[str], folders: Sequence[str]) -> str:
+def _confine(value: str, allowed: set[str], words: frozenset[str], folders: Sequence[str]) -> str:
     """`value` with every path the request does not mention replaced by the step's first
     folder, else `.`."""
     if not value or "${" in value or "{{" in value:
         return ""
     home = folders[0].rstrip("/") if folders else "."
     for _ in range(8):
-        problem = _generated_problem(value, allowed)
+        problem = _generated_problem(value, allowed, words)
         match = re.search(r"names the (?:file|path) '([^']+)'", problem or "")
         if match is None:
             break
@@ -826,13 +860,15 @@ def _confine(value: str, allowed: set[str], folders: Sequence[str]) -> str:
     return value
 
 
-def _generated_problem(value: str, allowed: set[str]) -> str | None:
-    """Why a generated command or code cannot be used, or None."""
+def _generated_problem(
+    value: str, allowed: set[str], words: frozenset[str] = frozenset()
+) -> str | None:
+    """Why a generated command or code cannot be used, or None (`words`: the request's)."""
     if not value:
         return "it is empty"
     if "${" in value or "{{" in value:
         return "it uses a ${...} reference; write the command itself"
-    for kind, name in unmentioned_paths(value, lambda name: _known(name, allowed)):
+    for kind, name in unmentioned_paths(value, lambda name: _known(name, allowed), words):
         return f"it names the {kind} {name!r}, which the request does not mention"
     return None
 
@@ -844,19 +880,72 @@ def _known(name: str, allowed: set[str]) -> bool:
     return any(lowered.startswith(known + "/") or known.startswith(lowered) for known in allowed)
 
 
-def unmentioned_paths(value: str, known: Callable[[str], bool]) -> list[tuple[str, str]]:
+def request_words(request: str) -> frozenset[str]:
+    """The words of a request, lower-cased, for `system_path_allowed`."""
+    return frozenset(re.findall(r"[a-z0-9]+", request.lower()))
+
+
+def system_path_allowed(path: str, words: Collection[str]) -> bool | None:
+    """Whether a path in a system folder may be named although the request never named
+    it; None when it is in none (then the request must name it).
+
+    Scratch places (`/tmp/...`, `/dev/null`) and a system folder itself (`/var`, `~`)
+    may; a path below a system folder may when one of its parts is a word of the request
+    or shares its first four letters with one (`/var/log` for "old logs", `/etc/nginx`
+    for "the nginx config"), and every hidden part (`.ssh`) is such a word. So a command
+    for "count the lines of my notes" cannot read `/etc/passwd`, `~/.ssh/id_rsa` or
+    `/proc/1/environ`.
+    """
+    bare = path.rstrip("/*") or path
+    if any(bare == p or bare.startswith(p + "/") for p in SCRATCH_PATHS):
+        return True
+    root = next((p for p in SYSTEM_PATHS if bare == p or bare.startswith(p + "/")), None)
+    if root is None:
+        return None
+    below = [part for part in bare[len(root) :].lower().split("/") if part]
+    if not below:
+        return True
+    hidden = [part for part in below if part.startswith(".")]
+    if any(not _spoken_of(part, words) for part in hidden):
+        return False
+    return any(_spoken_of(part, words) for part in below)
+
+
+def _spoken_of(part: str, words: Collection[str]) -> bool:
+    """Whether a path part (`log`, `nginx.conf`, `.ssh`) is a word of `words` or
+    shares its first four letters (all, when shorter) with one."""
+    for piece in re.findall(r"[a-z0-9]+", part.lower()):
+        if piece in words:
+            return True
+        if len(piece) < 3 or piece.isdigit():
+            continue
+        for word in words:
+            size = min(4, len(piece), len(word))
+            if size >= 3 and piece[:size] == word[:size]:
+                return True
+    return False
+
+
+def unmentioned_paths(
+    value: str, known: Callable[[str], bool], words: Collection[str] = ()
+) -> list[tuple[str, str]]:
     """The (`file` or `path`, name) pairs of the paths and file names a command or a
-    piece of code names for which `known` is false; system folders (`/tmp`, `/var`, ...)
-    and names in code (`os.path`, `sys.version`) are no files."""
+    piece of code names for which `known` is false; paths in system folders as
+    `system_path_allowed` says (with `words`, the request's); names in code
+    (`os.path`, `sys.version`) are no files."""
     found: list[tuple[str, str]] = []
     for match in _SLASHED.finditer(value):
         path = match.group(1).rstrip("/*")
-        if not path or path.startswith(SYSTEM_PATHS) or known(path):
+        if not path or path in (".", "..") or known(path):
+            continue
+        system = system_path_allowed(path, words)
+        if system or (system is None and known(path.removeprefix("./"))):
             continue
         found.append(("path", path))
     for match in _PATHLIKE.finditer(value):
         name = match.group(1)
-        if name.startswith(SYSTEM_PATHS) and "/" in name:
+        system = system_path_allowed(name, words) if "/" in name else None
+        if system:
             continue
         if re.fullmatch(r"[\d.]+|\w+\.(py|sh)?\w*\(", name) or known(name):
             continue

@@ -448,9 +448,11 @@ def unmentioned_names(request: str, spec: PlanSpec, devices: Iterable[str] = ())
     A name counts as mentioned when the request names it (or a folder above it), or when
     every word of its stem is a word of the request or of a device name: `summary.txt` for
     "write a summary", `web1-nginx.tar.gz` for "back up /etc/nginx from web1". System
-    folders (`/tmp`, `/var`, `/etc`, ...) and `${...}` references are not counted.
+    places (`/tmp`, `/var`, `/etc/nginx` for a request about nginx: see
+    `agents.planner.decompose.system_path_allowed`) and `${...}` references are not
+    counted.
     """
-    from agents.planner.decompose import SYSTEM_PATHS, unmentioned_paths
+    from agents.planner.decompose import system_path_allowed, unmentioned_paths
     from agents.planner.steps import mentioned_files, mentioned_folders
 
     named = {name.lower().rstrip("/") for name in mentioned_files(request)}
@@ -483,10 +485,12 @@ def unmentioned_names(request: str, spec: PlanSpec, devices: Iterable[str] = ())
                 if "${" in text:
                     continue
                 if key in ("cmd", "code"):
-                    found.update(dict.fromkeys(name for _, name in unmentioned_paths(text, known)))
+                    found.update(
+                        dict.fromkeys(name for _, name in unmentioned_paths(text, known, words))
+                    )
                 elif (
                     key in ("path", "paths")
-                    and not text.startswith(SYSTEM_PATHS[:-1])
+                    and not system_path_allowed(text, words)
                     and not known(text)
                 ):
                     found[text] = None

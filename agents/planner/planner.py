@@ -11,6 +11,7 @@ to apply atomically, and checked against a copy first.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -248,7 +249,9 @@ def _decision(
     if not isinstance(decided, Mapping):
         raise InvalidOutput("the answer needs an object 'decision' with an 'action'")
     action = decided.get("action")
-    rationale = str(decided.get("rationale") or "")
+    rationale = str(decided.get("rationale") or "").strip()
+    if not re.search(r"[^\W\d_]{2}", rationale):  # "}," is no reason
+        rationale = "(the model gave no reason)"
     if action in ("continue", "fail"):
         return action, rationale, None
     if action == "finish":

@@ -125,6 +125,39 @@ async def test_a_command_that_keeps_inventing_paths_is_confined_to_the_named_one
     assert "confined" in outcome.problems[-1]
 
 
+async def test_a_command_reading_a_system_file_the_request_never_spoke_of_is_asked_again() -> None:
+    # Seen from the embedded model: "count the lines of every text file in the workspace"
+    # became `cat /etc/passwd` while /etc counted as a folder any command may name.
+    model = ScriptedModel(
+        [
+            json.dumps({"cmd": "cat /etc/passwd"}),
+            json.dumps({"cmd": "cat ~/.ssh/id_rsa.pub"}),
+            json.dumps({"cmd": "cat *.txt | wc -l"}),
+        ]
+    )
+    outcome = await StepPlanner(model).create(
+        "count the lines of every text file in the workspace on the nas", fleet_context()
+    )
+    (only,) = outcome.spec.stars
+    assert only.effective_args == {"cmd": "cat *.txt | wc -l"}
+    assert "'/etc/passwd'" in outcome.problems[0]
+    assert "'~/.ssh/id_rsa.pub'" in outcome.problems[1]
+    # the kind of file in words is given to the model as its extension
+    # (and without "in the workspace": every command runs there)
+    assert "Task: count the lines of every .txt file" in model.calls[0].prompt
+    assert "workspace" not in model.calls[0].prompt.rpartition("Task:")[2]
+
+
+async def test_a_system_folder_the_request_speaks_of_may_be_named() -> None:
+    model = ScriptedModel([json.dumps({"cmd": "find /var/log -name '*.log' -mtime +30 -delete"})])
+    outcome = await StepPlanner(model).create(
+        "clean up log files older than 30 days on the nas", fleet_context()
+    )
+    (only,) = outcome.spec.stars
+    assert only.effective_args == {"cmd": "find /var/log -name '*.log' -mtime +30 -delete"}
+    assert outcome.problems == []
+
+
 async def test_an_ambiguous_step_is_a_constrained_choice_among_the_devices_tools() -> None:
     model = ScriptedModel([json.dumps({"tool": "sys.info"})])
     outcome = await StepPlanner(model).create("How busy is builder-1?", fleet_context())

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from agents.constellation.model import PlanSpec
+from agents.planner.decompose import request_words, system_path_allowed
 from agents.planner.evaluation import (
     BUILTIN_TOOLS,
     CATEGORIES,
@@ -432,11 +433,33 @@ def test_unmentioned_names_are_what_the_request_never_named() -> None:
                 {"id": "s5", "tool": "shell.run", "args": {"cmd": "python -m pytest -q tests/"}},
                 {"id": "s6", "tool": "fs.list", "args": {"path": "inbox"}},
                 {"id": "s7", "tool": "python.run", "args": {"code": "open('sizes.csv')"}},
-                {"id": "s8", "tool": "shell.run", "args": {"cmd": "du -sh /tmp /var/log"}},
+                {"id": "s8", "tool": "shell.run", "args": {"cmd": "du -sh /tmp /var/log/nginx"}},
+                {"id": "s9", "tool": "shell.run", "args": {"cmd": "cat /etc/passwd ../x/key"}},
+                {"id": "s10", "tool": "fs.read", "args": {"path": "~/.ssh/id_rsa"}},
+                {"id": "s11", "tool": "fs.list", "args": {"path": "~"}},
             ],
         }
     )
-    assert unmentioned_names(request, spec, ["web1", "vault"]) == ["tests", "inbox", "sizes.csv"]
+    assert unmentioned_names(request, spec, ["web1", "vault"]) == [
+        "tests",
+        "inbox",
+        "sizes.csv",
+        "/etc/passwd",
+        "../x/key",
+        "~/.ssh/id_rsa",
+    ]
+
+
+def test_system_paths_are_allowed_only_when_the_request_speaks_of_them() -> None:
+    words = request_words("Clean up the old nginx logs and check the memory")
+    assert system_path_allowed("/tmp/scratch/a.txt", words) is True
+    assert system_path_allowed("/var", words) is True
+    assert system_path_allowed("/var/log/nginx/", words) is True
+    assert system_path_allowed("/etc/nginx/nginx.conf", words) is True
+    assert system_path_allowed("/etc/passwd", words) is False
+    assert system_path_allowed("/proc/1/environ", words) is False
+    assert system_path_allowed("/home/alice/.ssh/id_rsa", words) is False
+    assert system_path_allowed("notes/a.txt", words) is None
 
 
 # --- EvalSetError -------------------------------------------------------------------------
