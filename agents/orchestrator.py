@@ -15,7 +15,7 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
@@ -115,6 +115,12 @@ class RunHandle:
         self._orchestrator.cancel(self.id, reason)
 
 
+KEEP_FINISHED = 500
+"""Finished constellations an orchestrator keeps in memory (the newest); older ones are
+dropped from it (`UnknownConstellation`): the store keeps them, and the runtime reads them
+from there. So a long-running orchestrator's memory does not grow with its history."""
+
+
 class Orchestrator:
     """Runs constellations on the devices of one dispatcher."""
 
@@ -125,8 +131,13 @@ class Orchestrator:
         clock: Clock | None = None,
         events: EventStream | None = None,
         known_tools: Collection[str] | None = None,
+        keep_finished: int = KEEP_FINISHED,
     ) -> None:
+        if keep_finished < 1:
+            raise ValueError(f"keep_finished must be at least 1, not {keep_finished}")
         self.dispatcher = dispatcher
+        self.keep_finished = keep_finished
+        self._finished: deque[str] = deque()  # finished runs still in memory, oldest first
         self.clock: Clock = clock or RealClock()
         self.events = events or EventStream()
         self.known_tools = known_tools
@@ -445,7 +456,8 @@ class Orchestrator:
     def on_devices_changed(self) -> None:
         self._read_devices()
         for key in list(self._queued):
-            star = self._runs[key[0]].constellation.stars.get(key[1])
+            known = self._runs.get(key[0])
+            star = known.constellation.stars.get(key[1]) if known is not None else None
             gap = self._capability_gap(star) if star is not None else None
             if gap is not None:
                 del self._queued[key]
@@ -471,7 +483,10 @@ class Orchestrator:
     def _drain_ready(self) -> None:
         while self._doomed:
             cid, sid, reason = self._doomed.pop()
-            run = self._runs[cid]
+            doomed_run = self._runs.get(cid)
+            if doomed_run is None:
+                continue
+            run = doomed_run
             star = run.stars.get(sid)
             if star is None or star.status.terminal:
                 continue
@@ -485,7 +500,7 @@ class Orchestrator:
             entry = heapq.heappop(ready)
             _, _, seq, cid, sid = entry
             if self._queued.get((cid, sid)) != seq:
-                continue  # superseded or withdrawn
+                continue  # superseded or withdrawn (or its run dropped: `_forget`)
             run = self._runs[cid]
             star = run.stars.get(sid)
             if star is None or star.status.terminal:
@@ -809,6 +824,19 @@ class Orchestrator:
             if not waiter.done():
                 waiter.set_result(constellation)
         run.waiters.clear()
+        self._finished.append(constellation.id)
+        while len(self._finished) > self.keep_finished:
+            self._forget(self._finished.popleft())
+
+    def _forget(self, cid: str) -> None:
+        """Drop a finished run from memory (what refers to it by id finds it no more)."""
+        run = self._runs.get(cid)
+        if run is None or not run.finished:
+            return
+        del self._runs[cid]
+        for key in [key for key in self._queued if key[0] == cid]:
+            del self._queued[key]
+        log.debug("constellation %s dropped from memory (finished; the store keeps it)", cid)
 
     # ---------------------------------------------------------------- helpers
 

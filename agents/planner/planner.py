@@ -250,7 +250,7 @@ def _decision(
         raise InvalidOutput("the answer needs an object 'decision' with an 'action'")
     action = decided.get("action")
     rationale = str(decided.get("rationale") or "").strip()
-    if not re.search(r"[^\W\d_]{2}", rationale):  # "}," is no reason
+    if not re.search(r"[^\W\d_]", rationale):  # "}," is no reason
         rationale = "(the model gave no reason)"
     if action in ("continue", "fail"):
         return action, rationale, None

@@ -36,6 +36,7 @@ from agents.events import (
 from agents.orchestrator import (
     ConstellationFinishedError,
     DuplicateConstellation,
+    Orchestrator,
     UnknownConstellation,
 )
 from agents.simulation import Outcome
@@ -1309,3 +1310,34 @@ def test_duplicate_and_unknown_constellations_are_refused(sim: Sim) -> None:
         sim.orch.constellation("nope")
     with pytest.raises(UnknownConstellation):
         sim.orch.cancel("nope")
+
+
+def test_only_the_newest_finished_constellations_stay_in_memory(sim: Sim) -> None:
+    # A long-running orchestrator must not grow with its history: beyond `keep_finished`
+    # the oldest finished runs are dropped (the store keeps them), running ones never.
+    sim.orch.keep_finished = 2
+    sim.script("slow", HANG)
+    running = sim.submit(star("slow"), star("after", "slow"), cid="running")
+    for n in range(4):
+        sim.submit(star("a"), star("b", "a"), cid=f"done{n}")
+    sim.clock.run_until_idle()
+
+    assert {c.id for c in sim.orch.constellations()} == {"running", "done2", "done3"}
+    with pytest.raises(UnknownConstellation):
+        sim.orch.constellation("done0")
+    assert [e.constellation_id for e in sim.of(ConstellationFinished)] == [
+        "done0",
+        "done1",
+        "done2",
+        "done3",
+    ]
+    # the dropped ones leave nothing behind that scheduling would trip over
+    sim.orch.on_devices_changed()
+    sim.orch.cancel("running", "enough")
+    assert running.constellation.status is ConstellationStatus.CANCELLED
+    assert {c.id for c in sim.orch.constellations()} == {"running", "done3"}
+
+
+def test_keep_finished_must_be_positive(sim: Sim) -> None:
+    with pytest.raises(ValueError, match="keep_finished must be at least 1"):
+        Orchestrator(sim.dispatcher, clock=sim.clock, keep_finished=0)
