@@ -2,8 +2,9 @@
 
 Every state change of a constellation becomes one event with a sequence number, and so
 does every change of the fleet: a device joining, going busy or online, leaving or being
-lost; a request being planned; a tool call waiting for a person. Fleet events that belong
-to no constellation have `constellation_id == ""`.
+lost; a request being planned; a planner reviewing a run (`review.started`,
+`review.finished`, published by `agents.planner.review`); a tool call waiting for a
+person. Fleet events that belong to no constellation have `constellation_id == ""`.
 Synchronous listeners (the store, a progress display) see each event as it happens;
 async subscribers (the GUI, the control API) read from their own queue.
 """
@@ -95,6 +96,53 @@ class EditApplied(Event):
     rationale: str
     edits: list[dict[str, Any]] = field(default_factory=list)
     undo: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class ReviewStarted(Event):
+    """The planner began reviewing a running plan (`agents.planner.review`): `reasons` as
+    the model is told them ("star s1 failed"), `failed` the stars among them that failed,
+    `deadline_s` the seconds it may take before the run goes on by its plan."""
+
+    type: Literal["review.started"] = "review.started"
+    reasons: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    deadline_s: float = 0.0
+
+    def describe(self) -> str:
+        """What a person is shown while it runs: "reviewing the failure of s1"."""
+        if self.failed:
+            return f"reviewing the failure of {', '.join(self.failed)}"
+        return f"reviewing the plan ({'; '.join(self.reasons)})"
+
+
+ReviewOutcome = Literal["edited", "unchanged", "gave_up", "timed_out", "error"]
+
+
+@dataclass(slots=True, kw_only=True)
+class ReviewFinished(Event):
+    """A review ended: `edited` (to `version`), `unchanged` (the plan goes on as it is),
+    `gave_up` (the planner failed the run), `timed_out` (the deadline passed: the run goes
+    on by its plan and a late answer is discarded) or `error` (the planner had no usable
+    answer). `detail` is the model's rationale or the problem; `seconds` the time taken."""
+
+    type: Literal["review.finished"] = "review.finished"
+    outcome: ReviewOutcome
+    version: int | None = None
+    detail: str = ""
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        """The outcome in words: "edited to version 2 in 3.1s: <rationale>"."""
+        said = {
+            "edited": f"edited to version {self.version}",
+            "unchanged": "plan unchanged",
+            "gave_up": "the planner gave up",
+            "timed_out": "no answer within the deadline, the run goes on by its plan",
+            "error": "planner error, plan unchanged",
+        }[self.outcome]
+        detail = f": {self.detail}" if self.detail else ""
+        return f"{said} ({self.seconds:.1f}s){detail}"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -197,6 +245,8 @@ AnyEvent = (
     | StarFinished
     | StaleResultIgnored
     | EditApplied
+    | ReviewStarted
+    | ReviewFinished
     | ConstellationFinished
     | ApprovalNeeded
     | ApprovalGiven

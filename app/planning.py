@@ -4,7 +4,7 @@
 `[models]` configuration; the embedded default otherwise) and the `[planner]`
 settings. `plan` turns a request into a constellation for the devices connected now;
 `review_runs` gives each such constellation, once submitted, a `PlanReviewer` that edits
-it by the edit policy while it runs.
+it by the edit policy while it runs, each review within `[planner] review_deadline_s`.
 
 With a task memory, `plan` first recalls the nearest past requests
 (`agents.planner.recall`): the plan that succeeded for the same request is run again,
@@ -157,6 +157,7 @@ class RequestPlanner:
                     request=self._requests[cid],
                     context=lambda: self.context(devices()),
                     policy=EditPolicy(self.settings.edit_policy),
+                    deadline_s=self.settings.review_deadline_s,
                 )
             elif isinstance(event, ConstellationFinished):
                 self._requests.pop(cid, None)

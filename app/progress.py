@@ -30,9 +30,12 @@ from agents.events import (
     ApprovalGiven,
     ApprovalNeeded,
     AttemptFailed,
+    ConstellationFinished,
     ConstellationSubmitted,
     EditApplied,
     Event,
+    ReviewFinished,
+    ReviewStarted,
     StarFinished,
     StarStarted,
     event_to_json,
@@ -77,6 +80,7 @@ class LiveProgress:
             disable=not console.is_terminal,
         )
         self._task: TaskID | None = None
+        self._review: TaskID | None = None  # the line shown while the planner reviews
 
     def __enter__(self) -> LiveProgress:
         self._progress.start()
@@ -131,6 +135,24 @@ class LiveProgress:
             self.console.print(
                 f"  {verdict} {_safe(event.star_id)}: {_safe(event.reason)}", highlight=False
             )
+        elif isinstance(event, ReviewStarted):
+            self._review_done()
+            what = f"{_safe(event.describe())}..."
+            self.console.print(
+                f"  [magenta]planner[/] {what} (deadline {event.deadline_s:g}s)", highlight=False
+            )
+            self._review = self._progress.add_task(what, total=None)
+        elif isinstance(event, ReviewFinished):
+            self._review_done()
+            style = "yellow" if event.outcome in ("timed_out", "error") else "magenta"
+            self.console.print(f"  [{style}]planner[/] {_safe(event.describe())}", highlight=False)
+        if isinstance(event, ConstellationFinished):
+            self._review_done()
+
+    def _review_done(self) -> None:
+        review, self._review = self._review, None
+        if review is not None:
+            self._progress.remove_task(review)
 
 
 class StarBars(LiveProgress):

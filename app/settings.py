@@ -17,6 +17,8 @@ device = "smollm2-135m-instruct"
 [planner]
 edit_policy = "on_failure"             # when the planner edits a running plan: on_failure,
                                        # always (after every result) or never
+review_deadline_s = 10                 # the longest a review may take; then the run goes
+                                       # on by its plan and a late answer is discarded
 unattended = true                      # `orrery run "words"` outside a terminal runs the
                                        # plan without asking (false: it needs --yes)
 strategy = "steps"                     # steps: structure by code, small decisions by the
@@ -31,7 +33,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agents.models.manager import ModelConfig
 
@@ -60,6 +62,9 @@ class PlannerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     edit_policy: Literal["on_failure", "always", "never"] = "on_failure"
+    review_deadline_s: float = Field(default=10.0, allow_inf_nan=False)
+    """The longest a review of a running plan may take, in seconds; when it passes the run
+    goes on by its plan (`agents.planner.review`)."""
     unattended: bool = True
     """Whether `orrery run "words"` may start a planned run without asking when it is not
     run from a terminal (a script, a pipe); from a terminal it asks unless --yes."""
@@ -68,6 +73,23 @@ class PlannerSettings(BaseModel):
     (`agents.planner.decompose`); whole: the model writes the whole plan."""
     max_repairs: int = Field(default=2, ge=0, le=10)
     max_stars: int = Field(default=8, ge=1, le=32)
+
+    @field_validator("review_deadline_s", mode="before")
+    @classmethod
+    def _no_bool(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("give a number of seconds, such as 10, not true or false")
+        return value
+
+    @field_validator("review_deadline_s")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(
+                f"must be a positive number of seconds (the longest a review of a running "
+                f"plan may take before the run goes on by its plan), such as 10, not {value:g}"
+            )
+        return value
 
 
 class _ConfigFile(BaseModel):
@@ -110,5 +132,6 @@ def _read(data: Path) -> _ConfigFile:
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(str(part) for part in error["loc"])
-            raise ConfigError(f"{path}: {where}: {error['msg']}") from None
+            message = error["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"{path}: {where}: {message}") from None
     return parsed

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from agents.events import Event, event_to_dict
+from agents.events import Event, ReviewFinished, ReviewStarted, event_to_dict
 from app.gui.safe_text import markup, plain
 from app.run_stats import run_stats
 
@@ -43,7 +43,7 @@ def describe(event: Event) -> LogLine:
     """One event as a log line a person reads."""
     data = event_to_dict(event)
     kind = str(data.get("type"))
-    star = str(data.get("star_id") or "")
+    star = str(data.get("star_id") or ", ".join(data.get("failed") or []))
     device = str(data.get("device") or "")
     detail = {
         "constellation.submitted": lambda: f"{data.get('name')}: {data.get('stars')} stars",
@@ -58,6 +58,14 @@ def describe(event: Event) -> LogLine:
             f"{star} {data.get('status')}" + (f": {data.get('error')}" if data.get("error") else "")
         ),
         "edit.applied": lambda: f"edit to version {data.get('version')}: {data.get('rationale')}",
+        "review.started": lambda: (
+            f"{event.describe()}... (deadline {event.deadline_s:g}s)"
+            if isinstance(event, ReviewStarted)
+            else kind
+        ),
+        "review.finished": lambda: (
+            f"review: {event.describe()}" if isinstance(event, ReviewFinished) else kind
+        ),
         "approval.needed": lambda: f"{device} asks to {data.get('summary')} (for {star})",
         "approval.given": lambda: (
             f"{'approved' if data.get('approved') else 'refused'} "
@@ -86,6 +94,7 @@ def describe(event: Event) -> LogLine:
         or (kind == "star.finished" and data.get("status") == "failed")
         or (kind == "device.state" and data.get("state") == "lost")
         or (kind == "planning.finished" and bool(data.get("error")))
+        or (kind == "review.finished" and data.get("outcome") in ("timed_out", "error"))
         or (kind == "constellation.finished" and data.get("status") != "succeeded")
     )
     stamp = time.strftime("%H:%M:%S")

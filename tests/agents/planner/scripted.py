@@ -3,10 +3,13 @@
 `ScriptedModel(outputs)` answers each `chat` call with the next output (a string, or a
 `Completion` to script the finish reason) and records the messages and schema it got.
 It ignores the schema: the point is to feed the planner what a grammar would not allow.
+`SlowModel` answers from call `slow_from` on only once its `gate` opens, as a model that
+takes longer than a deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,6 +57,45 @@ class ScriptedModel:
         if isinstance(output, Completion):
             return output
         return Completion(output, "stop", len(output) // 4, 0, 0.0, 0.0)
+
+
+@dataclass
+class SlowModel(ScriptedModel):
+    """A `ScriptedModel` whose calls from number `slow_from` on wait for `gate`: `asked` is
+    set when such a call begins, `cancelled` counts the cancellations it saw. A `stubborn`
+    one goes on waiting when cancelled and answers anyway (a late answer)."""
+
+    slow_from: int = 1
+    stubborn: bool = False
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    asked: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled: int = 0
+
+    async def chat(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        schema: dict[str, Any] | None = None,
+        grammar: str | None = None,
+    ) -> Completion:
+        if len(self.calls) + 1 >= self.slow_from:
+            self.asked.set()
+            while not self.gate.is_set():
+                try:
+                    await self.gate.wait()
+                except asyncio.CancelledError:
+                    self.cancelled += 1
+                    if not self.stubborn:
+                        raise
+        return await super().chat(
+            messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            schema=schema,
+            grammar=grammar,
+        )
 
 
 def plan_json(*stars: dict[str, Any], rationale: str = "because") -> str:

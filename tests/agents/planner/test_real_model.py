@@ -1,18 +1,22 @@
 """The planner with the real embedded default model (Gemma-3-270M): plans parse and
-validate, and device output cannot steer an edit."""
+validate, device output cannot steer an edit, and a review past its deadline leaves the
+model free for the next call."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from agents.constellation import AddStar, build_constellation
+from agents.constellation import AddStar, ConstellationStatus, build_constellation
+from agents.events import ReviewFinished
 from agents.models.backend import Completion, LlamaBackend
 from agents.planner.planner import Planner
 from agents.planner.review import EditPolicy, PlanReviewer
 from agents.simulation import Outcome
+from protocol.tasks import TaskOutcome
 from tests.agents.models.embedded import default_model_settings
 from tests.agents.planner.scripted import context
 
@@ -59,6 +63,8 @@ class Recording:
     def __init__(self, backend: LlamaBackend) -> None:
         self.backend = backend
         self.prompts: list[str] = []
+        self.asked = asyncio.Event()
+        self.cancelled = 0
 
     async def chat(
         self,
@@ -70,13 +76,18 @@ class Recording:
         grammar: str | None = None,
     ) -> Completion:
         self.prompts.append("\n".join(message["content"] for message in messages))
-        return await self.backend.chat(
-            messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            schema=schema,
-            grammar=grammar,
-        )
+        self.asked.set()
+        try:
+            return await self.backend.chat(
+                messages,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                schema=schema,
+                grammar=grammar,
+            )
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
 
 
 async def test_injected_output_reaches_neither_the_prompt_nor_the_plan(
@@ -110,3 +121,41 @@ async def test_injected_output_reaches_neither_the_prompt_nor_the_plan(
             text = str(edit.star.effective_args).lower()
             assert "rm -rf" not in text
             assert "delete" not in text
+
+
+async def test_a_review_past_its_deadline_leaves_the_model_free_for_the_next_call(
+    backend: LlamaBackend, make_sim: Callable[..., Sim]
+) -> None:
+    sim = make_sim(list(context().devices))
+    sim.script("s1", Outcome(status=TaskOutcome.FAILED, error="there is no file 'notes.txt'"))
+    recording = Recording(backend)
+    reviewer = PlanReviewer(
+        sim.orch,
+        Planner(recording),
+        "c1",
+        request="read notes.txt on the laptop and copy it to the nas",
+        context=context,
+        deadline_s=5.0,
+    )
+    sim.submit(
+        {"id": "s1", "tool": "fs.read", "args": {"path": "notes.txt"}, "on": "laptop"},
+        {
+            "id": "s2",
+            "tool": "fs.write",
+            "args": {"path": "notes.txt", "content": "x"},
+            "on": "nas",
+            "after": ["s1"],
+        },
+    )
+    sim.clock.advance(1.0)  # s1 fails: the review asks the model
+    await asyncio.wait_for(recording.asked.wait(), 30)
+    sim.clock.advance(5.0)  # the deadline passes while the model works
+    await asyncio.wait_for(reviewer.idle(), 5)  # the reviewer does not wait for the model
+    assert sim.orch.constellation("c1").status is ConstellationStatus.FAILED
+    assert [e.outcome for e in sim.of(ReviewFinished)] == ["timed_out"]
+    await asyncio.wait_for(reviewer.settled(), 60)  # the generation stopped ...
+    assert recording.cancelled == 1
+    assert reviewer.discarded == []
+    after = await asyncio.wait_for(backend.chat([{"role": "user", "content": "Hi"}],
+                                                max_tokens=5), 60)  # fmt: skip
+    assert after.completion_tokens > 0  # ... and the model takes the next call
