@@ -26,7 +26,9 @@ resident memory of the whole run, from getrusage).
 `--memory` adds the memory mode, leave-one-out (`agents.planner.eval_memory`): a task
 memory holds every case's expected plan as a past successful run on its fleet, and each
 case is planned again as the runtime plans a request in words, recalling the nearest
-*other* cases (reused when one is the same request, else shown as worked examples). Both
+*other* cases (reused when one is the same request, else planned by the planner of
+`--planner` with them as its worked examples, as the runtime does: the step planner
+shows them to the model only when it falls back to the whole plan). Both
 runs are measured in one go; the last line is then
 `memory_node_f1=<x.xxx> memory_edge_f1=<x.xxx> node_f1=<x.xxx> edge_f1=<x.xxx>
 memory_valid_rate=<x.xx> valid_rate=<x.xx> reused=<n> model=<name>` (on one line).
@@ -196,8 +198,8 @@ async def run(options: argparse.Namespace) -> int:
     )
 
     scores: list[CaseScore] = []
+    kind = StepPlanner if options.planner == "steps" else Planner
     async with LlamaBackend(plan.settings) as backend:
-        kind = StepPlanner if options.planner == "steps" else Planner
         planner = kind(backend, examples=[] if options.no_examples else None)
         for index, case in enumerate(cases, start=1):
             fleet = None if options.no_run else fleets[case.fleet]
@@ -210,7 +212,7 @@ async def run(options: argparse.Namespace) -> int:
     if options.memory:
         async with LlamaBackend(plan.settings) as backend:
             memory_scores, reused = await evaluate_with_memory(
-                Planner(backend), cases, fleets, by_fleet, cases_file
+                kind(backend), cases, fleets, by_fleet, cases_file
             )
 
     summary = summarise(scores)
