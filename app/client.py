@@ -5,6 +5,8 @@
         async for event in run.events():          # agents.events types, replayed from the start
             print(event.type)
         result = await run.wait()                 # RunResult: status, reason, failed star
+        proposal = await o.propose("write hello into hello.txt")   # planned, not run yet:
+        run = await o.start_proposal(proposal.proposal)            # or discard_proposal(...)
         async for event in o.events(types={"device.state"}):   # the fleet, live
             ...
 
@@ -67,6 +69,8 @@ from app.control.messages import (
     DeviceEntry,
     DeviceList,
     DevicesRequest,
+    Discarded,
+    DiscardRequest,
     Enrolled,
     EnrollRequest,
     ErrorCode,
@@ -85,10 +89,13 @@ from app.control.messages import (
     PendingApprovalInfo,
     Pinned,
     PinRequest,
+    Proposal,
+    ProposeRequest,
     RetryRequest,
     ServerMessage,
     Snapshot,
     StarCancelled,
+    StartRequest,
     SubmitRequest,
     Submitted,
     Subscribed,
@@ -524,6 +531,19 @@ class Orrery:
         )
         return self._run_of(reply)
 
+    async def propose(self, request: str) -> Proposal:
+        """As `OrreryApi.propose`: the server plans `request` and holds the plan."""
+        return await self._call(lambda i: ProposeRequest(id=i, request=request), Proposal)
+
+    async def start_proposal(self, proposal_id: str) -> Run:
+        """As `OrreryApi.start_proposal`. After a `ConnectionLost` the start may or may
+        not have happened: `constellation(proposal.constellation)` tells."""
+        reply = await self._call(lambda i: StartRequest(id=i, proposal=proposal_id), Submitted)
+        return self._run_of(reply)
+
+    async def discard_proposal(self, proposal_id: str) -> Discarded:
+        return await self._call(lambda i: DiscardRequest(id=i, proposal=proposal_id), Discarded)
+
     def run(self, constellation_id: str) -> Run:
         """A constellation already on the server (to follow, wait for or cancel)."""
         return Run(self, constellation_id)
@@ -717,6 +737,15 @@ class SyncOrrery:
     ) -> SyncRun:
         """As `Orrery.submit`."""
         return SyncRun(self, self._do(self._client.submit(plan_or_request, request, **options)))
+
+    def propose(self, request: str) -> Proposal:
+        return self._do(self._client.propose(request))
+
+    def start_proposal(self, proposal_id: str) -> SyncRun:
+        return SyncRun(self, self._do(self._client.start_proposal(proposal_id)))
+
+    def discard_proposal(self, proposal_id: str) -> Discarded:
+        return self._do(self._client.discard_proposal(proposal_id))
 
     def run(self, constellation_id: str) -> SyncRun:
         return SyncRun(self, self._client.run(constellation_id))

@@ -12,7 +12,8 @@
 `RequestRejected.code` tells callers what to do: `invalid_plan` (fix the plan: the
 reason is `file:line:col: what`), `plan_rejected`/`no_planner` (rephrase, or send a
 plan), `no_capable_device` (connect a device that can), `unknown_constellation`,
-`unknown_star`, `unknown_approval`, `not_retryable`, `malformed`, `internal` (a bug).
+`unknown_star`, `unknown_approval`, `not_retryable`, `unknown_proposal` (propose the
+request again, or follow the constellation it started), `malformed`, `internal` (a bug).
 """
 
 from __future__ import annotations

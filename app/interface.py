@@ -14,10 +14,19 @@ app's and the local CLI's) and by the remote client (`app.client.Orrery`, for a 
         async for event in api.events(types=FLEET_EVENT_TYPES):   # the fleet, live
             ...
 
+A request in words can be looked at before it runs: `propose` plans it and returns a
+`Proposal` (its stars: device, tool, the command or path) that no device has seen;
+`start_proposal` runs it, `discard_proposal` drops it:
+
+    proposal = await api.propose("write hello into hello.txt")
+    for star in proposal.stars:
+        print(star.id, star.device, star.tool, star.what)
+    run = await api.start_proposal(proposal.proposal)   # or discard_proposal(...)
+
 Every method returns the control API's models (`app.control.messages`), so each shape
-is defined once; `submit`, `run` and `retry` return a `Run`. Refusals raise the errors
-of `app.errors` (`RequestRejected` with a code, `RunInterrupted`, ...), whichever side
-refused.
+is defined once; `submit`, `start_proposal`, `run` and `retry` return a `Run`. Refusals
+raise the errors of `app.errors` (`RequestRejected` with a code, `RunInterrupted`, ...),
+whichever side refused.
 """
 
 from __future__ import annotations
@@ -31,11 +40,13 @@ from typing import Protocol
 from agents.events import ConstellationFinished, Event
 from app.control.messages import (
     DeviceEntry,
+    Discarded,
     HistoryEntry,
     MemoryForgotten,
     MemoryHit,
     MemoryTree,
     PendingApprovalInfo,
+    Proposal,
     Snapshot,
 )
 
@@ -79,6 +90,23 @@ class OrreryApi(Protocol):
         """Run a plan (a file `Path`, or YAML text with `stars`) or a request in words
         (planned by the planner model). `RequestRejected` with code `invalid_plan`,
         `plan_rejected`, `no_planner` or `no_capable_device` if it cannot run."""
+        ...
+
+    async def propose(self, request: str) -> Proposal:
+        """Plan a request in words without running it: the proposal is held (for a
+        while: `expires_in`) until `start_proposal` or `discard_proposal`. Refused as
+        `submit` refuses a request (`plan_rejected`, `no_planner`, `no_capable_device`)."""
+        ...
+
+    async def start_proposal(self, proposal_id: str) -> Run:
+        """Run a proposal as it was shown (its constellation gets the id the proposal
+        named). `RequestRejected` `unknown_proposal` if it does not wait: never made
+        there, expired, dropped, discarded or started already (the reason says which)."""
+        ...
+
+    async def discard_proposal(self, proposal_id: str) -> Discarded:
+        """Drop a proposal; nothing runs. `discarded` is false if it had ended already;
+        `unknown_proposal` for one that was started or never made there."""
         ...
 
     def run(self, constellation_id: str) -> Run:

@@ -137,6 +137,10 @@ class RequestPlanner:
             return RecalledPlans()
         return recall_plans(await self.memory.recall(request), context)
 
+    def forget(self, constellation_id: str) -> None:
+        """Constellation `constellation_id`, which `plan` made, will never run."""
+        self._requests.pop(constellation_id, None)
+
     def review_runs(
         self, orchestrator: Orchestrator, devices: Callable[[], Sequence[DeviceInfo]]
     ) -> Callable[[], None]:

@@ -21,6 +21,7 @@ from app.runtime import Planner, Runtime, ask_a_person
 from app.runtime.approval_policy import ApprovalPolicy
 from app.runtime.assembly import fleet_tools
 from app.runtime.memory import RuntimeMemory
+from app.runtime.proposals import ProposalBook
 from memory import Store
 from protocol.session import ServerConfig
 
@@ -39,6 +40,7 @@ class Served:
         port: int = 0,
         extra: Iterable[Dispatcher] = (),
         memory: RuntimeMemory | None = None,
+        proposals: ProposalBook | None = None,
     ) -> None:
         self.store = store
         self.data_dir = data_dir
@@ -55,6 +57,7 @@ class Served:
             approval_policy=approval_policy,
             fleet_tools=fleet_tools(),
             memory=memory,
+            proposals=proposals,
         )
         self.endpoint = Endpoint(self.runtime, self.aip, token=ensure_token(data_dir), port=port)
 

@@ -3,6 +3,11 @@
 Without `--server` the data dir's runtime runs it in this process with this machine as
 the device; with `--server` the server runs it on its devices. Either way it goes through
 the same interface (`app.interface.OrreryApi`) and the same display.
+
+A plan made from words is looked at before it runs: from a terminal the plan is
+`propose`d, shown (`plan_preview`) and started only on `y` (discarded otherwise);
+`--yes`, or no terminal with `[planner] unattended = true`, plans and runs it at once.
+A plan file runs as it was written.
 """
 
 from __future__ import annotations
@@ -22,13 +27,13 @@ from rich.status import Status
 from app.commands.clients import api_for
 from app.commands.follow import Display, follow
 from app.config import data_dir
+from app.errors import OrreryError
 from app.exit_codes import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
 from app.interface import OrreryApi, Run
 from app.text_safety import one_line
 
-if TYPE_CHECKING:  # the runtime (models, numpy) loads only for runs without --server
-    from agents.constellation import Constellation
-    from app.runtime import Runtime
+if TYPE_CHECKING:
+    from app.control.messages import Proposal
 
 T = TypeVar("T")
 
@@ -48,26 +53,18 @@ async def main(options: argparse.Namespace, stop: asyncio.Event) -> int:
     async with api_for(
         options, this_machine=True, planner=not plan, reconnect_within=RECONNECT_WITHIN
     ) as api:
-        if plan:
+        if plan:  # a person wrote it: it runs as written
             run = await api.submit(Path(target))
-        elif not options.server and not options.yes:
-            from app.runtime import Runtime
-
-            assert isinstance(api, Runtime)  # without --server: the in-process runtime
+        elif options.yes:
+            found = await planned_run(api, target, options, stop)
+            if found is None:
+                return _interrupted_while_planning()
+            run = found
+        else:
             looked = await look_before_it_runs(api, target, options, stop)
             if isinstance(looked, int):
                 return looked
             run = looked
-        else:
-            planned = planning(api, target, quiet=options.json, server=options.server)
-            if options.server:  # the server plans on: its run is cancelled once it starts
-                run = await planned
-            else:  # stop the local model at once
-                found = await first_of(planned, stop)
-                if found is None:
-                    Console(stderr=True, emoji=False).print("orrery: interrupted while planning")
-                    return EXIT_INTERRUPTED
-                run = found
         where = f"server {options.server}" if options.server else "this machine"
         display = Display(
             json=options.json,
@@ -84,33 +81,42 @@ def interactive() -> bool:
 
 
 async def look_before_it_runs(
-    runtime: Runtime, request: str, options: argparse.Namespace, stop: asyncio.Event
+    api: OrreryApi, request: str, options: argparse.Namespace, stop: asyncio.Event
 ) -> Run | int:
-    """Plan `request` and, from a terminal, show the plan and ask before it runs; outside
-    a terminal run it as planned if `[planner] unattended` allows, else refuse. The run,
-    or the exit code when it does not run."""
+    """Plan `request` (here, or on the server of `--server`) and, from a terminal, show
+    the plan and ask before it runs; outside a terminal run it as planned if `[planner]
+    unattended` (this data dir's `orrery.toml`) allows, else refuse. The run, or the exit
+    code when it does not run."""
     err = Console(stderr=True, highlight=False, emoji=False)
     if not interactive():
         from app.settings import load_planner_settings
 
         if load_planner_settings(data_dir(options.data_dir)).unattended:
-            return await planning(runtime, request, quiet=options.json, server=None)
+            found = await planned_run(api, request, options, stop)
+            return found if found is not None else _interrupted_while_planning()
         err.print(
             "orrery: a plan made from words runs unattended only with --yes here "
             "([planner] unattended = false and this is no terminal)"
         )
         return EXIT_BAD_INPUT
-    async with _status(err, f"planning with the local model: {request}", quiet=options.json):
-        constellation = await first_of(runtime.plan(request), stop)
-    if constellation is None:
-        err.print("orrery: interrupted while planning")
-        return EXIT_INTERRUPTED
-    print(plan_preview(constellation), flush=True)
+    whose = "the server's" if options.server else "the local"
+    async with _status(err, f"planning with {whose} model: {request}", quiet=options.json):
+        proposal = await first_of(api.propose(request), stop)
+    if proposal is None:  # a server holds what it planned until it expires: nothing runs
+        return _interrupted_while_planning()
+    print(plan_preview(proposal), flush=True)
     answer = await first_of(asyncio.to_thread(_ask, "Run this plan? [y/N] "), stop)
     if (answer or "").strip().lower() not in ("y", "yes"):
+        with contextlib.suppress(OrreryError):  # it expires by itself otherwise
+            await api.discard_proposal(proposal.proposal)
         err.print("orrery: not run")
         return EXIT_OK
-    return runtime.start_planned(constellation, request)
+    return await api.start_proposal(proposal.proposal)
+
+
+def _interrupted_while_planning() -> int:
+    Console(stderr=True, emoji=False).print("orrery: interrupted while planning")
+    return EXIT_INTERRUPTED
 
 
 def _ask(question: str) -> str:
@@ -120,21 +126,29 @@ def _ask(question: str) -> str:
         return ""
 
 
-def plan_preview(constellation: Constellation) -> str:
-    """The stars of a plan, one a line: id, device, tool, and the command or path."""
-    lines = [f"plan: {one_line(constellation.rationale)}" if constellation.rationale else "plan:"]
-    for star in constellation.stars.values():
-        where = star.on.name if star.on is not None and star.on.name else "any device"
-        args = star.effective_args
-        what = next(
-            (args[key] for key in ("cmd", "code", "path", "url", "goal") if key in args), ""
-        )
-        after = f" (after {', '.join(line.source for line in constellation.incoming(star.id))})"
-        waits = after if constellation.incoming(star.id) else ""
+def plan_preview(proposal: Proposal) -> str:
+    """The stars of a proposed plan, one a line: id, device, tool, the command or path,
+    and what it waits for (device text made printable: the model wrote it)."""
+    rationale = one_line(proposal.rationale)
+    lines = [f"plan: {rationale}" if rationale else "plan:"]
+    for star in proposal.stars:
+        waits = f" (after {', '.join(star.after)})" if star.after else ""
         lines.append(
-            f"  {star.id:<6} {where:<14} {star.effective_tool:<13} {one_line(str(what))}{waits}"
+            f"  {one_line(star.id):<6} {one_line(star.device):<14} {one_line(star.tool):<13} "
+            f"{one_line(star.what)}{waits}"
         )
     return "\n".join(lines)
+
+
+async def planned_run(
+    api: OrreryApi, request: str, options: argparse.Namespace, stop: asyncio.Event
+) -> Run | None:
+    """Plan `request` and run the plan at once (`--yes`, or unattended by the policy);
+    None if `stop` came while the local model planned."""
+    planned = planning(api, request, quiet=options.json, server=options.server)
+    if options.server:  # the server plans on: its run is cancelled once it starts
+        return await planned
+    return await first_of(planned, stop)  # stop the local model at once
 
 
 async def planning(api: OrreryApi, request: str, *, quiet: bool, server: str | None) -> Run:

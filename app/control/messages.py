@@ -36,6 +36,7 @@ MAX_AUTH_FRAME: Final = 4096
 
 RequestId = Annotated[str, Field(min_length=1, max_length=64)]
 ConstellationId = Annotated[str, Field(min_length=1, max_length=200)]
+ProposalId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class ErrorCode(StrEnum):
@@ -59,6 +60,8 @@ class ErrorCode(StrEnum):
     # of a star that did not fail
     INTERRUPTED = "interrupted"  # the orchestrator running it stopped before it finished
     UNKNOWN_MEMORY = "unknown_memory"  # no remembered request by that id
+    UNKNOWN_PROPOSAL = "unknown_proposal"  # `start`/`discard` of a proposal that is not
+    # waiting: never made here, expired, dropped, discarded or started already
     MEMORY_UNAVAILABLE = "memory_unavailable"  # the recall index cannot be used here
     INTERNAL = "internal"  # a bug in the server; the message says what failed
 
@@ -98,6 +101,31 @@ class SubmitRequest(_Message):
         if (info.data.get("plan") is None) == (value is None):
             raise ValueError("give exactly one of 'plan' (YAML text) or 'request' (words)")
         return value
+
+
+class ProposeRequest(_Message):
+    """Plan a request in words without running it: the reply is a `proposal` that the
+    server holds until `start` runs it or `discard` drops it (or it expires)."""
+
+    type: Literal["propose"] = "propose"
+    id: RequestId
+    request: str = Field(min_length=1, max_length=MAX_REQUEST_CHARS)
+
+
+class StartRequest(_Message):
+    """Run a proposal (`proposal`'s id) as it was shown; the reply is `submitted`."""
+
+    type: Literal["start"] = "start"
+    id: RequestId
+    proposal: ProposalId
+
+
+class DiscardRequest(_Message):
+    """Drop a proposal without running anything."""
+
+    type: Literal["discard"] = "discard"
+    id: RequestId
+    proposal: ProposalId
 
 
 class SubscribeRequest(_Message):
@@ -230,6 +258,9 @@ class MemoryForgetRequest(_Message):
 Request = Annotated[
     AuthRequest
     | SubmitRequest
+    | ProposeRequest
+    | StartRequest
+    | DiscardRequest
     | SubscribeRequest
     | UnsubscribeRequest
     | CancelRequest
@@ -250,6 +281,9 @@ Request = Annotated[
 REQUEST_TYPES: Final = (
     "auth",
     "submit",
+    "propose",
+    "start",
+    "discard",
     "subscribe",
     "unsubscribe",
     "cancel",
@@ -285,6 +319,49 @@ class Submitted(_Message):
     stars: int
     version: int
     rationale: str = ""
+
+
+class ProposedStar(_Message):
+    """One star of a proposal, as a person reviews it: `device` says where it would run
+    (a device's name; `each of a, b` for a star that fans out over the devices matching
+    now; `any device` when the plan leaves it open), `what` the command, code, path, URL
+    or goal it is given ("" when its tool takes none of these), `after` the stars it
+    waits for."""
+
+    id: str
+    title: str = ""
+    device: str
+    tool: str
+    what: str = ""
+    after: list[str] = Field(default_factory=list)
+
+
+class Proposal(_Message):
+    """A plan made from words that has not touched any device. `proposal` is its id for
+    `start` and `discard`; `constellation` the id the run will have once started;
+    `stars` the plan for review, `plan` the whole constellation (as a `snapshot`'s
+    `constellation`, every star pending) to draw; `expires_in` the seconds it is held."""
+
+    type: Literal["proposal"] = "proposal"
+    id: str
+    proposal: str
+    request: str
+    constellation: str
+    name: str
+    rationale: str
+    stars: list[ProposedStar]
+    plan: dict[str, Any]
+    expires_in: float
+
+
+class Discarded(_Message):
+    """`discarded` is false when the proposal had ended already (discarded before, or
+    expired): nothing ran either way."""
+
+    type: Literal["discarded"] = "discarded"
+    id: str
+    proposal: str
+    discarded: bool
 
 
 class Subscribed(_Message):
@@ -555,6 +632,8 @@ class ErrorReply(_Message):
 ServerMessage = Annotated[
     Authenticated
     | Submitted
+    | Proposal
+    | Discarded
     | Subscribed
     | EventMessage
     | Unsubscribed
@@ -696,6 +775,8 @@ __all__ = [
     "DeviceEntry",
     "DeviceList",
     "DevicesRequest",
+    "DiscardRequest",
+    "Discarded",
     "EditEntry",
     "EnrollRequest",
     "Enrolled",
@@ -717,11 +798,15 @@ __all__ = [
     "PendingApprovalInfo",
     "PinRequest",
     "Pinned",
+    "Proposal",
+    "ProposeRequest",
+    "ProposedStar",
     "Request",
     "RetryRequest",
     "ServerMessage",
     "Snapshot",
     "StarCancelled",
+    "StartRequest",
     "SubmitRequest",
     "Submitted",
     "SubscribeRequest",

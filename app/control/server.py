@@ -35,6 +35,7 @@ from app.control.messages import (
     Decided,
     DeviceList,
     DevicesRequest,
+    DiscardRequest,
     Enrolled,
     EnrollRequest,
     ErrorCode,
@@ -48,9 +49,11 @@ from app.control.messages import (
     MemoryShowRequest,
     Pinned,
     PinRequest,
+    ProposeRequest,
     Request,
     RetryRequest,
     StarCancelled,
+    StartRequest,
     SubmitRequest,
     Submitted,
     Subscribed,
@@ -281,6 +284,16 @@ class ControlSession:
             else:
                 run = await runtime.submit(request=request.request)
             return self._submitted(rid, run)
+        if isinstance(request, ProposeRequest):
+            proposal = await runtime.propose(request.request)
+            log.info("control %s: proposed p=%s (%d stars)", self.peer, proposal.proposal,
+                     len(proposal.stars))  # fmt: skip
+            return proposal.model_copy(update={"id": rid})
+        if isinstance(request, StartRequest):
+            return self._submitted(rid, await runtime.start_proposal(request.proposal))
+        if isinstance(request, DiscardRequest):
+            discarded = await runtime.discard_proposal(request.proposal)
+            return discarded.model_copy(update={"id": rid})
         if isinstance(request, RetryRequest):
             return self._submitted(rid, await runtime.retry(request.constellation, request.star))
         if isinstance(request, CancelRequest):

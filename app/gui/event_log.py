@@ -182,3 +182,11 @@ class RunHeader(QLabel):
     ) -> None:
         stats = run_stats(snapshot, now)
         self.setText(f"<b>{markup(name)}</b> — {markup(status)} — {markup(stats.line())}")
+
+    def show_proposal(self, name: str, stars: int, devices: int) -> None:
+        """A plan proposed for review: nothing has run, so there is nothing to count."""
+        where = f" on {devices} device{'s' if devices != 1 else ''}" if devices else ""
+        self.setText(
+            f"<b>{markup(name)}</b> — proposed, not started — {stars} "
+            f"star{'s' if stars != 1 else ''}{where}; Start it below, or discard it"
+        )

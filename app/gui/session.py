@@ -6,6 +6,11 @@ approve, enrol) goes straight to the interface. It keeps no run state of its own
 views change only because an event or a fresh snapshot says so. Every call runs as a
 task on the qasync loop, so nothing blocks the UI thread; a refusal becomes `failed`
 (a message a person can act on), never an exception in a slot.
+
+A request in words can be looked at first: `propose` asks the interface for a plan that
+runs nowhere yet and emits `proposed` (the run shown until then stops being followed);
+`start_proposal` runs it and shows the run, `discard_proposal` drops it and shows the
+run from before again. One proposal waits at a time: a newer one discards the older.
 """
 
 from __future__ import annotations
@@ -27,7 +32,13 @@ from agents.events import (
     StarFinished,
     StarStarted,
 )
-from app.control.messages import DeviceEntry, HistoryEntry, PendingApprovalInfo, Snapshot
+from app.control.messages import (
+    DeviceEntry,
+    HistoryEntry,
+    PendingApprovalInfo,
+    Proposal,
+    Snapshot,
+)
 from app.errors import OrreryError
 from app.interface import OrreryApi, Run
 
@@ -49,6 +60,8 @@ class GuiSession(QObject):
     approvals_changed = Signal(list)  # [PendingApprovalInfo]
     history_changed = Signal(list)  # [HistoryEntry]
     planning = Signal(str)  # a request is being planned ("" when done)
+    proposed = Signal(object)  # a Proposal to review: planned, nothing run yet
+    proposal_closed = Signal()  # the proposal shown was started, discarded or refused
     failed = Signal(str)  # a refusal or an error, said for a person
     notice = Signal(str, str)  # (title, message) worth a tray notification
 
@@ -58,6 +71,8 @@ class GuiSession(QObject):
         self.current: str | None = None  # the constellation shown
         self.current_live = False
         self.snapshot: Snapshot | None = None
+        self.proposal: Proposal | None = None  # the plan waiting for Start or Discard
+        self._shown_before: str | None = None  # what was shown when it was proposed
         self.last_ts = 0.0  # the orchestrator clock of the newest event seen
         self.last_ts_at = time.monotonic()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -108,6 +123,69 @@ class GuiSession(QObject):
                 self.planning.emit("")
         if run is not None:
             await self.show(run.id)
+
+    def propose(self, request: str) -> None:
+        """Plan a request in words and show the plan for review (`proposed`); nothing
+        runs until `start_proposal`."""
+        self._spawn(self._propose(request))
+
+    async def _propose(self, request: str) -> None:
+        self.planning.emit(request)
+        try:
+            proposal = await self._guard(self.api.propose(request))
+        finally:
+            self.planning.emit("")
+        if proposal is None:
+            return
+        if self.proposal is not None:  # a newer plan replaces the one waiting
+            await self._guard(self.api.discard_proposal(self.proposal.proposal))
+        else:
+            self._shown_before = self.current
+        self._stop_following()
+        self.proposal = proposal
+        self.proposed.emit(proposal)
+
+    def start_proposal(self) -> None:
+        """Run the proposal under review, and show the run."""
+        proposal = self._close_proposal()
+        if proposal is not None:
+            self._spawn(self._start(proposal))
+
+    async def _start(self, proposal: Proposal) -> None:
+        run = await self._guard(self.api.start_proposal(proposal.proposal))
+        if run is not None:
+            await self.show(run.id)
+        else:  # refused (it expired meanwhile, say): `failed` said why
+            await self._show_again()
+
+    def discard_proposal(self) -> None:
+        """Drop the proposal under review (nothing of it runs); show what was shown before."""
+        proposal = self._close_proposal()
+        if proposal is not None:
+            self._spawn(self._discard(proposal))
+
+    async def _discard(self, proposal: Proposal) -> None:
+        await self._guard(self.api.discard_proposal(proposal.proposal))
+        await self._show_again()
+
+    def _close_proposal(self) -> Proposal | None:
+        proposal, self.proposal = self.proposal, None
+        if proposal is not None:
+            self.proposal_closed.emit()
+        return proposal
+
+    async def _show_again(self) -> None:
+        before, self._shown_before = self._shown_before, None
+        if before is not None and self.current is None and self.proposal is None:
+            await self.show(before)  # unless another run was opened meanwhile
+
+    def _stop_following(self) -> None:
+        if self._follow is not None:
+            self._follow.cancel()
+            self._follow = None
+        self.current = None
+        self.current_live = False
+        self.snapshot = None
 
     def cancel_run(self) -> None:
         if self.current is not None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -39,7 +40,13 @@ EDIT_POLICIES = ("on_failure", "always", "never")
 MODEL_COLUMNS = ("model", "roles", "params", "quant", "MiB", "context", "runs on", "GPU MiB",
                  "chat", "loaded")  # fmt: skip
 POLICY_KEY = "planner/edit_policy"
+PREVIEW_KEY = "planner/preview"
 SERVER_KEY = "connection/server"
+
+
+def preview_first(settings: QSettings) -> bool:
+    """Whether a plan made from words is shown for review before it runs (default yes)."""
+    return bool(settings.value(PREVIEW_KEY, True, type=bool))
 
 
 class SettingsDialog(QDialog):
@@ -178,6 +185,13 @@ class SettingsDialog(QDialog):
         self.policy.setAccessibleName("edit policy")
         self.policy.setCurrentText(str(self.settings.value(POLICY_KEY, "on_failure")))
         self.policy.currentTextChanged.connect(self._policy_changed)
+        self.preview = QCheckBox("show it, and run it only when I press Start", page)
+        self.preview.setAccessibleName("review a plan made from words before it runs")
+        self.preview.setToolTip(
+            "Off: a request in words runs as soon as it is planned (for trusted use)"
+        )
+        self.preview.setChecked(preview_first(self.settings))
+        self.preview.toggled.connect(lambda on: self.settings.setValue(PREVIEW_KEY, on))
         self.server = QLineEdit(str(self.settings.value(SERVER_KEY, "")), page)
         self.server.setPlaceholderText("empty: host the orchestrator in the app")
         self.server.setAccessibleName("server for the next start")
@@ -186,6 +200,7 @@ class SettingsDialog(QDialog):
         )
         form = QFormLayout(page)
         form.addRow("when the planner edits a running plan", self.policy)
+        form.addRow("a plan made from words", self.preview)
         form.addRow("connected to", QLabel(connection, page))
         form.addRow("server at the next start", self.server)
         form.addRow("data dir", QLabel(f"{self.data_dir} (start with --data-dir to change)"))

@@ -4,8 +4,13 @@ Everything a person does here goes through `GuiSession` to the runtime interface
 change on screen comes back from an event or a fresh snapshot, never from a widget
 changing its own idea of the run.
 
-Shortcuts: Ctrl+Enter run the request, Ctrl+O open a plan, Ctrl+. cancel the run,
-Delete cancel the selected star, Ctrl+R retry the selected (failed) star, Ctrl+Shift+R
+A request in words is planned first and shown for review (the plan drawn, marked
+proposed, and its stars listed with Start / Discard) unless the settings turn that off;
+a plan file runs as written.
+
+Shortcuts: Ctrl+Enter run the request (or propose it), Ctrl+Shift+Enter start the
+proposed plan, Escape (in the proposal) discard it, Ctrl+O open a plan, Ctrl+. cancel
+the run, Delete cancel the selected star, Ctrl+R retry the selected (failed) star, Ctrl+Shift+R
 retry the run from its failures, Ctrl+P pin the selected star to a device, F fit,
 Ctrl++ / Ctrl+- zoom, Ctrl+1…6 show a panel, Ctrl+Q quit.
 """
@@ -32,12 +37,13 @@ from PySide6.QtWidgets import (
 )
 
 from agents.events import ConstellationFinished, Event, PlanningFinished, PlanningStarted
-from app.control.messages import DeviceEntry, PendingApprovalInfo, Snapshot
+from app.control.messages import DeviceEntry, PendingApprovalInfo, Proposal, Snapshot
 from app.gui.constellation.view import ConstellationView
 from app.gui.devices_panel import DevicesPanel
 from app.gui.event_log import EventLog, RunHeader
 from app.gui.inspector import StarInspector
 from app.gui.lists import ApprovalsInbox, HistoryPanel
+from app.gui.plan_preview import PlanPreview
 from app.gui.request_box import RequestBox
 from app.gui.session import GuiSession
 from app.gui.timeline import Timeline
@@ -78,6 +84,7 @@ class MainWindow(QMainWindow):
         self.resize(1400, 900)
 
         self.request_box = RequestBox(settings, self)
+        self.preview = PlanPreview(self)
         self.header = RunHeader(self)
         self.view = ConstellationView(self)
         self.view.setAccessibleName("constellation")
@@ -86,6 +93,7 @@ class MainWindow(QMainWindow):
         column.setContentsMargins(0, 0, 0, 0)
         column.addWidget(self.header)
         column.addWidget(self.view, 1)
+        column.addWidget(self.preview)
         column.addWidget(self.request_box)
         self.setCentralWidget(central)
 
@@ -141,6 +149,14 @@ class MainWindow(QMainWindow):
             run_menu, "Retry the run from its failures", "Ctrl+Shift+R", self.retry_run
         )
         run_menu.addSeparator()
+        self.start_proposal_action = self._action(
+            run_menu, "Start the proposed plan", "Ctrl+Shift+Return", self.session.start_proposal
+        )
+        self.discard_proposal_action = self._action(
+            run_menu, "Discard the proposed plan", None, self.session.discard_proposal
+        )
+        self._reviewing(False)
+        run_menu.addSeparator()
         self._action(run_menu, "Quit", QKeySequence.StandardKey.Quit, self.close)
         star_menu = bar.addMenu("&Star")
         self.cancel_star_action = self._action(star_menu, "Cancel the star", "Del",
@@ -164,7 +180,8 @@ class MainWindow(QMainWindow):
 
     def _action(self, menu: QMenu, text: str, shortcut: Any, slot: Any) -> QAction:
         action = QAction(text, self)
-        action.setShortcut(QKeySequence(shortcut))
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
         action.triggered.connect(slot)
         menu.addAction(action)
         self.addAction(action)
@@ -172,8 +189,12 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         session = self.session
-        self.request_box.request.connect(session.submit)
+        self.request_box.request.connect(self.run_request)
         self.request_box.plan_file.connect(session.submit)
+        self.preview.start_requested.connect(session.start_proposal)
+        self.preview.discard_requested.connect(session.discard_proposal)
+        session.proposed.connect(self.show_proposal)
+        session.proposal_closed.connect(self._proposal_closed)
         session.shown.connect(self.show_constellation)
         session.snapshot_changed.connect(self.refresh_constellation)
         session.run_event.connect(self.on_run_event)
@@ -193,6 +214,43 @@ class MainWindow(QMainWindow):
         self.view.star_activated.connect(self._reveal_star)
         self.view.star_menu_requested.connect(self._star_menu)
         self.view.snapshot_outdated.connect(lambda _cid: session.refresh())
+
+    # ---------------------------------------------------------------- requests
+
+    def run_request(self, text: str) -> None:
+        """A request in words from the request box: proposed for review first, unless
+        the settings say to run such plans at once."""
+        from app.gui.settings_dialog import preview_first
+
+        if preview_first(self.settings):
+            self.session.propose(text)
+        else:
+            self.session.submit(text)
+
+    def show_proposal(self, proposal: Proposal) -> None:
+        """A plan to review: drawn in the view, marked proposed, with its stars listed."""
+        self.event_log.clear_run()
+        self.inspector.show_star(None)
+        self._shown_id = proposal.constellation
+        plan = proposal.plan
+        self.view.set_snapshot(plan)
+        self.inspector.set_snapshot(plan)
+        self.timeline.set_snapshot(plan)
+        named = {star.device for star in proposal.stars if star.device != "any device"}
+        self.header.show_proposal(proposal.name, len(proposal.stars), len(named))
+        self._steering(False)
+        self.preview.show_proposal(proposal)
+        self._reviewing(True)
+        self.statusBar().showMessage("planned: look at the plan, then Start or Discard it")
+
+    def _proposal_closed(self) -> None:
+        self.preview.clear()
+        self._reviewing(False)
+        self.statusBar().clearMessage()
+
+    def _reviewing(self, shown: bool) -> None:
+        self.start_proposal_action.setEnabled(shown)
+        self.discard_proposal_action.setEnabled(shown)
 
     # ---------------------------------------------------------------- what arrives
 
@@ -228,6 +286,8 @@ class MainWindow(QMainWindow):
             message = f"planned in {event.seconds:.1f}s"
             if event.error:
                 message = f"planning failed: {event.error}"
+            elif self.preview.proposal is not None:
+                message += ": look at the plan, then Start or Discard it"
             self.statusBar().showMessage(message, 10000)
 
     def say_problem(self, message: str) -> None:

@@ -54,6 +54,7 @@ from agents.orchestrator import ConstellationFinishedError, Orchestrator, Unknow
 from agents.remember import MemoryRecorder
 from app.control.messages import (
     DeviceEntry,
+    Discarded,
     EditEntry,
     ErrorCode,
     HistoryEntry,
@@ -61,6 +62,7 @@ from app.control.messages import (
     MemoryHit,
     MemoryTree,
     PendingApprovalInfo,
+    Proposal,
     Snapshot,
 )
 from app.errors import RequestRejected
@@ -69,6 +71,7 @@ from app.recorder import RunRecorder
 from app.runtime.approval_policy import ApprovalPolicy, ask_a_person
 from app.runtime.journal import EventJournal
 from app.runtime.memory import RuntimeMemory, memory_hit, memory_tree
+from app.runtime.proposals import Ending, Held, ProposalBook, ProposalGone, describe_stars
 from app.runtime.recovery import recover
 from devices.registry import DeviceInfo
 from memory import ConstellationRow, Store, StoreError, UnknownMemory
@@ -95,6 +98,10 @@ class Planner(Protocol):
     def review_runs(
         self, orchestrator: Orchestrator, devices: Callable[[], Sequence[DeviceInfo]]
     ) -> Callable[[], None]: ...
+
+    def forget(self, constellation_id: str) -> None:
+        """A constellation `plan` made will never run (its proposal was discarded)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -133,11 +140,14 @@ class Runtime:
         fleet_tools: Collection[str] = (),
         clock: Clock | None = None,
         memory: RuntimeMemory | None = None,
+        proposals: ProposalBook | None = None,
     ) -> None:
         """`fleet_tools`: tools a plan may name although no connected device offers them
         now (those every `orrery device` offers); `planner` None refuses requests in words;
         `memory` the task memory (by default the tree in `store`, without recall), which
-        the runtime records every run into and closes with itself."""
+        the runtime records every run into and closes with itself; `proposals` holds
+        the plans `propose` made until they are started or discarded (by default 32 of
+        them, for 15 minutes each)."""
         self.store = store
         self.epoch = uuid.uuid4().hex[:12]
         self.stream = EventStream()
@@ -160,6 +170,7 @@ class Runtime:
         self.planner = planner
         self.approval_policy = approval_policy
         self.fleet_tools = frozenset(fleet_tools)
+        self.proposals = proposals if proposals is not None else ProposalBook()
         self._stop_reviews = (
             planner.review_runs(self.orchestrator, self.dispatcher.devices) if planner else None
         )
@@ -248,6 +259,75 @@ class Runtime:
             constellation.id, request, recalled=self.memory.planned_from(constellation.id)
         )
         return self.start_constellation(constellation)
+
+    # ---------------------------------------------------------------- looking first
+
+    async def propose(self, request: str) -> Proposal:
+        """As `OrreryApi.propose`: plan `request` and hold the plan, untouched by any
+        device, until `start_proposal` or `discard_proposal` (or it expires)."""
+        constellation = await self.plan(request)
+        self._sweep_proposals(room=1)
+        held = self.proposals.add(constellation, request)
+        log.info("p=%s c=%s proposed (%d stars): %s", held.id, constellation.id,
+                 len(constellation.stars), constellation.rationale)  # fmt: skip
+        return self._proposal(held)
+
+    async def start_proposal(self, proposal_id: str) -> Run:
+        """As `OrreryApi.start_proposal`: run the proposal as it was shown. Refused with
+        `unknown_proposal` when it does not wait (the message says why); a plan that
+        cannot start now (`invalid_plan`: nothing to fan out over) keeps waiting."""
+        self._sweep_proposals()
+        held = self._waiting_proposal(proposal_id)
+        run = self.start_planned(held.constellation, held.request)
+        self.proposals.end(proposal_id, Ending.STARTED, run.id)
+        log.info("p=%s started as c=%s", proposal_id, run.id)
+        return run
+
+    async def discard_proposal(self, proposal_id: str) -> Discarded:
+        """As `OrreryApi.discard_proposal`: drop a waiting proposal; `discarded` false if
+        it had ended already (discarded or expired). `unknown_proposal` for one that was
+        started (cancel its constellation instead) or never made here."""
+        self._sweep_proposals()
+        ending = self.proposals.ending(proposal_id)
+        if ending is not None and ending.how is not Ending.STARTED:
+            return Discarded(id="", proposal=proposal_id, discarded=False)
+        self._waiting_proposal(proposal_id)
+        self._forget_plan(self.proposals.end(proposal_id, Ending.DISCARDED))
+        log.info("p=%s discarded", proposal_id)
+        return Discarded(id="", proposal=proposal_id, discarded=True)
+
+    def _waiting_proposal(self, proposal_id: str) -> Held:
+        try:
+            return self.proposals.waiting(proposal_id)
+        except ProposalGone as gone:
+            raise RequestRejected.of(ErrorCode.UNKNOWN_PROPOSAL, gone.message, "proposal") from None
+
+    def _sweep_proposals(self, room: int = 0) -> None:
+        for held in self.proposals.sweep(room=room):
+            log.info("p=%s c=%s dropped unstarted", held.id, held.constellation.id)
+            self._forget_plan(held)
+
+    def _forget_plan(self, held: Held) -> None:
+        """What planning kept for a constellation that will never run goes."""
+        self.memory.planned_from(held.constellation.id)
+        if self.planner is not None:
+            self.planner.forget(held.constellation.id)
+
+    def _proposal(self, held: Held) -> Proposal:
+        constellation = held.constellation
+        return Proposal(
+            id="",
+            proposal=held.id,
+            request=held.request,
+            constellation=constellation.id,
+            name=constellation.name,
+            rationale=constellation.rationale,
+            stars=describe_stars(constellation, list(self.dispatcher.devices())),
+            plan=constellation.model_dump(mode="json", by_alias=True),
+            expires_in=round(self.proposals.expires_in(held), 3),
+        )
+
+    # ---------------------------------------------------------------- plans
 
     def parse_plan(
         self,

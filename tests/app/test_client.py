@@ -140,6 +140,9 @@ class FakePlanner:
     def review_runs(self, orchestrator: object, devices: object) -> object:
         return lambda: None
 
+    def forget(self, constellation_id: str) -> None:
+        pass
+
     async def close(self) -> None:
         pass
 

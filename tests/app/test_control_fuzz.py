@@ -97,7 +97,7 @@ json_values = st.recursive(
 )
 FIELDS = ["id", "type", "token", "client", "plan", "request", "source", "constellation",
           "after_seq", "types", "reason", "star", "device", "name", "approved", "limit",
-          "status"]  # fmt: skip
+          "status", "proposal"]  # fmt: skip
 
 
 @st.composite

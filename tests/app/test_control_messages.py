@@ -32,6 +32,9 @@ def test_every_request_type_parses_with_its_id() -> None:
     samples: dict[str, dict[str, object]] = {
         "auth": {"token": "t"},
         "submit": {"plan": "name: x"},
+        "propose": {"request": "tidy up"},
+        "start": {"proposal": "p-1"},
+        "discard": {"proposal": "p-1"},
         "subscribe": {"constellation": "c", "after_seq": 3},
         "unsubscribe": {"constellation": "c"},
         "cancel": {"constellation": "c"},
@@ -71,6 +74,9 @@ def test_submit_takes_a_plan_or_a_request_not_both() -> None:
         ({"type": "history", "id": "1", "limit": 0}, "limit", "malformed"),
         ({"type": "devices"}, "id", "malformed"),
         ({"type": "devices", "id": "1", "extra": True}, "extra", "malformed"),
+        ({"type": "propose", "id": "1", "request": ""}, "request", "malformed"),
+        ({"type": "start", "id": "1", "proposal": ""}, "proposal", "malformed"),
+        ({"type": "discard", "id": "1", "proposal": "p" * 65}, "proposal", "malformed"),
         ({"type": "fly", "id": "1"}, "type", "unknown_command"),
         ({"id": "1"}, "type", "malformed"),
     ],
@@ -93,6 +99,22 @@ def test_server_messages_round_trip() -> None:
         Submitted(id="1", constellation="c", name="n", stars=2, version=1),
         EventMessage(id="2", constellation="c", seq=9, event={"type": "star.ready"}),
         ErrorReply(id=None, code=ErrorCode.MALFORMED, message="m", field="f"),
+        messages.Proposal(
+            id="3",
+            proposal="p-1",
+            request="r",
+            constellation="c",
+            name="n",
+            rationale="why",
+            stars=[
+                messages.ProposedStar(
+                    id="s1", device="nas", tool="shell.run", what="df -h", after=["s0"]
+                )
+            ],
+            plan={"stars": {}},
+            expires_in=900.0,
+        ),
+        messages.Discarded(id="4", proposal="p-1", discarded=False),
     ):
         assert parse_server_message(dump(message)) == message
 

@@ -76,6 +76,9 @@ def test_an_mcp_client_submits_a_plan_approves_its_call_waits_and_reads_the_resu
             listed = {tool.name for tool in (await session.list_tools()).tools}
             assert listed == {
                 "submit",
+                "propose",
+                "start",
+                "discard",
                 "status",
                 "wait",
                 "cancel",
