@@ -363,5 +363,5 @@ def test_a_join_is_declined_when_what_refers_to_the_branches_was_edited(
     joined = branches_for(run.constellation, CYGNUS)
     assert joined.batch is None
     assert joined.declined == {
-        "host": "'listed', which refers to its outputs, was edited since it was planned"
+        "host": "'listed', which refers to its outputs, was edited since the plan was accepted"
     }
