@@ -25,6 +25,7 @@ from agents.constellation import (
     AttemptStatus,
     Constellation,
     ConstellationEditor,
+    ConstellationError,
     ConstellationStatus,
     EditBatch,
     Star,
@@ -32,6 +33,7 @@ from agents.constellation import (
     UnknownStar,
 )
 from agents.constellation.fanout import expand_fan_out
+from agents.constellation.joining import branches_for
 from agents.constellation.model import DeviceSelector
 from agents.constellation.references import UnresolvedReference, resolve_references
 from agents.constellation.shell_words import SHELL_ARGS, UnsafeShellReference
@@ -308,6 +310,36 @@ class Orchestrator:
         run.editor.apply(batch)
         self._after_edit(run, batch, undo=False)
         return run.constellation.version
+
+    def branch_joined_device(self, constellation_id: str, device: str) -> int | None:
+        """Give `device`, connected now, its branches of the constellation's fan-outs that
+        take joining devices (`agents.constellation.joining`): an edit batch applied as
+        `apply_edits` applies one, with the constellation's `fan_out` record naming the
+        device. Returns the new version, or None when the device gets no branch (why is
+        logged). Raises `UnknownConstellation` or `ConstellationFinishedError`."""
+        run = self._live_run(constellation_id)
+        info = self._devices.get(device)
+        if info is None:
+            return None
+        joined = branches_for(run.constellation, info)
+        for star_id, why in joined.declined.items():
+            log.info("c=%s device %s gets no branch of %s: %s", run.cid, device, star_id, why)
+        if joined.batch is None:
+            return None
+        try:
+            updated = run.editor.apply(joined.batch)
+        except ConstellationError as exc:
+            log.warning("c=%s device %s gets no branches: %s", run.cid, device, exc)
+            return None
+        updated.fan_out = joined.record
+        log.info(
+            "c=%s device %s joined: %s",
+            run.cid,
+            device,
+            ", ".join(f"{star_id} -> {branch}" for star_id, branch in joined.branches.items()),
+        )
+        self._after_edit(run, joined.batch, undo=False)
+        return updated.version
 
     def undo(self, constellation_id: str) -> int:
         """Undo the last accepted edit batch (as a new version); returns the new version."""

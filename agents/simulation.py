@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.clock import Timer, VirtualClock
-from agents.dispatch import TaskSink
+from agents.dispatch import DeviceChange, TaskSink
 from devices.registry import DeviceInfo
 from protocol.tasks import TaskAssignment, TaskOutcome, TaskResult
 
@@ -56,6 +56,27 @@ class SimulatedDispatcher:
         self.fleet = fleet
         if self._sink is not None:
             self._sink.on_devices_changed()
+
+    def join(self, device: DeviceInfo) -> None:
+        """`device` connects (or comes back): it is in `devices()`, and the sink hears
+        that the devices changed, then that this one joined, as from a real dispatcher."""
+        self.fleet = [known for known in self.fleet if known.name != device.name] + [device]
+        if self._sink is not None:
+            self._sink.on_devices_changed()
+            self._sink.on_device_change(
+                DeviceChange(
+                    device=device.name, state="online", info=device, reason="connected", joined=True
+                )
+            )
+
+    def leave(self, name: str) -> None:
+        """Device `name` disconnects: it is no longer in `devices()`, and the sink hears it."""
+        self.fleet = [known for known in self.fleet if known.name != name]
+        if self._sink is not None:
+            self._sink.on_devices_changed()
+            self._sink.on_device_change(
+                DeviceChange(device=name, state="offline", reason="disconnected", left=True)
+            )
 
     def assign(self, assignment: TaskAssignment) -> None:
         self.assigned.append(assignment)

@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -127,6 +128,12 @@ class DeviceSelector(BaseModel):
         default=False,
         description="fan out: one star per matching device (`agents.constellation.fanout`)",
     )
+    joining: bool = Field(
+        default=False,
+        description="with `each`: a device that joins while the constellation runs and "
+        "matches gets a branch too, while what waits for the branches has not started "
+        "(`agents.constellation.joining`)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -137,6 +144,15 @@ class DeviceSelector(BaseModel):
             return {"name": value}
         if isinstance(value, list):
             return {"names": value, "each": True}
+        return value
+
+    @field_validator("joining")
+    @classmethod
+    def _joining_fans_out(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and not info.data.get("each"):
+            raise ValueError(
+                "only a fan-out takes joining devices: add 'each: true' next to 'joining: true'"
+            )
         return value
 
     @property
@@ -294,6 +310,38 @@ class Star(StarSpec):
         return StarSpec.model_validate(self.model_dump(include=set(StarSpec.model_fields)))
 
 
+class FanOutRecord(BaseModel):
+    """What a constellation keeps of its plan when one of its fan-outs takes joining
+    devices (`on: {each: true, joining: true}`): the stars and lines as written, before
+    expansion, and the devices each fanned-out star has branches on, so a device that
+    joins later gets the branches it would have had (`agents.constellation.joining`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stars: list[StarSpec]
+    lines: list[Line] = Field(default_factory=list)
+    accepted: dict[str, list[str]] = Field(
+        description="fanned-out star -> the devices it got a branch on when the plan was "
+        "accepted (two fanned-out stars with the same devices are joined branch by branch)"
+    )
+    joined: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="fanned-out star -> the devices that joined later and got a branch",
+    )
+
+    def devices(self, star_id: str) -> list[str]:
+        """Every device the fanned-out star `star_id` has a branch on."""
+        return [*self.accepted.get(star_id, ()), *self.joined.get(star_id, ())]
+
+    def taking_joining(self) -> list[str]:
+        """The fanned-out stars that take joining devices."""
+        return [
+            star.id
+            for star in self.stars
+            if star.id in self.accepted and star.on is not None and star.on.joining
+        ]
+
+
 class Constellation(BaseModel):
     """The live DAG of one request. Edit it only through `agents.constellation.edits`."""
 
@@ -309,6 +357,8 @@ class Constellation(BaseModel):
     lines: list[Line] = Field(default_factory=list)
     retry_of: str | None = None
     """The constellation this one runs again from where it failed (see `retry_plan`)."""
+    fan_out: FanOutRecord | None = None
+    """Its plan as written, when a fan-out takes devices that join while it runs."""
 
     def line(self, source: str, target: str) -> Line | None:
         for line in self.lines:

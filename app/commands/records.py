@@ -113,6 +113,7 @@ def _document(snapshot: Snapshot) -> dict[str, object]:
         "rationale": data.get("rationale", ""),
         "description": data.get("description", ""),
         "retry_of": data.get("retry_of"),
+        "fan_out": data.get("fan_out"),
         "created_at": snapshot.created_at,
         "finished_at": snapshot.finished_at,
         "live": snapshot.live,
@@ -124,7 +125,7 @@ def _document(snapshot: Snapshot) -> dict[str, object]:
 
 
 def _print_constellation(snapshot: Snapshot) -> None:
-    from app.gui.constellation.view_model import edges_of
+    from app.gui.constellation.view_model import edges_of, fan_out_notes
 
     out = Console(highlight=False, emoji=False)
     out.print(f"[bold]{escape(snapshot.name)}[/] ({snapshot.constellation_id}): "
@@ -154,6 +155,8 @@ def _print_constellation(snapshot: Snapshot) -> None:
             )
     for source, target, kind in edges_of(data):
         out.print(f"  {source} -> {target} ({kind})")
+    for note in fan_out_notes(data):
+        out.print(f"fan-out: {escape(printable(note))}")
     for edit in snapshot.edits:
         undo = " (undo)" if edit.undo else ""
         out.print(f"edit to version {edit.version}{undo}: {escape(printable(edit.rationale))}")

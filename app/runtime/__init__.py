@@ -3,8 +3,9 @@
 `Runtime` (core) is the object; `open_runtime` (assembly) builds one from a data dir;
 `app.endpoint.Endpoint` serves it to devices and control clients on a port;
 `InProcessDevice` (this_machine) makes this machine a device without a process;
-`EventJournal` (journal) replays events to late subscribers. docs/runtime.md is the
-guide for front-end authors.
+`EventJournal` (journal) replays events to late subscribers; `JoiningDevices`
+(joining_devices) gives devices that join the branches of fan-outs that take them.
+docs/runtime.md is the guide for front-end authors.
 """
 
 from app.runtime.approval_policy import ApprovalPolicy, approve_all, ask_a_person, refuse_all

@@ -3,7 +3,8 @@
 A runtime owns the event stream, the orchestrator, the recorder that writes every run
 to the store, the journal that replays events to late subscribers, the dispatchers
 (joined into one `FleetDispatcher`: AIP devices, this machine in process, or both),
-the planner and its reviews, and the approval policy, all given to its constructor.
+the planner and its reviews, the approval policy (all given to its constructor), and
+`JoiningDevices`, which gives devices that join the branches of fan-outs that take them.
 It satisfies `app.interface.OrreryApi`, the interface the CLI, the desktop app and the
 control API server drive; every refusal is a `RequestRejected` with its code.
 
@@ -69,6 +70,7 @@ from app.errors import RequestRejected
 from app.interface import Run, read_submission
 from app.recorder import RunRecorder
 from app.runtime.approval_policy import ApprovalPolicy, ask_a_person
+from app.runtime.joining_devices import JoiningDevices
 from app.runtime.journal import EventJournal
 from app.runtime.memory import RuntimeMemory, memory_hit, memory_tree
 from app.runtime.proposals import Ending, Held, ProposalBook, ProposalGone, describe_stars
@@ -167,6 +169,8 @@ class Runtime:
         self.stream.listen(self.remembering)
         self.stream.listen(self._record_device)
         self.stream.listen(self._on_approval_needed)
+        self.joining = JoiningDevices(self.orchestrator)
+        self.stream.listen(self.joining)
         self.planner = planner
         self.approval_policy = approval_policy
         self.fleet_tools = frozenset(fleet_tools)

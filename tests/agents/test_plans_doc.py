@@ -1,6 +1,7 @@
 """docs/plans.md's examples run as written: the plan with an `instruction` star goes
 through the real plan loader, orchestrator and local device, whose `agent.do` reasons with
-a scripted model (the model is not what is tested here; the plan is)."""
+a scripted model (the model is not what is tested here; the plan is); the fan-out that
+takes joining devices gives one its branch as the page says."""
 
 from __future__ import annotations
 
@@ -13,10 +14,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from agents.constellation.edits import apply_batch
+from agents.constellation.fanout import expand_fan_out
+from agents.constellation.joining import branches_for
 from agents.constellation.model import ConstellationStatus
 from agents.constellation.plan_file import parse_plan
 from agents.orchestrator import Orchestrator
 from devices.local import LocalDispatcher
+from devices.registry import DeviceInfo
 from devices.tools import ToolRegistry, default_tools
 from devices.tools.agent_do import AgentDoTool
 
@@ -87,3 +92,22 @@ async def test_the_instruction_example_runs_as_agent_do_with_its_goal(tmp_path: 
     assert sorted(path.name for path in workspace.iterdir()) == ["keep.txt"]
     goal = model.prompts[0].split("\n")[0]
     assert goal == "Goal: There are 3 files here. Delete the ones ending in .tmp."
+
+
+def test_the_joining_example_gives_a_device_that_joins_its_branch_in_the_summary() -> None:
+    plan = parse_plan(block_with("joining: true"), source="docs/plans.md")
+    tools = frozenset({"shell.run", "fs.write"})
+    workers = frozenset({"workers"})
+    atlas = DeviceInfo(name="atlas", tools=tools)
+    expand_fan_out(plan, [atlas, DeviceInfo(name="borealis", tools=tools, labels=workers)])
+    plan.status = ConstellationStatus.RUNNING
+
+    joined = branches_for(plan, DeviceInfo(name="cygnus", tools=tools, labels=workers))
+
+    assert joined.branches == {"host": "host-cygnus"}
+    assert joined.batch is not None
+    assert joined.batch.rationale == "device cygnus joined: host-cygnus of host"
+    after, _ = apply_batch(plan, joined.batch)
+    assert after.stars["summary"].args["content"] == (
+        "hosts:\n${host-borealis.output.stdout}\n${host-cygnus.output.stdout}"
+    )

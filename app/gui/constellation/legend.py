@@ -1,4 +1,5 @@
-"""The key to the drawing: device tints, state icons (with counts) and line kinds.
+"""The key to the drawing: device tints, state icons (with counts), line kinds, and notes
+on what the drawing cannot show (fan-outs that take joining devices).
 
 `Legend` lays the entries out in rows no wider than asked and paints them; the view
 shows it in a corner (`LegendOverlay`) and the offscreen renderer under the drawing.
@@ -25,7 +26,7 @@ _PAD = 10.0
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    kind: str  # "heading", "device", "state", "line"
+    kind: str  # "heading", "device", "state", "line", "note"
     text: str
     key: str = ""
 
@@ -49,12 +50,16 @@ class Legend:
         kinds = [k for k in LINE_KINDS if any(line.kind == k for line in model.lines.values())]
         if kinds:
             rows.append([_Entry("heading", "Lines")] + [_Entry("line", k, k) for k in kinds])
+        if model.notes:
+            rows.append([_Entry("heading", "Fan-out")] + [_Entry("note", n) for n in model.notes])
         self.rows = rows
 
     def _width(self, entry: _Entry) -> float:
         look = self.look
         if entry.kind == "heading":
             return look.badge_metrics.horizontalAdvance(entry.text) + _SPACE
+        if entry.kind == "note":
+            return look.small_metrics.horizontalAdvance(entry.text)
         glyph = 28.0 if entry.kind == "line" else _GLYPH
         return glyph + _SPACE + look.small_metrics.horizontalAdvance(entry.text)
 
@@ -94,6 +99,11 @@ class Legend:
             text_at = QPointF(at.x(), at.y() + (height + look.small_metrics.ascent()) / 2 - 2)
             if entry.kind == "heading":
                 painter.setFont(look.badge_font)
+                painter.setPen(theme.text)
+                painter.drawText(text_at, entry.text)
+                continue
+            if entry.kind == "note":
+                painter.setFont(look.small_font)
                 painter.setPen(theme.text)
                 painter.drawText(text_at, entry.text)
                 continue

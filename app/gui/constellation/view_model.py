@@ -171,6 +171,8 @@ class ConstellationModel:
         self.status = ""
         self.version = 0
         self.retry_of: str | None = None
+        self.notes: list[str] = []
+        """What the drawing cannot show: fan-outs that take joining devices."""
         self.stars: dict[str, StarView] = {}
         self.lines: dict[Edge, LineView] = {}
         self.newest_version = 0
@@ -200,6 +202,7 @@ class ConstellationModel:
         self.newest_version = self.version if new else max(self.newest_version, self.version)
         retry_of = constellation.get("retry_of")
         self.retry_of = str(retry_of) if retry_of else None
+        self.notes = fan_out_notes(constellation)
         waiting: dict[str, set[str]] = {}
         for star_id, request in approvals:
             waiting.setdefault(star_id, set()).add(request)
@@ -358,6 +361,34 @@ def _one_line(text: str | None) -> str:
 
 
 # ------------------------------------------------------------------ lines
+
+
+def fan_out_notes(constellation: Mapping[str, Any]) -> list[str]:
+    """A line for each fanned-out star of a serialised constellation that takes devices
+    joining while it runs (docs/plans.md): from its `fan_out` record once expanded, with
+    the devices it has branches on (those that joined later marked), else from the
+    stars' own `on: {each: true, joining: true}`."""
+    record = constellation.get("fan_out")
+    notes: list[str] = []
+    if isinstance(record, Mapping):
+        accepted = record.get("accepted") or {}
+        joined = record.get("joined") or {}
+        for star in record.get("stars") or []:
+            on = star.get("on") if isinstance(star, Mapping) else None
+            if not (isinstance(on, Mapping) and on.get("joining")):
+                continue
+            star_id = str(star.get("id"))
+            devices = [str(name) for name in accepted.get(star_id) or []]
+            devices += [f"{name} (joined)" for name in joined.get(star_id) or []]
+            notes.append(
+                f"{star_id} takes joining devices; branches on {', '.join(devices) or 'none'}"
+            )
+        return notes
+    for star_id, star in (constellation.get("stars") or {}).items():
+        on = star.get("on") if isinstance(star, Mapping) else None
+        if isinstance(on, Mapping) and on.get("each") and on.get("joining"):
+            notes.append(f"{star_id} fans out, also to devices that join while it runs")
+    return notes
 
 
 def edges_of(constellation: Mapping[str, Any]) -> list[tuple[str, str, str]]:

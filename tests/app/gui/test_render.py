@@ -14,9 +14,12 @@ import pytest
 from PySide6.QtGui import QColor, QImage
 from PySide6.QtWidgets import QApplication
 
+from agents.constellation.fanout import expand_fan_out
+from agents.constellation.plan_file import parse_plan
 from app.gui.constellation.render import application, render_png, render_svg, svg_bytes
 from app.gui.constellation.style import LIGHT
 from app.gui.constellation.view_model import StarState
+from devices.registry import DeviceInfo
 from tests.app.gui.samples import constellation, release
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -159,3 +162,33 @@ def test_orrery_show_draws_png_and_svg_with_the_view(tmp_path: Path) -> None:
     bad = orrery("show", cid, "--png", str(tmp_path / "no" / "such" / "dir.png"), home=tmp_path)
     assert bad.returncode == 2
     assert "cannot write" in bad.stderr
+
+
+JOINING_PLAN = """
+name: hosts
+stars:
+  - id: host
+    tool: shell.run
+    on: {each: true, labels: [workers], joining: true}
+    args: {cmd: hostname}
+  - id: summary
+    tool: fs.write
+    args: {path: hosts.txt, content: "${host.output.stdout}"}
+    after: [host]
+"""
+
+
+def test_a_fan_out_that_takes_joining_devices_is_noted_in_the_drawing(
+    qapp: QApplication,
+) -> None:
+    plan = parse_plan(JOINING_PLAN)
+    worker = DeviceInfo(
+        name="borealis", tools=frozenset({"shell.run"}), labels=frozenset({"workers"})
+    )
+    expand_fan_out(plan, [worker])
+    assert plan.fan_out is not None
+    plan.fan_out.joined = {"host": ["cygnus"]}
+    drawing = svg_bytes(plan.model_dump(mode="json", by_alias=True)).decode()
+    assert ">Fan-out" in drawing
+    assert ">host takes joining devices; branches on borealis, cygnus (joined)" in drawing
+    assert ">Fan-out" not in svg_bytes(release()).decode()

@@ -23,6 +23,7 @@ from app.gui.constellation.view_model import (
     StarState,
     describe_predicate,
     edges_of,
+    fan_out_notes,
 )
 
 CID = "c-1"
@@ -230,3 +231,29 @@ def test_an_explicit_line_overrides_the_after_shorthand() -> None:
     data = snapshot(a={}, b={"after": ["a"]})
     data["lines"] = [{"from": "a", "to": "b", "kind": "completion", "when": None}]
     assert edges_of(data) == [("a", "b", "completion")]
+
+
+def test_a_fan_out_that_takes_joining_devices_gets_a_note_before_and_after_expansion() -> None:
+    written = {
+        "id": CID,
+        "name": "hosts",
+        "stars": {
+            "host": {"id": "host", "tool": "shell.run", "args": {},
+                     "on": {"each": True, "labels": ["workers"], "joining": True}},
+            "disk": {"id": "disk", "tool": "shell.run", "args": {}, "on": {"each": True}},
+        },
+    }  # fmt: skip
+    assert fan_out_notes(written) == ["host fans out, also to devices that join while it runs"]
+    expanded = {
+        **written,
+        "fan_out": {
+            "stars": list(written["stars"].values()),
+            "accepted": {"host": ["atlas"], "disk": ["atlas"]},
+            "joined": {"host": ["cygnus"]},
+        },
+    }
+    model = ConstellationModel()
+    model.set_snapshot(expanded)
+    assert model.notes == ["host takes joining devices; branches on atlas, cygnus (joined)"]
+    model.set_snapshot({**written, "stars": {}})
+    assert model.notes == []
