@@ -107,6 +107,7 @@ class MemoryRecorder:
         self._buffer: list[Operation] = []
         self._noted: dict[str, NotedRequest] = {}
         self._requests: dict[str, str] = {}  # constellation id -> request id
+        self._strangers: set[str] = set()  # constellations the memory never saw
         self._flushed = clock()
 
     def note_request(
@@ -141,9 +142,9 @@ class MemoryRecorder:
         if isinstance(event, ConstellationSubmitted):
             self._submitted(cid)
             return
-        rid = self._requests.get(cid)
+        rid = self._requests.get(cid) or self._resumed(cid)
         if rid is None:
-            return  # submitted before this recorder listened
+            return  # submitted before this recorder listened, and never remembered
         constellation = self._constellation(cid)
         if constellation is None:
             return
@@ -175,6 +176,20 @@ class MemoryRecorder:
             milestone and self.clock() - self._flushed >= FLUSH_INTERVAL
         ):
             self.flush()
+
+    def _resumed(self, cid: str) -> str | None:
+        """The request of a constellation an earlier process submitted and this one took
+        up again after a crash (`Orchestrator.resume` announces no submission): from the
+        tree, once per constellation; None when the memory never saw it."""
+        if cid in self._strangers:
+            return None
+        rid = self.tree.request_of_constellation(cid)
+        if rid is None:
+            self._strangers.add(cid)
+            return None
+        log.info("c=%s resumed: recorded under its request %s again", cid, rid)
+        self._requests[cid] = rid
+        return rid
 
     def _submitted(self, cid: str) -> None:
         constellation = self._constellation(cid)

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from agents.constellation import AddStar, EditBatch, StarSpec, UpdateStar, retry_plan
+from agents.constellation import (
+    AddStar,
+    Constellation,
+    EditBatch,
+    StarSpec,
+    UpdateStar,
+    retry_plan,
+)
 from agents.constellation.edits import StarChanges
 from agents.estimates import estimate_for, fill_estimates
 from agents.remember import MemoryRecorder
@@ -245,3 +252,35 @@ def test_estimates_come_from_remembered_durations(sim: Sim) -> None:
     assert plan.stars["a"].estimate == 10.0
     assert plan.stars["b"].estimate == 99.0  # the plan's own estimate wins
     assert plan.stars["c"].estimate is None
+
+
+def test_a_run_taken_up_after_a_crash_is_remembered_to_its_end(
+    make_sim: Any, tree: TaskTree
+) -> None:
+    # The first process records the submission and a star that starts, then dies.
+    first: Sim = make_sim()
+    before = Recorded(first, tree)
+    first.script("a", Outcome(duration=None))
+    before.recorder.note_request("c1", "pack the logs and send them")
+    handle = first.submit(star("a", retries=1), star("b", "a"))
+    first.clock.run_until_idle()
+    before.recorder.flush()
+    rid = before.recorder.request_of("c1")
+    assert rid is not None
+    assert tree.request(rid).status == "running"  # type: ignore[union-attr]
+
+    # A new process resumes it (no `constellation.submitted` this time): the run's end
+    # goes into the same request, which is consolidated like any other.
+    second: Sim = make_sim()
+    after = Recorded(second, tree)
+    second.orch.resume(Constellation.model_validate(handle.constellation.model_dump()))
+    second.clock.run_until_idle()
+
+    assert second.orch.constellation("c1").status.value == "succeeded"
+    assert after.consolidated == [rid]
+    remembered = tree.request(rid)
+    assert remembered is not None
+    assert (remembered.status, remembered.constellation_id) == ("succeeded", "c1")
+    assert remembered.summary is not None
+    assert remembered.summary["outcome"]
+    assert after.recorder.request_of("c1") is None  # done with it, as after any run
