@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
 import subprocess
@@ -41,13 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.client import Orrery  # noqa: E402
-from tests.e2e.processes import (  # noqa: E402
-    enroll,
-    start_device,
-    start_serve,
-    stop,
-    wait_for_devices,
-)
+from tests.e2e.processes import served_fleet  # noqa: E402
 
 POLICY = """\
 [sandbox]
@@ -82,25 +75,11 @@ def requests(count: int) -> Iterator[str]:
         yield TEMPLATES[n % len(TEMPLATES)].format(n=n + 1)
 
 
-@contextlib.contextmanager
-def fleet(home: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`orrery serve` (planner on) and devices laptop and nas: the server process and its
-    control URL."""
-    processes: list[subprocess.Popen[str]] = []
-    try:
-        tokens = {name: enroll(home, name) for name in ("laptop", "nas")}
-        serve, aip, control = start_serve(home)
-        processes.append(serve)
-        for name, token in tokens.items():
-            device_home = home.parent / name
-            (device_home / "workspace").mkdir(parents=True)
-            (device_home / "workspace" / "notes.txt").write_text("one\ntwo\nthree\n")
-            (device_home / "device.toml").write_text(POLICY)
-            processes.append(start_device(device_home, aip, name, token, "--labels", "linux"))
-        wait_for_devices(control, home, tokens)
-        yield serve, control
-    finally:
-        stop(reversed(processes))
+def prepare(data_dir: Path) -> None:
+    """A device's policy (bubblewrap, no network) and a notes.txt in its workspace."""
+    (data_dir / "workspace").mkdir(parents=True)
+    (data_dir / "workspace" / "notes.txt").write_text("one\ntwo\nthree\n")
+    (data_dir / "device.toml").write_text(POLICY)
 
 
 async def drive(
@@ -155,12 +134,16 @@ def main() -> int:
         parser.error("need --requests >= 1 and 0 <= --warmup < --requests")
     if shutil.which("bwrap") is None:
         parser.error("bubblewrap (bwrap) is needed: the devices run commands inside it")
-    with tempfile.TemporaryDirectory(prefix="orrery-bench-serve-") as root:
-        home = Path(root) / "server"
-        home.mkdir()
-        os.environ.pop("ORRERY_HOME", None)
-        with fleet(home) as (serve, control):
-            return asyncio.run(drive(serve, control, home, options))
+    os.environ.pop("ORRERY_HOME", None)
+    with (
+        tempfile.TemporaryDirectory(prefix="orrery-bench-serve-") as root,
+        served_fleet(Path(root), ("laptop", "nas"), "--labels", "linux", prepare=prepare) as (
+            home,
+            control,
+            serve,
+        ),
+    ):
+        return asyncio.run(drive(serve, control, home, options))
 
 
 if __name__ == "__main__":

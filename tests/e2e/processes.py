@@ -8,16 +8,18 @@ server's data dir or a `--token-file`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from agents.events import DeviceJoined, DeviceLeft
 from app.client import Orrery
-from app.device_processes import DEVICE_TOKEN_ENV
+from app.device_processes import DEVICE_TOKEN_ENV, DeviceProcesses
+from memory import Store
 
 
 def orrery(home: Path, *args: str) -> list[str]:
@@ -101,3 +103,44 @@ def stop(processes: Iterable[subprocess.Popen[str] | None]) -> None:
         if process is not None and process.poll() is None:
             process.terminate()
             process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def served_fleet(
+    root: Path,
+    names: Iterable[str] = ("laptop", "nas"),
+    *device_options: str,
+    prepare: Callable[[Path], None] | None = None,
+) -> Iterator[tuple[Path, str, subprocess.Popen[str]]]:
+    """`orrery serve` (data dir `root/orchestrator`, its planner on) and one `orrery
+    device` per name (data dir `root/NAME`, `device_options` on each command line; call
+    `prepare(data_dir)` first to put a policy or files there), all connected: the
+    server's data dir, its control URL and its process. Stops them all on exit."""
+    home = root / "orchestrator"
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        tokens = {name: enroll(home, name) for name in names}
+        serve, aip, control = start_serve(home)
+        processes.append(serve)
+        for name, token in tokens.items():
+            if prepare is not None:
+                prepare(root / name)
+            processes.append(start_device(root / name, aip, name, token, *device_options))
+        wait_for_devices(control, home, tokens)
+        yield home, control, serve
+    finally:
+        stop(reversed(processes))
+
+
+@contextlib.contextmanager
+def device_processes(store: Store, root: Path) -> Iterator[DeviceProcesses]:
+    """`DeviceProcesses` enrolled in `store`, data dirs under `root`; on exit every device
+    is stopped and the end of each one's log printed (pytest shows it when a test fails)."""
+    processes = DeviceProcesses(store, root)
+    try:
+        yield processes
+    finally:
+        processes.stop_all(timeout=10)
+        for device in processes.devices.values():
+            if device.log_path.exists():
+                print(f"--- {device.name} ---\n{device.log_path.read_text()[-3000:]}")

@@ -26,6 +26,7 @@ from app.runtime.assembly import fleet_tools
 from memory import Store
 from protocol.private import private_dir
 from protocol.session import ServerConfig
+from tests.e2e.processes import device_processes
 from tests.served import Served
 
 pytestmark = pytest.mark.slow
@@ -68,14 +69,8 @@ async def orchestra(store: Store, tmp_path: Path) -> AsyncIterator[Served]:
 
 @pytest.fixture
 def fleet(store: Store, tmp_path: Path) -> Iterator[DeviceProcesses]:
-    processes = DeviceProcesses(store, tmp_path / "devices")
-    try:
+    with device_processes(store, tmp_path / "devices") as processes:
         yield processes
-    finally:
-        processes.stop_all(timeout=10)
-        for device in processes.devices.values():
-            if device.log_path.exists():
-                print(f"--- {device.name} ---\n{device.log_path.read_text()[-3000:]}")
 
 
 def workspace(fleet: DeviceProcesses, name: str, labels: list[str]) -> Path:

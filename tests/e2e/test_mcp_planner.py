@@ -22,7 +22,7 @@ from agents.planner.context import PlanningContext
 from agents.planner.schema import plan_schema
 from app.device_processes import DeviceProcesses
 from memory import Store
-from tests.e2e.processes import orrery
+from tests.e2e.processes import device_processes, orrery
 from tests.served import Served
 
 pytestmark = pytest.mark.slow
@@ -45,14 +45,8 @@ async def served(store: Store, tmp_path: Path) -> AsyncIterator[Served]:
 
 @pytest.fixture
 def fleet(store: Store, tmp_path: Path) -> Iterator[DeviceProcesses]:
-    processes = DeviceProcesses(store, tmp_path / "devices")
-    try:
+    with device_processes(store, tmp_path / "devices") as processes:
         yield processes
-    finally:
-        processes.stop_all(timeout=10)
-        for device in processes.devices.values():
-            if device.log_path.exists():
-                print(f"--- {device.name} ---\n{device.log_path.read_text()[-3000:]}")
 
 
 def with_policy(fleet: DeviceProcesses, name: str, policy: str) -> list[str]:

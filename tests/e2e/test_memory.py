@@ -20,7 +20,15 @@ import pytest
 from agents.planner.evaluation import edge_f1, node_f1
 from app.client import SyncOrrery
 from tests.agents.models.embedded import default_model_entry
-from tests.e2e.processes import enroll, orrery, start_device, start_serve, stop, wait_for_devices
+from tests.e2e.processes import (
+    enroll,
+    orrery,
+    served_fleet,
+    start_device,
+    start_serve,
+    stop,
+    wait_for_devices,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -43,18 +51,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]
     """`orrery serve` (planner on) and devices `laptop` and `nas` (label linux)."""
     default_model_entry()  # fail clearly, not by timeout, when the model is not installed
     root = tmp_path_factory.mktemp("memory")
-    home = root / "orchestrator"
-    processes: list[subprocess.Popen[str]] = []
-    try:
-        tokens = {name: enroll(home, name) for name in ("laptop", "nas")}
-        serve, aip, control = start_serve(home)
-        processes.append(serve)
-        for name, token in tokens.items():
-            processes.append(start_device(root / name, aip, name, token, "--labels", "linux"))
-        wait_for_devices(control, home, tokens)
+    with served_fleet(root, ("laptop", "nas"), "--labels", "linux") as (home, control, _):
         yield home, control
-    finally:
-        stop(reversed(processes))
 
 
 def planned_run(home: Path, control: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.agents.models.embedded import default_model_entry
-from tests.e2e.processes import enroll, orrery, start_device, start_serve, stop, wait_for_devices
+from tests.e2e.processes import orrery, served_fleet
 
 pytestmark = pytest.mark.slow
 
@@ -30,18 +30,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]
     """`orrery serve` (with its planner) and devices `laptop` and `nas` (label linux)."""
     default_model_entry()  # fail clearly, not by timeout, when the model is not installed
     root = tmp_path_factory.mktemp("planned")
-    home = root / "orchestrator"
-    processes: list[subprocess.Popen[str]] = []
-    try:
-        tokens = {name: enroll(home, name) for name in ("laptop", "nas")}
-        serve, aip, control = start_serve(home)
-        processes.append(serve)
-        for name, token in tokens.items():
-            processes.append(start_device(root / name, aip, name, token, "--labels", "linux"))
-        wait_for_devices(control, home, tokens)
+    with served_fleet(root, ("laptop", "nas"), "--labels", "linux") as (home, control, _):
         yield home, control
-    finally:
-        stop(reversed(processes))
 
 
 def test_a_request_in_words_is_planned_run_and_completed_on_the_server(

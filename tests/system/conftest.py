@@ -11,6 +11,7 @@ import pytest
 from app.device_processes import DeviceProcesses
 from memory import Store
 from protocol.session import ServerConfig
+from tests.e2e.processes import device_processes
 from tests.served import Served
 
 
@@ -34,14 +35,8 @@ async def orchestra(
 
 @pytest.fixture
 def fleet(store: Store, tmp_path: Path) -> Iterator[DeviceProcesses]:
-    processes = DeviceProcesses(store, tmp_path / "devices")
-    try:
+    with device_processes(store, tmp_path / "devices") as processes:
         yield processes
-    finally:
-        processes.stop_all(timeout=10)
-        for device in processes.devices.values():
-            if device.log_path.exists():
-                print(f"--- {device.name} ---\n{device.log_path.read_text()[-3000:]}")
 
 
 @pytest.fixture
