@@ -135,7 +135,7 @@ class RequestPlanner:
         """What the memory offers for `request` on this fleet (nothing without one)."""
         if self.memory is None:
             return RecalledPlans()
-        return recall_plans(await self.memory.recall(request), context)
+        return recall_plans(await self.memory.recall(request), context, request=request)
 
     def forget(self, constellation_id: str) -> None:
         """Constellation `constellation_id`, which `plan` made, will never run."""

@@ -138,7 +138,7 @@ async def plan_case(
     `PlanRejected` propagates like the planner's."""
     started = time.perf_counter()
     found = recall.search(case.request, RECALL_LIMIT, exclude={case_request_id(case)})
-    recalled = recall_plans(found, context)
+    recalled = recall_plans(found, context, request=case.request)
     reused = reuse_plan(case.request, recalled, context)
     if reused is not None:
         return MemoryPlan(reused[0], recalled, True, 0, time.perf_counter() - started)

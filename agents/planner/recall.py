@@ -23,6 +23,7 @@ the planner cannot express is dropped.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,8 @@ from devices.registry import DeviceInfo
 from memory.recall import Recollection
 
 REUSE_SIMILARITY = 0.95
-"""Requests at least this similar are the same request (wording and case aside)."""
+"""Requests at least this similar are the same request (wording and case aside), when
+they also name the same numbers, files, paths, URLs and quoted text (`specifics`)."""
 EXAMPLE_SIMILARITY = 0.5
 """Loosely related requests score 0.3-0.5 with the embedded embedding model (unrelated
 ones about 0), closely related ones above. A loosely related plan makes a worse worked
@@ -96,8 +98,10 @@ class RecalledPlans:
         return self.reuse is None and not self.examples and not self.avoid
 
 
-def recall_plans(found: Sequence[Recollection], context: PlanningContext) -> RecalledPlans:
-    """Sort and adapt what recall found (nearest first) for a request on `context`."""
+def recall_plans(
+    found: Sequence[Recollection], context: PlanningContext, *, request: str
+) -> RecalledPlans:
+    """Sort and adapt what recall found (nearest first) for `request` on `context`."""
     reuse: PastPlan | None = None
     examples: list[PastPlan] = []
     avoid: list[PastPlan] = []
@@ -119,7 +123,12 @@ def recall_plans(found: Sequence[Recollection], context: PlanningContext) -> Rec
             problem=_problem(record.summary, adapted.ids) if record.status != "succeeded" else None,
         )
         if record.status == "succeeded":
-            if reuse is None and past.similarity >= REUSE_SIMILARITY and past.same_roles:
+            if (
+                reuse is None
+                and past.similarity >= REUSE_SIMILARITY
+                and past.same_roles
+                and specifics(past.request) == specifics(request)
+            ):
                 reuse = past
             if len(examples) < MAX_EXAMPLES and not any(
                 e.request == past.request for e in examples
@@ -129,6 +138,23 @@ def recall_plans(found: Sequence[Recollection], context: PlanningContext) -> Rec
             avoid = [*avoid, past][:MAX_AVOID]
     examples.reverse()  # least similar first: the nearest is shown last
     return RecalledPlans(reuse, examples, avoid)
+
+
+_SPECIFIC = re.compile(r"""(["'])(.+?)\1|[^\s"']*[\d./:~][^\s"']*""")
+
+
+def specifics(text: str) -> Counter[str]:
+    """What two wordings of one request must share exactly (lower-cased): numbers, file
+    names, paths, URLs and quoted text. "copy notes.txt to the nas as notes-15.txt" is
+    0.96 similar to "... as notes-5.txt" for the embedding model, but another request: a
+    plan remembered for one must not be reused for the other."""
+    found: Counter[str] = Counter()
+    for match in _SPECIFIC.finditer(text.lower()):
+        quoted = match.group(2)
+        token = quoted.strip() if quoted is not None else match.group(0).strip(".,;:!?()[]")
+        if token and (quoted is not None or re.search(r"\w", token)):
+            found[token] += 1
+    return found
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 from agents.planner.context import PlanningContext
 from agents.planner.prompt import plan_messages
-from agents.planner.recall import adapt_plan, recall_plans
+from agents.planner.recall import adapt_plan, recall_plans, specifics
 from agents.planner.validate import plan_from_output
 from devices.registry import DeviceInfo
 from devices.tools import default_tools
@@ -166,6 +166,7 @@ def test_the_same_request_is_reused_and_similar_ones_are_examples() -> None:
             found("r-same", "Copy todo.txt from the laptop to the NAS", 0.98),
         ],
         here,
+        request="copy todo.txt from the laptop to the nas",
     )
     assert recalled.reuse is not None
     assert recalled.reuse.request_id == "r-same"
@@ -176,7 +177,11 @@ def test_the_same_request_is_reused_and_similar_ones_are_examples() -> None:
 
 def test_no_reuse_when_a_device_only_stands_in_by_platform() -> None:
     here = context(device("laptop", "desktop"), device("web1", "web"))
-    recalled = recall_plans([found("r-same", "copy todo.txt to the nas", 0.99)], here)
+    recalled = recall_plans(
+        [found("r-same", "copy todo.txt to the nas", 0.99)],
+        here,
+        request="copy todo.txt to the nas",
+    )
     assert recalled.reuse is None
     assert [e.request_id for e in recalled.examples] == ["r-same"]
 
@@ -192,6 +197,7 @@ def test_failed_plans_are_named_as_what_not_to_repeat() -> None:
             found("r-bad2", "copy other.txt", 0.4, "failed", summary=failed_summary),
         ],
         here,
+        request="copy todo.txt to the nas",
     )
     assert recalled.reuse is None
     assert recalled.examples == []
@@ -211,5 +217,30 @@ def test_failed_plans_are_named_as_what_not_to_repeat() -> None:
 
 
 def test_an_empty_memory_recalls_nothing() -> None:
-    recalled = recall_plans([], context(device("laptop")))
+    recalled = recall_plans([], context(device("laptop")), request="anything")
     assert recalled.empty
+
+
+def test_a_request_naming_other_files_or_numbers_is_no_reuse() -> None:
+    # 0.96 similar for the embedding model, and another request all the same.
+    here = context(device("laptop", "desktop"), device("nas", "storage"))
+    past = [found("r-5", "copy notes.txt from the laptop to the nas as notes-5.txt", 0.96)]
+    recalled = recall_plans(
+        past, here, request="copy notes.txt from the laptop to the nas as notes-15.txt"
+    )
+    assert recalled.reuse is None
+    assert [e.request_id for e in recalled.examples] == ["r-5"]  # still a worked example
+    again = recall_plans(
+        past, here, request="Copy notes.txt from the laptop to the NAS as notes-5.txt."
+    )
+    assert again.reuse is not None
+
+
+def test_specifics_are_numbers_files_paths_urls_and_quoted_text() -> None:
+    assert specifics('Write "Good morning" into /tmp/a.txt, then fetch https://x.org/y?z=1.') == {
+        "good morning": 1,
+        "/tmp/a.txt": 1,
+        "https://x.org/y?z=1": 1,
+    }
+    assert specifics("back up my photos to the NAS") == {}
+    assert specifics("keep 7 copies of build-12") == {"7": 1, "build-12": 1}
