@@ -6,9 +6,10 @@ shell.run and python.run inside bubblewrap without network, their files in their
 temporary workspaces), on 127.0.0.1. A client submits `--requests` requests in words
 through the control API, one after the other, each waiting for its run to end, and reads
 the server's resident memory (VmRSS of /proc/PID/status) after each. The requests come
-from templates (collect, write, copy, check, count ... on one device, on both, from one to
-the other), each with its own file name or number, so each is planned anew (none is the
-same request as one before: memory may show similar ones, never reuse them).
+from 14 templates (collect, write, copy, check, count, find ... on one device, on both,
+from one to the other; about half need a command or a tool choice from the model), each
+with its own file name or number, so each is planned anew (none is the same request as
+one before: memory may show similar ones, never reuse them).
 
 The model's prefix cache and the recall index fill during the first requests, so memory
 is compared from the end of `--warmup` requests to the end: flat is the goal.
@@ -59,6 +60,10 @@ TEMPLATES = [
     "write the hostname of each device into host-{n}.txt on that device",
     "read notes.txt on laptop and write it into copy-{n}.txt on nas",
     "gather the system load of both machines and save it as load-{n}.txt on nas",
+    "find the files bigger than {n} KB on laptop and write their names into big-{n}.txt",
+    "show the kernel version of laptop and nas and write them into kernel-{n}.txt on nas",
+    "count the words of notes.txt on nas and save the count in words-{n}.txt on laptop",
+    "print the current date on laptop {n} times and save it in dates-{n}.txt",
 ]
 
 
