@@ -81,6 +81,7 @@ class _Graph:
 
     ids: list[str]
     edges: list[tuple[int, int]]
+    index: dict[str, int] = field(default_factory=dict)
     succ: list[list[int]] = field(default_factory=list)
     pred: list[list[int]] = field(default_factory=list)
     _order: list[int] | None = None
@@ -97,7 +98,7 @@ class _Graph:
                 continue
             seen.add((a, b))
             edges.append((a, b))
-        graph = cls(ids, edges)
+        graph = cls(ids, edges, index)
         graph._link()
         if len(graph.topological_order()) < len(ids):  # a cycle: drop what closes it
             graph.edges = _without_back_edges(len(ids), edges)
@@ -601,22 +602,21 @@ class ConstellationLayout:
         and the lines between them, keep the room they had."""
         m = self.metrics
         graph = _Graph.of(ids, lines)
-        names = graph.ids
+        names, index = graph.ids, graph.index
         edges = graph.named_edges()
+        wanted = set(edges)
         old_columns = self._columns
         # Columns: kept stars keep theirs unless a line now demands a later one. Only a
         # new star, the end of a new line, or a star downstream of one that moved can
         # change column; the others are not looked at.
         look = [star not in old_columns for star in names]
-        for (_, target), edge in zip(graph.edges, edges, strict=True):
-            if edge not in self._edges:
-                look[target] = True
+        for _, target in wanted - self._edges:
+            look[index[target]] = True
         column: dict[str, int] = {}
         moved: set[str] = set()
-        order: list[str] = []
+        placing: list[str] = []  # moved and new stars, in topological order
         for v in graph.topological_order():
             star = names[v]
-            order.append(star)
             old = old_columns.get(star)
             if old is not None and not look[v]:
                 column[star] = old
@@ -632,26 +632,30 @@ class ConstellationLayout:
             if column[star] != old:
                 if old is not None:
                     moved.add(star)
+                placing.append(star)
                 for w in graph.succ[v]:
                     look[w] = True
         # Give back the room of the stars that are gone or move, and of the lines not
         # kept as they were drawn (a line keeps its bends while both its stars stay).
-        present = set(names)
-        removed = frozenset(star for star in old_columns if star not in present)
+        removed = frozenset(old_columns.keys() - index.keys())
         gone = removed | moved
-        wanted = set(edges)
-        for edge in [e for e in self._bends if e not in wanted or e[0] in gone or e[1] in gone]:
+        dropped = self._bends.keys() - wanted
+        if gone:
+            dropped |= {e for e in self._bends if e[0] in gone or e[1] in gone}
+        for edge in dropped:
             self._unroute(edge, old_columns[edge[0]] + 1)
         heights = self._heights
         for star in gone:
             self._rooms.give_back(old_columns[star], heights[star], m.node_height)
             del self._positions[star]
+        for star in removed:
+            del heights[star]
         # Pushed right by a new line: the same height if there is room.
-        for star in order:
+        for star in placing:
             if star in moved:
                 heights[star] = self._rooms.nearest(column[star], heights[star], m.node_height)
         # New stars next to their neighbours (in the order of the lines).
-        added = [star for star in order if star not in old_columns]
+        added = [star for star in placing if star not in old_columns]
         if added:
             fresh = set(added)
             neighbours: dict[str, list[str]] = {star: [] for star in added}
@@ -668,13 +672,15 @@ class ConstellationLayout:
                     else self._rooms.below(column[star], m.node_height)
                 )
                 heights[star] = self._rooms.nearest(column[star], at, m.node_height)
-        for star in [*moved, *added]:
+        for star in placing:
             self._positions[star] = (column[star] * m.column_pitch, heights[star])
-        self._columns = {star: column[star] for star in ids}
-        self._heights = {star: heights[star] for star in ids}
-        # Lines that need bends and have none (new ones, or a star of theirs moved).
-        for a, b in edges:
-            if (a, b) not in self._bends and column[b] - column[a] > 1:
+        self._columns, self._heights = column, heights
+        # Lines that need bends and have none: new ones, and those of stars that moved.
+        routing = wanted - self._edges
+        if moved:
+            routing |= {e for e in edges if e[0] in moved or e[1] in moved}
+        for a, b in [e for e in edges if e in routing] if routing else ():
+            if column[b] - column[a] > 1:
                 ya, yb, span = heights[a], heights[b], column[b] - column[a]
                 route = tuple(
                     self._rooms.nearest(column[a] + i, ya + (yb - ya) * i / span, m.bend_height)
