@@ -79,31 +79,60 @@ class Placement:
 class _Graph:
     """Stars as ints in input order and the lines between them, cycles dropped."""
 
-    ids: list[str]
-    edges: list[tuple[int, int]]
+    ids: list[str] = field(default_factory=list)
+    edges: list[tuple[int, int]] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
     succ: list[list[int]] = field(default_factory=list)
     pred: list[list[int]] = field(default_factory=list)
+    named: list[Edge] = field(default_factory=list)
+    """The edges by star id."""
+    unknown: list[Edge] = field(default_factory=list)
+    """Lines left out because a star of theirs is not in the graph."""
+    trimmed: bool = False
+    """Lines were left out to break a cycle."""
     _order: list[int] | None = None
 
     @classmethod
     def of(cls, stars: Iterable[str], lines: Iterable[Edge]) -> _Graph:
-        ids = list(dict.fromkeys(stars))
-        index = {star: i for i, star in enumerate(ids)}
-        seen: set[tuple[int, int]] = set()
-        edges: list[tuple[int, int]] = []
-        for source, target in lines:
-            a, b = index.get(source), index.get(target)
-            if a is None or b is None or a == b or (a, b) in seen:
-                continue
-            seen.add((a, b))
-            edges.append((a, b))
-        graph = cls(ids, edges, index)
-        graph._link()
-        if len(graph.topological_order()) < len(ids):  # a cycle: drop what closes it
-            graph.edges = _without_back_edges(len(ids), edges)
+        graph = cls()
+        graph._add(list(dict.fromkeys(stars)), lines)
+        if len(graph.topological_order()) < len(graph.ids):  # a cycle: drop what closes it
+            graph.edges = _without_back_edges(len(graph.ids), graph.edges)
+            graph.trimmed = True
             graph._link()
         return graph
+
+    def extend(self, stars: list[str], lines: Iterable[Edge]) -> bool:
+        """Add new stars (none of them in the graph yet) and lines after those it has,
+        as if all had been given to `of`; False if that cannot be done (a line left out
+        before now joins two stars, or a cycle): the graph is spoilt then, make another."""
+        if self.trimmed:
+            return False
+        known = self.index.keys() | set(stars)
+        if any(a in known and b in known and a != b for a, b in self.unknown):
+            return False
+        self._add(stars, lines)
+        return len(self.topological_order()) == len(self.ids)
+
+    def _add(self, stars: list[str], lines: Iterable[Edge]) -> None:
+        index, ids, succ, pred = self.index, self.ids, self.succ, self.pred
+        for star in stars:
+            index[star] = len(ids)
+            ids.append(star)
+            succ.append([])
+            pred.append([])
+        seen = set(self.edges)
+        for line in lines:
+            a, b = index.get(line[0]), index.get(line[1])
+            if a is None or b is None:
+                self.unknown.append(line)
+            elif a != b and (a, b) not in seen:
+                seen.add((a, b))
+                self.edges.append((a, b))
+                self.named.append((ids[a], ids[b]))
+                succ[a].append(b)
+                pred[b].append(a)
+        self._order = None
 
     def _link(self) -> None:
         self.succ = [[] for _ in self.ids]
@@ -111,10 +140,8 @@ class _Graph:
         for a, b in self.edges:
             self.succ[a].append(b)
             self.pred[b].append(a)
+        self.named = [(self.ids[a], self.ids[b]) for a, b in self.edges]
         self._order = None
-
-    def named_edges(self) -> list[Edge]:
-        return [(self.ids[a], self.ids[b]) for a, b in self.edges]
 
     def topological_order(self) -> list[int]:
         """Kahn's order, sources in input order first (computed once)."""
@@ -524,6 +551,8 @@ class ConstellationLayout:
         """The room every star and bend of the drawing takes."""
         self._given: tuple[list[str], list[Edge]] = ([], [])
         """The stars and lines of the last update, as given."""
+        self._graph: _Graph | None = None
+        """The graph of the last update (grown when an edit appends stars and lines)."""
         self.last_crossings: int | None = None
         """Crossings of the last full drawing (None after an incremental update)."""
 
@@ -537,6 +566,7 @@ class ConstellationLayout:
         self._edges = set()
         self._rooms = _Rooms(self.metrics)
         self._given = ([], [])
+        self._graph = None
 
     @property
     def placement(self) -> Placement:
@@ -552,8 +582,8 @@ class ConstellationLayout:
         self.last_crossings = None
         if (ids, lines) == self._given:  # a fresh snapshot of the same graph
             return self.placement
-        self._given = (ids, lines)
-        return self._extend(ids, lines)
+        given, self._given = self._given, (ids, lines)
+        return self._extend(self._grown(given, ids, lines))
 
     def _draw(self, ids: list[str], lines: list[Edge]) -> Placement:
         removed = frozenset(self._columns)
@@ -562,7 +592,8 @@ class ConstellationLayout:
         self._columns = dict(drawing.columns)
         self._heights = dict(drawing.heights)
         self._bends = dict(drawing.bends)
-        self._edges = {(a, b) for a, b in _Graph.of(ids, lines).named_edges()}
+        self._graph = _Graph.of(ids, lines)
+        self._edges = set(self._graph.named)
         self.last_crossings = drawing.crossings
         self._given = (ids, lines)
         m = self.metrics
@@ -596,14 +627,27 @@ class ConstellationLayout:
             self._rooms.give_back(first + i, y, self.metrics.bend_height)
         self._routes.pop(edge, None)
 
-    def _extend(self, ids: list[str], lines: list[Edge]) -> Placement:
+    def _grown(
+        self, given: tuple[list[str], list[Edge]], ids: list[str], lines: list[Edge]
+    ) -> _Graph:
+        """The graph of `ids` and `lines`: the last one grown when they only add to what
+        was `given` last time (an edit that adds stars), else made afresh."""
+        (old_ids, old_lines), graph = given, self._graph
+        self._graph = None
+        more_ids, more_lines = ids[len(old_ids) :], lines[len(old_lines) :]
+        grows = ids[: len(old_ids)] == old_ids and lines[: len(old_lines)] == old_lines
+        if graph is not None and grows and graph.extend(more_ids, more_lines):
+            return graph
+        return _Graph.of(ids, lines)
+
+    def _extend(self, graph: _Graph) -> Placement:
         """Keep every star where it was unless a line now demands a later column; place
         what is new in free room. Only what changed is placed again: the stars that stay,
         and the lines between them, keep the room they had."""
         m = self.metrics
-        graph = _Graph.of(ids, lines)
+        self._graph = graph
         names, index = graph.ids, graph.index
-        edges = graph.named_edges()
+        edges = graph.named
         wanted = set(edges)
         old_columns = self._columns
         # Columns: kept stars keep theirs unless a line now demands a later one. Only a

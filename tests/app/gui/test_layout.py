@@ -229,7 +229,7 @@ def test_pack_keeps_order_and_room() -> None:
     st.integers(min_value=0, max_value=10_000),
     st.lists(
         st.tuples(
-            st.sampled_from(["star", "line", "unline", "remove", "loop", "same"]),
+            st.sampled_from(["star", "append", "line", "unline", "remove", "loop", "same"]),
             st.integers(0, 10_000),
         ),
         min_size=1,
@@ -239,9 +239,10 @@ def test_pack_keeps_order_and_room() -> None:
 def test_an_update_places_exactly_what_placing_everything_again_would(
     n: int, seed: int, edits: list[tuple[str, int]]
 ) -> None:
-    """The layout keeps its rooms and routes between updates and looks only at what
-    changed; its placements are the ones a full pass over the previous placement gives
-    (stars and lines added, lines and stars removed, a cycle, the same graph again)."""
+    """The layout keeps its rooms, routes and graph between updates and looks only at
+    what changed; its placements are the ones a full pass over the previous placement
+    gives (stars and lines added in between or after the others, lines and stars
+    removed, a cycle, the same graph again)."""
     stars, edges = random_dag(n, seed)
     layout = ConstellationLayout()
     placement = layout.update(stars, edges)
@@ -253,6 +254,11 @@ def test_an_update_places_exactly_what_placing_everything_again_would(
             new = f"n{fresh}"
             edges = [*edges, (a, new)] + ([(new, b)] if stars.index(b) > stars.index(a) else [])
             stars = [*stars[: stars.index(a) + 1], new, *stars[stars.index(a) + 1 :]]
+        elif kind == "append":  # stars and lines only added after the others: grown
+            fresh += 1
+            new = f"n{fresh}"
+            edges = [*edges, (a, new), (new, "later")]  # (to a star that comes later)
+            stars = [*stars, new, *(["later"] if pick % 3 == 0 else [])]
         elif kind == "line" and stars.index(a) < stars.index(b):
             edges = [*edges, (a, b)]
         elif kind == "unline" and edges:
