@@ -3,8 +3,9 @@ kept up to date from snapshots and events.
 
 Events are cheap to take: `apply_event` updates the model at once and marks the stars it
 touched; a short single-shot timer then refreshes only those items, so a burst of events
-costs one repaint of what changed (a few dozen stars per turn of the event loop, so that a
-thousand changed at once never hold it long). A new snapshot keeps every star where it
+costs one repaint of what changed (`FLUSH_CHUNK` stars per turn of the event loop: at
+"fit" zoom a scattered star repaints the lines around it, some 0.3 ms, so a thousand
+changed at once never hold the loop long). A new snapshot keeps every star where it
 was: new ones fade in, removed ones fade out, moved ones glide (`animate=False` skips the
 motion, as the offscreen renderer does). Applying one costs what it changed, not the
 size of the constellation: only the items of stars and lines that are new, gone, moved or
@@ -31,7 +32,7 @@ MARGIN = 40.0
 FLUSH_MS = 40
 """How long changed stars wait to be redrawn together (at most 25 refreshes a second)."""
 MOTION_MS = 320
-FLUSH_CHUNK = 40
+FLUSH_CHUNK = 16
 """Stars redrawn per turn of the event loop when many changed at once."""
 MOTION_STEPS = 8
 """Opacity steps of a fade (each one repaints the star: no more than the eye needs)."""
@@ -186,12 +187,15 @@ class ConstellationScene(QGraphicsScene):
                 else:
                     item.setPos(x, y)
         moved = placement.full or placement.added or placement.moved or placement.removed
+        appearing: list[LineItem] = []
         if moved or change.lines_changed:
-            self._update_lines(placement, change.redrawn_lines, everything=everything)
+            appearing = self._update_lines(placement, change.redrawn_lines, everything=everything)
         if moved:
             self._set_rect(placement, routes)
-        if starts:
-            self._glide(starts, placement)
+        if glide and (starts or appearing):
+            for line in appearing:
+                line.setOpacity(0.0)  # (painted first by the animation, not now)
+            self._glide(starts, placement, appearing)
         if self._dirty and not self._flush.isActive():
             self._flush.start()
         self.refreshed.emit()
@@ -316,9 +320,9 @@ class ConstellationScene(QGraphicsScene):
 
     def _update_lines(
         self, placement: Placement, redrawn: frozenset[Edge], *, everything: bool
-    ) -> None:
+    ) -> list[LineItem]:
         """Add and drop line items; redraw those whose kind or route changed (a kept line
-        keeps its route unless one of its stars moved or is new)."""
+        keeps its route unless one of its stars moved or is new). Returns the new ones."""
         lines = self.model.lines
         for key in [k for k in self._lines if k not in lines]:
             self._drop_line(key, fade=self.animate and not placement.full)
@@ -329,6 +333,7 @@ class ConstellationScene(QGraphicsScene):
             self.addItem(item)
             self._lines[key] = item
             routed.append(item)
+        made = list(routed)
         for key in redrawn:
             item = self._lines[key]
             if item.line != lines[key]:
@@ -342,6 +347,7 @@ class ConstellationScene(QGraphicsScene):
             bends = placement.routes.get(item.line.key, ())
             if item.bends is None or bends != item.bends:
                 item.set_bends(bends)  # (moving stars redraw their own lines)
+        return made
 
     def _set_rect(self, placement: Placement, previous: Mapping[Edge, object]) -> None:
         """The scene's rect: around every star and bend, with a margin. When stars were
@@ -377,8 +383,10 @@ class ConstellationScene(QGraphicsScene):
         )
         self.setSceneRect(rect.adjusted(-MARGIN, -MARGIN, MARGIN, MARGIN))
 
-    def _glide(self, starts: dict[str, QPointF], placement: Placement) -> None:
-        """New stars fade in, moved ones glide to their places."""
+    def _glide(
+        self, starts: dict[str, QPointF], placement: Placement, lines: list[LineItem]
+    ) -> None:
+        """New stars and lines fade in, moved stars glide to their places."""
         added = placement.added
         ends = {s: QPointF(*placement.positions[s]) for s in starts}
         motion = QVariantAnimation(self)
@@ -396,6 +404,9 @@ class ConstellationScene(QGraphicsScene):
                     item.setOpacity(_stepped(t))
                 else:
                     item.setPos(start + (ends[star_id] - start) * t)
+            for line in lines:
+                if line.scene() is self:
+                    line.setOpacity(_stepped(t))
 
         motion.valueChanged.connect(step)
         motion.finished.connect(lambda: step(1.0))

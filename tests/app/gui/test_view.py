@@ -396,7 +396,7 @@ def test_an_edit_redraws_only_what_it_changed(view: ConstellationView, qtbot: Qt
     assert all(scene.star_items[s].pos() == p for s, p in places.items())
 
 
-def test_many_stars_changed_at_once_are_redrawn_a_few_dozen_per_turn(
+def test_many_stars_changed_at_once_are_redrawn_a_few_per_turn(
     view: ConstellationView, qtbot: QtBot
 ) -> None:
     """A burst that changes 130 stars is redrawn in batches of at most `FLUSH_CHUNK`,
@@ -430,3 +430,21 @@ def test_many_stars_changed_at_once_are_redrawn_a_few_dozen_per_turn(
     assert max(batches) <= FLUSH_CHUNK
     states = {item.star.state for s, item in scene.star_items.items() if s in refreshed}
     assert states == {StarState.READY}
+
+
+def test_new_lines_fade_in_with_their_stars(view: ConstellationView, qtbot: QtBot) -> None:
+    """A line an edit adds is drawn by the fade, not at once: the edit's own turn of the
+    event loop paints nothing new."""
+    first = release()
+    view.set_snapshot(first)
+    scene = view.constellation_scene
+    stars = dict(first["stars"])
+    stars["docs"] = {**stars["tidy"], "id": "docs", "after": ["ship"], "status": "pending"}
+    view.set_snapshot(constellation(stars, first["lines"], version=2))
+    line, docs = scene.line_item("ship", "docs"), scene.star_item("docs")
+    assert line is not None
+    assert docs is not None
+    assert line.opacity() == 0.0
+    assert docs.opacity() == 0.0
+    qtbot.waitUntil(lambda: line.opacity() == 1.0 and docs.opacity() == 1.0, timeout=3000)
+    assert {line.opacity() for line in scene.line_items.values()} == {1.0}
