@@ -2,7 +2,9 @@
 
 A 1,000-star constellation (a random DAG, seeded) is shown in the real
 `ConstellationView` (its scene, minimap and legend), on the offscreen platform, with a
-qasync event loop as the desktop app runs it. A coroutine then feeds it a simulated run
+qasync event loop and garbage collection as the desktop app runs them (what exists
+before the constellation is frozen, cycles are collected on the UI thread by
+`app.gui.collector.MainThreadCollector`). A coroutine then feeds it a simulated run
 at 200 events a second (stars made ready, started on one of four devices, progress
 messages, failed attempts that retry, approvals asked and given, stars finished), for
 30 s or until the event budget is spent; every 10 s an edit adds stars, and the snapshot
@@ -53,6 +55,7 @@ from agents.events import (
     StarReady,
     StarStarted,
 )
+from app.gui.collector import MainThreadCollector
 from app.gui.constellation.layout import ConstellationLayout
 from app.gui.constellation.view import ConstellationView
 
@@ -327,6 +330,17 @@ async def feed(view: TimedView, options: argparse.Namespace, plan: SimulatedRun)
 
 
 async def run(options: argparse.Namespace) -> None:
+    gc.collect()
+    gc.freeze()  # as app/gui/main.py does once started: what startup made lives on
+    collector = MainThreadCollector()
+    collector.start()
+    try:
+        await measure(options)
+    finally:
+        collector.stop()
+
+
+async def measure(options: argparse.Namespace) -> None:
     ids, after = random_plan(options.stars, options.seed)
     plan = SimulatedRun(ids, after, options.seed)
     data = snapshot(plan, 1)

@@ -20,8 +20,8 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QGraphicsItem,
-    QGraphicsObject,
     QGraphicsPathItem,
+    QGraphicsRectItem,
     QStyleOptionGraphicsItem,
     QWidget,
 )
@@ -41,6 +41,9 @@ _DETAILED = 0.4
 """Below this zoom a star is drawn as a coloured box with its icon, no text."""
 _BLOCK = 0.15
 """Below this zoom (a minimap, a huge plan) a star is a plain coloured box."""
+_REACH = 10.0
+"""The width of a line's shape: where it is hovered, and the room its drawing may take
+around its path (the arrow head and the diamond are 9 wide)."""
 
 
 class Look:
@@ -48,9 +51,37 @@ class Look:
 
     def __init__(self, metrics: LayoutMetrics, theme: Theme = LIGHT, font: QFont | None = None):
         self.metrics = metrics
+        self._pens: dict[tuple[str, float, bool, bool], QPen] = {}
         self.theme = theme
         self.devices: dict[str, QColor] = {}
         self.set_font(font or QFont())
+
+    @property
+    def theme(self) -> Theme:
+        return self._theme
+
+    @theme.setter
+    def theme(self, theme: Theme) -> None:
+        self._theme = theme
+        self._pens.clear()
+
+    def line_pen(self, kind: str, width: float, *, selected: bool, faint: bool) -> QPen:
+        """The pen of a line (made once per look: a repaint of a thousand lines makes
+        none). `faint`: the hair line drawn when stars are a few pixels wide."""
+        key = (kind, width, selected, faint)
+        pen = self._pens.get(key)
+        if pen is None:
+            pen = self.theme.line_pen(kind, width)
+            if selected:
+                pen.setColor(self.theme.highlight)
+            if faint:  # no antialiasing, no dash pattern to compute
+                pen.setStyle(Qt.PenStyle.SolidLine)
+                pen.setWidth(0)
+                colour = QColor(pen.color())
+                colour.setAlpha(90)
+                pen.setColor(colour)
+            self._pens[key] = pen
+        return pen
 
     def set_font(self, font: QFont) -> None:
         self.title_font = QFont(font)
@@ -70,40 +101,54 @@ class Look:
         return self.devices.get(name) if name else None
 
 
-class StarItem(QGraphicsObject):
+class StarItem(QGraphicsRectItem):
     """One star: a box coloured by state, with its state icon, title, tool, device, a
-    badge with the attempt number after a retry, and progress or error text."""
+    badge with the attempt number after a retry, and progress or error text.
+
+    (A rect item only for its bounds, which Qt then knows without asking Python: a
+    repaint of a thousand stars calls nothing but their `paint`.)"""
 
     def __init__(self, star: StarView, look: Look) -> None:
-        super().__init__()
+        m = look.metrics
+        self._rect = QRectF(-m.node_width / 2, -m.node_height / 2, m.node_width, m.node_height)
+        super().__init__(self._rect.adjusted(-3, -3, 3, 3))
+        self.setPen(QPen(Qt.PenStyle.NoPen))
         self.star_id = star.id
         self.look = look
         self.lines: list[LineItem] = []
-        m = look.metrics
-        self._rect = QRectF(-m.node_width / 2, -m.node_height / 2, m.node_width, m.node_height)
+        self._face: tuple[object, ...] = ()
+        self._tip = ""
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
         self.setZValue(STAR_Z)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.refresh(star)
 
-    def refresh(self, star: StarView) -> None:
-        """Take the star's new state (texts are elided here, once, not at each paint)."""
+    def refresh(self, star: StarView, *, texts: bool = False) -> None:
+        """Take the star's new state (texts are elided here, once, not at each paint);
+        repainted only if what it shows changed. `texts`: lay the texts out again even
+        so (the font changed)."""
         self.star = star
-        look = self.look
-        room = self._rect.width() - (2 * _PAD + _STRIPE + _ICON + 6)
-        badge = star.badge
-        title_room = room - (look.badge_metrics.horizontalAdvance(badge) + 12 if badge else 0)
-        elide = Qt.TextElideMode.ElideRight
-        self._title = look.title_metrics.elidedText(plain(star.title or star.id), elide, title_room)
-        where = f"{star.tool} · {star.device}" if star.device else star.tool
-        self._where = look.small_metrics.elidedText(plain(where), elide, room)
-        self._detail = look.small_metrics.elidedText(plain(star.detail), elide, room)
-        self.setToolTip(tooltip(star.tooltip()))
-        self.update()
-
-    def boundingRect(self) -> QRectF:
-        return self._rect.adjusted(-3, -3, 3, 3)
+        face = (
+            star.state, star.device, star.badge, star.title, star.tool, star.detail, star.id
+        )  # fmt: skip
+        if face != self._face or texts:
+            self._face = face
+            look = self.look
+            room = self._rect.width() - (2 * _PAD + _STRIPE + _ICON + 6)
+            badge = star.badge
+            title_room = room - (look.badge_metrics.horizontalAdvance(badge) + 12 if badge else 0)
+            elide = Qt.TextElideMode.ElideRight
+            title = plain(star.title or star.id)
+            self._title = look.title_metrics.elidedText(title, elide, title_room)
+            where = f"{star.tool} · {star.device}" if star.device else star.tool
+            self._where = look.small_metrics.elidedText(plain(where), elide, room)
+            self._detail = look.small_metrics.elidedText(plain(star.detail), elide, room)
+            self.update()
+        tip = star.tooltip()
+        if tip != self._tip:
+            self._tip = tip
+            self.setToolTip(tooltip(tip))
 
     def shape(self) -> QPainterPath:
         path = QPainterPath()
@@ -194,7 +239,11 @@ class LineItem(QGraphicsPathItem):
     """One line, from the right side of its upstream star to the left side of its
     downstream one through its bend points: solid for `success`, dashed for
     `completion`, dotted with a diamond at its start for `condition` (the predicate is
-    its tooltip)."""
+    its tooltip).
+
+    Its bounds are its shape's (a band `_REACH` wide around the path, wide enough for
+    the arrow head, the diamond and the widest pen): Qt computes them once per path
+    and keeps them, so a repaint calls nothing but `paint`."""
 
     def __init__(self, line: LineView, source: StarItem, target: StarItem, look: Look) -> None:
         super().__init__()
@@ -206,6 +255,7 @@ class LineItem(QGraphicsPathItem):
         """The bend points (None until placed)."""
         self.setZValue(LINE_Z)
         self.setAcceptHoverEvents(True)
+        self.setPen(QPen(Qt.GlobalColor.transparent, 1))  # (bounds from `shape`; never drawn)
         self._hover = False
         self._shape: QPainterPath | None = None
         source.lines.append(self)
@@ -243,16 +293,14 @@ class LineItem(QGraphicsPathItem):
             path.cubicTo(QPointF(a.x() + bend, a.y()), QPointF(b.x() - bend, b.y()), b)
         self._shape = None
         self.setPath(path)
+        self._shape = None  # (in case Qt asked for it with the old path meanwhile)
 
     def shape(self) -> QPainterPath:
         if self._shape is None:
             stroker = QPainterPathStroker()
-            stroker.setWidth(10)
+            stroker.setWidth(_REACH)
             self._shape = stroker.createStroke(self.path())
         return self._shape
-
-    def boundingRect(self) -> QRectF:
-        return super().boundingRect().adjusted(-8, -8, 8, 8)
 
     def hoverEnterEvent(self, event: object) -> None:
         self._hover = True
@@ -268,27 +316,20 @@ class LineItem(QGraphicsPathItem):
         option: QStyleOptionGraphicsItem,
         widget: QWidget | None = None,
     ) -> None:
-        theme = self.look.theme
-        kind = self.line.kind
-        lod = option.levelOfDetailFromTransform(painter.worldTransform())
+        look, kind = self.look, self.line.kind
         selected = self.source.isSelected() or self.target.isSelected()
-        width = 3.0 if self._hover else (2.4 if selected else 1.6)
-        pen = theme.line_pen(kind, width)
-        if selected:
-            pen.setColor(theme.highlight)
-        if lod < _BLOCK:  # faint hair lines: no antialiasing, no dash pattern to compute
-            painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
-            pen.setStyle(Qt.PenStyle.SolidLine)
-            pen.setWidth(0)
-            faint = QColor(pen.color())
-            faint.setAlpha(90)
-            pen.setColor(faint)
-        painter.setPen(pen)
         painter.setBrush(Qt.BrushStyle.NoBrush)
         path = self.path()
-        painter.drawPath(path)
-        if lod < _BLOCK:
+        if option.levelOfDetailFromTransform(painter.worldTransform()) < _BLOCK:
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+            painter.setPen(look.line_pen(kind, 0.0, selected=selected, faint=True))
+            painter.drawPath(path)
             return
+        width = 3.0 if self._hover else (2.4 if selected else 1.6)
+        pen = look.line_pen(kind, width, selected=selected, faint=False)
+        theme = look.theme
+        painter.setPen(pen)
+        painter.drawPath(path)
         end = path.currentPosition()
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(pen.color())

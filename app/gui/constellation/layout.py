@@ -79,30 +79,60 @@ class Placement:
 class _Graph:
     """Stars as ints in input order and the lines between them, cycles dropped."""
 
-    ids: list[str]
-    edges: list[tuple[int, int]]
+    ids: list[str] = field(default_factory=list)
+    edges: list[tuple[int, int]] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)
     succ: list[list[int]] = field(default_factory=list)
     pred: list[list[int]] = field(default_factory=list)
+    named: list[Edge] = field(default_factory=list)
+    """The edges by star id."""
+    unknown: list[Edge] = field(default_factory=list)
+    """Lines left out because a star of theirs is not in the graph."""
+    trimmed: bool = False
+    """Lines were left out to break a cycle."""
     _order: list[int] | None = None
 
     @classmethod
     def of(cls, stars: Iterable[str], lines: Iterable[Edge]) -> _Graph:
-        ids = list(dict.fromkeys(stars))
-        index = {star: i for i, star in enumerate(ids)}
-        seen: set[tuple[int, int]] = set()
-        edges: list[tuple[int, int]] = []
-        for source, target in lines:
-            a, b = index.get(source), index.get(target)
-            if a is None or b is None or a == b or (a, b) in seen:
-                continue
-            seen.add((a, b))
-            edges.append((a, b))
-        graph = cls(ids, edges)
-        graph._link()
-        if len(graph.topological_order()) < len(ids):  # a cycle: drop what closes it
-            graph.edges = _without_back_edges(len(ids), edges)
+        graph = cls()
+        graph._add(list(dict.fromkeys(stars)), lines)
+        if len(graph.topological_order()) < len(graph.ids):  # a cycle: drop what closes it
+            graph.edges = _without_back_edges(len(graph.ids), graph.edges)
+            graph.trimmed = True
             graph._link()
         return graph
+
+    def extend(self, stars: list[str], lines: Iterable[Edge]) -> bool:
+        """Add new stars (none of them in the graph yet) and lines after those it has,
+        as if all had been given to `of`; False if that cannot be done (a line left out
+        before now joins two stars, or a cycle): the graph is spoilt then, make another."""
+        if self.trimmed:
+            return False
+        known = self.index.keys() | set(stars)
+        if any(a in known and b in known and a != b for a, b in self.unknown):
+            return False
+        self._add(stars, lines)
+        return len(self.topological_order()) == len(self.ids)
+
+    def _add(self, stars: list[str], lines: Iterable[Edge]) -> None:
+        index, ids, succ, pred = self.index, self.ids, self.succ, self.pred
+        for star in stars:
+            index[star] = len(ids)
+            ids.append(star)
+            succ.append([])
+            pred.append([])
+        seen = set(self.edges)
+        for line in lines:
+            a, b = index.get(line[0]), index.get(line[1])
+            if a is None or b is None:
+                self.unknown.append(line)
+            elif a != b and (a, b) not in seen:
+                seen.add((a, b))
+                self.edges.append((a, b))
+                self.named.append((ids[a], ids[b]))
+                succ[a].append(b)
+                pred[b].append(a)
+        self._order = None
 
     def _link(self) -> None:
         self.succ = [[] for _ in self.ids]
@@ -110,6 +140,7 @@ class _Graph:
         for a, b in self.edges:
             self.succ[a].append(b)
             self.pred[b].append(a)
+        self.named = [(self.ids[a], self.ids[b]) for a, b in self.edges]
         self._order = None
 
     def topological_order(self) -> list[int]:
@@ -500,7 +531,11 @@ def _pack(desired: list[float], weights: list[float], separations: list[float]) 
 class ConstellationLayout:
     """A layered drawing that keeps its places across updates (see the module docstring).
 
-    Not thread-safe; one per view.
+    An update after the first costs about what changed, not the size of the graph: the
+    drawing, the room taken in each column and the points of every line are kept between
+    updates and only the stars and lines that are new, gone or pushed are placed again
+    (a snapshot with the same stars and lines costs nothing). Not thread-safe; one per
+    view.
     """
 
     def __init__(self, metrics: LayoutMetrics | None = None) -> None:
@@ -508,14 +543,30 @@ class ConstellationLayout:
         self._columns: dict[str, int] = {}
         self._heights: dict[str, float] = {}
         self._bends: dict[Edge, tuple[float, ...]] = {}
+        self._positions: dict[str, Point] = {}
+        self._routes: dict[Edge, tuple[Point, ...]] = {}
+        self._edges: set[Edge] = set()
+        """The lines of the drawing (lines to unknown stars, repeats and loops left out)."""
+        self._rooms = _Rooms(self.metrics)
+        """The room every star and bend of the drawing takes."""
+        self._given: tuple[list[str], list[Edge]] = ([], [])
+        """The stars and lines of the last update, as given."""
+        self._graph: _Graph | None = None
+        """The graph of the last update (grown when an edit appends stars and lines)."""
         self.last_crossings: int | None = None
         """Crossings of the last full drawing (None after an incremental update)."""
 
     def reset(self) -> None:
         """Forget every place: the next update draws the whole graph afresh."""
-        self._columns.clear()
-        self._heights.clear()
-        self._bends.clear()
+        self._columns = {}
+        self._heights = {}
+        self._bends = {}
+        self._positions = {}
+        self._routes = {}
+        self._edges = set()
+        self._rooms = _Rooms(self.metrics)
+        self._given = ([], [])
+        self._graph = None
 
     @property
     def placement(self) -> Placement:
@@ -524,92 +575,164 @@ class ConstellationLayout:
 
     def update(self, stars: Sequence[str], lines: Iterable[Edge]) -> Placement:
         lines = list(lines)
-        before = set(self._columns)
         ids = list(dict.fromkeys(stars))
-        if not before.intersection(ids):
-            drawing = layered_drawing(ids, lines, self.metrics)
-            self._columns = dict(drawing.columns)
-            self._heights = dict(drawing.heights)
-            self._bends = dict(drawing.bends)
-            self.last_crossings = drawing.crossings
-            return self._placement(frozenset(ids), frozenset(before), frozenset(), full=True)
+        before = self._columns
+        if not any(star in before for star in ids):
+            return self._draw(ids, lines)
         self.last_crossings = None
-        return self._extend(ids, lines, before)
+        if (ids, lines) == self._given:  # a fresh snapshot of the same graph
+            return self.placement
+        given, self._given = self._given, (ids, lines)
+        return self._extend(self._grown(given, ids, lines))
+
+    def _draw(self, ids: list[str], lines: list[Edge]) -> Placement:
+        removed = frozenset(self._columns)
+        self.reset()
+        drawing = layered_drawing(ids, lines, self.metrics)
+        self._columns = dict(drawing.columns)
+        self._heights = dict(drawing.heights)
+        self._bends = dict(drawing.bends)
+        self._graph = _Graph.of(ids, lines)
+        self._edges = set(self._graph.named)
+        self.last_crossings = drawing.crossings
+        self._given = (ids, lines)
+        m = self.metrics
+        for star, column in self._columns.items():
+            self._rooms.take(column, self._heights[star], m.node_height)
+            self._positions[star] = (column * m.column_pitch, self._heights[star])
+        for edge, bends in self._bends.items():
+            self._route(edge, bends)
+        return self._placement(frozenset(ids), removed, frozenset(), full=True)
 
     def _placement(
         self, added: frozenset[str], removed: frozenset[str], moved: frozenset[str], *, full: bool
     ) -> Placement:
-        pitch, heights, columns = self.metrics.column_pitch, self._heights, self._columns
-        positions = {s: (c * pitch, heights[s]) for s, c in columns.items()}
-        routes: dict[Edge, tuple[Point, ...]] = {}
-        for edge, bends in self._bends.items():
-            first = columns[edge[0]] + 1
-            routes[edge] = tuple(((first + i) * pitch, y) for i, y in enumerate(bends))
+        positions, routes = dict(self._positions), dict(self._routes)
         return Placement(positions, dict(self._columns), routes, added, removed, moved, full)
 
-    def _extend(self, ids: list[str], lines: list[Edge], before: set[str]) -> Placement:
+    def _route(self, edge: Edge, bends: tuple[float, ...]) -> None:
+        """Take the room of a line's bends and note its points."""
+        first = self._columns[edge[0]] + 1
+        for i, y in enumerate(bends):
+            self._rooms.take(first + i, y, self.metrics.bend_height)
+        self._routes[edge] = self._points(edge, bends)
+
+    def _points(self, edge: Edge, bends: tuple[float, ...]) -> tuple[Point, ...]:
+        first, pitch = self._columns[edge[0]] + 1, self.metrics.column_pitch
+        return tuple(((first + i) * pitch, y) for i, y in enumerate(bends))
+
+    def _unroute(self, edge: Edge, first: int) -> None:
+        """Give back the room of a line's bends (`first`: the column of its first bend)."""
+        for i, y in enumerate(self._bends.pop(edge)):
+            self._rooms.give_back(first + i, y, self.metrics.bend_height)
+        self._routes.pop(edge, None)
+
+    def _grown(
+        self, given: tuple[list[str], list[Edge]], ids: list[str], lines: list[Edge]
+    ) -> _Graph:
+        """The graph of `ids` and `lines`: the last one grown when they only add to what
+        was `given` last time (an edit that adds stars), else made afresh."""
+        (old_ids, old_lines), graph = given, self._graph
+        self._graph = None
+        more_ids, more_lines = ids[len(old_ids) :], lines[len(old_lines) :]
+        grows = ids[: len(old_ids)] == old_ids and lines[: len(old_lines)] == old_lines
+        if graph is not None and grows and graph.extend(more_ids, more_lines):
+            return graph
+        return _Graph.of(ids, lines)
+
+    def _extend(self, graph: _Graph) -> Placement:
+        """Keep every star where it was unless a line now demands a later column; place
+        what is new in free room. Only what changed is placed again: the stars that stay,
+        and the lines between them, keep the room they had."""
         m = self.metrics
-        graph = _Graph.of(ids, lines)
-        old_columns, old_heights, old_bends = self._columns, self._heights, self._bends
-        # Columns: kept stars keep theirs unless a line now demands a later one.
+        self._graph = graph
+        names, index = graph.ids, graph.index
+        edges = graph.named
+        wanted = set(edges)
+        old_columns = self._columns
+        # Columns: kept stars keep theirs unless a line now demands a later one. Only a
+        # new star, the end of a new line, or a star downstream of one that moved can
+        # change column; the others are not looked at.
+        look = [star not in old_columns for star in names]
+        for _, target in wanted - self._edges:
+            look[index[target]] = True
         column: dict[str, int] = {}
-        topological = graph.topological_order()
-        for v in topological:
-            star = graph.ids[v]
-            lowest = max((column[graph.ids[u]] + 1 for u in graph.pred[v]), default=0)
-            if star in old_columns:
-                column[star] = max(old_columns[star], lowest)
+        moved: set[str] = set()
+        placing: list[str] = []  # moved and new stars, in topological order
+        for v in graph.topological_order():
+            star = names[v]
+            old = old_columns.get(star)
+            if old is not None and not look[v]:
+                column[star] = old
+                continue
+            lowest = max((column[names[u]] + 1 for u in graph.pred[v]), default=0)
+            if old is not None:
+                column[star] = max(old, lowest)
             elif graph.pred[v]:
                 column[star] = lowest
             else:  # a new source: just before its nearest known downstream star
-                later = [
-                    old_columns[s]
-                    for s in (graph.ids[w] for w in graph.succ[v])
-                    if s in old_columns
-                ]
+                later = [old_columns[names[w]] for w in graph.succ[v] if names[w] in old_columns]
                 column[star] = max(0, min(later) - 1) if later else 0
-        edges = [(graph.ids[a], graph.ids[b]) for a, b in graph.edges]
-        rooms = _Rooms(m)
-        heights: dict[str, float] = {}
-        bends: dict[Edge, tuple[float, ...]] = {}
-        stay = [s for s in ids if s in old_columns and column[s] == old_columns[s]]
-        for star in stay:
-            heights[star] = old_heights[star]
-            rooms.take(column[star], heights[star], m.node_height)
-        for edge in edges:
-            kept = old_bends.get(edge)
-            if kept is not None and edge[0] in heights and edge[1] in heights:
-                bends[edge] = kept
-                for i, y in enumerate(kept):
-                    rooms.take(column[edge[0]] + 1 + i, y, m.bend_height)
-        moved: set[str] = set()
-        order = [graph.ids[v] for v in topological]
-        for star in order:  # pushed right by a new line: same height if there is room
-            if star in old_columns and star not in heights:
-                heights[star] = rooms.nearest(column[star], old_heights[star], m.node_height)
-                moved.add(star)
-        neighbours: dict[str, list[str]] = {s: [] for s in ids}
-        for a, b in edges:
-            neighbours[a].append(b)
-            neighbours[b].append(a)
-        added = [s for s in order if s not in old_columns]
-        for star in added:
-            near = [heights[s] for s in neighbours[star] if s in heights]
-            wanted = sum(near) / len(near) if near else rooms.below(column[star], m.node_height)
-            heights[star] = rooms.nearest(column[star], wanted, m.node_height)
-        for a, b in edges:
-            if (a, b) in bends or column[b] - column[a] <= 1:
-                continue
-            ya, yb, span = heights[a], heights[b], column[b] - column[a]
-            route: list[float] = []
-            for i in range(1, span):
-                wanted = ya + (yb - ya) * i / span
-                route.append(rooms.nearest(column[a] + i, wanted, m.bend_height))
-            bends[(a, b)] = tuple(route)
-        self._columns = {s: column[s] for s in ids}
-        self._heights = {s: heights[s] for s in ids}
-        self._bends = bends
-        removed = frozenset(before.difference(ids))
+            if column[star] != old:
+                if old is not None:
+                    moved.add(star)
+                placing.append(star)
+                for w in graph.succ[v]:
+                    look[w] = True
+        # Give back the room of the stars that are gone or move, and of the lines not
+        # kept as they were drawn (a line keeps its bends while both its stars stay).
+        removed = frozenset(old_columns.keys() - index.keys())
+        gone = removed | moved
+        dropped = self._bends.keys() - wanted
+        if gone:
+            dropped |= {e for e in self._bends if e[0] in gone or e[1] in gone}
+        for edge in dropped:
+            self._unroute(edge, old_columns[edge[0]] + 1)
+        heights = self._heights
+        for star in gone:
+            self._rooms.give_back(old_columns[star], heights[star], m.node_height)
+            del self._positions[star]
+        for star in removed:
+            del heights[star]
+        # Pushed right by a new line: the same height if there is room.
+        for star in placing:
+            if star in moved:
+                heights[star] = self._rooms.nearest(column[star], heights[star], m.node_height)
+        # New stars next to their neighbours (in the order of the lines).
+        added = [star for star in placing if star not in old_columns]
+        if added:
+            fresh = set(added)
+            neighbours: dict[str, list[str]] = {star: [] for star in added}
+            for a, b in edges:
+                if a in fresh:
+                    neighbours[a].append(b)
+                if b in fresh:
+                    neighbours[b].append(a)
+            for star in added:
+                near = [heights[s] for s in neighbours[star] if s in heights]
+                at = (
+                    sum(near) / len(near)
+                    if near
+                    else self._rooms.below(column[star], m.node_height)
+                )
+                heights[star] = self._rooms.nearest(column[star], at, m.node_height)
+        for star in placing:
+            self._positions[star] = (column[star] * m.column_pitch, heights[star])
+        self._columns, self._heights = column, heights
+        # Lines that need bends and have none: new ones, and those of stars that moved.
+        routing = wanted - self._edges
+        if moved:
+            routing |= {e for e in edges if e[0] in moved or e[1] in moved}
+        for a, b in [e for e in edges if e in routing] if routing else ():
+            if column[b] - column[a] > 1:
+                ya, yb, span = heights[a], heights[b], column[b] - column[a]
+                route = tuple(
+                    self._rooms.nearest(column[a] + i, ya + (yb - ya) * i / span, m.bend_height)
+                    for i in range(1, span)
+                )
+                self._bends[(a, b)] = route
+                self._routes[(a, b)] = self._points((a, b), route)
+        self._edges = wanted
         return self._placement(frozenset(added), removed, frozenset(moved), full=False)
 
 
@@ -625,6 +748,14 @@ class _Rooms:
         """Mark a span taken (sorted when the column is next asked about)."""
         self._spans.setdefault(column, []).append((y - height / 2, y + height / 2))
         self._unsorted.add(column)
+
+    def give_back(self, column: int, y: float, height: float) -> None:
+        """Free a span `take` marked (the same column, height and size)."""
+        spans = self._column(column)
+        span = (y - height / 2, y + height / 2)
+        i = bisect.bisect_left(spans, span)
+        if i < len(spans) and spans[i] == span:
+            del spans[i]
 
     def _column(self, column: int) -> list[tuple[float, float]]:
         spans = self._spans.get(column, [])

@@ -47,7 +47,7 @@ class Legend:
                 [_Entry("heading", "Stars")]
                 + [_Entry("state", f"{s.label} {counts[s]}", s.value) for s in states]
             )
-        kinds = [k for k in LINE_KINDS if any(line.kind == k for line in model.lines.values())]
+        kinds = [k for k in LINE_KINDS if k in model.line_kinds]
         if kinds:
             rows.append([_Entry("heading", "Lines")] + [_Entry("line", k, k) for k in kinds])
         if model.notes:

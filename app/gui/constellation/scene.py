@@ -3,13 +3,18 @@ kept up to date from snapshots and events.
 
 Events are cheap to take: `apply_event` updates the model at once and marks the stars it
 touched; a short single-shot timer then refreshes only those items, so a burst of events
-costs one repaint of what changed. A new snapshot keeps every star where it was: new ones
-fade in, removed ones fade out, moved ones glide (`animate=False` skips the motion, as the
-offscreen renderer does). The scene never changes run state.
+costs one repaint of what changed (`FLUSH_CHUNK` stars per turn of the event loop: at
+"fit" zoom a scattered star repaints the lines around it, some 0.3 ms, so a thousand
+changed at once never hold the loop long). A new snapshot keeps every star where it
+was: new ones fade in, removed ones fade out, moved ones glide (`animate=False` skips the
+motion, as the offscreen renderer does). Applying one costs what it changed, not the
+size of the constellation: only the items of stars and lines that are new, gone, moved or
+drawn differently are touched. The scene never changes run state.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -27,6 +32,10 @@ MARGIN = 40.0
 FLUSH_MS = 40
 """How long changed stars wait to be redrawn together (at most 25 refreshes a second)."""
 MOTION_MS = 320
+FLUSH_CHUNK = 16
+"""Stars redrawn per turn of the event loop when many changed at once."""
+MOTION_STEPS = 8
+"""Opacity steps of a fade (each one repaints the star: no more than the eye needs)."""
 
 
 class ConstellationScene(QGraphicsScene):
@@ -59,10 +68,16 @@ class ConstellationScene(QGraphicsScene):
         self._placed: dict[str, tuple[float, float]] = {}
         self._routes: dict[Edge, tuple[tuple[float, float], ...]] = {}
         """Where the last placement put each star (where its item is, motion finished)."""
+        self._extent: tuple[float, float, float, float] | None = None
+        """The least and greatest x and y of the stars' centres and the lines' bends."""
         self._flush = QTimer(self)
         self._flush.setSingleShot(True)
         self._flush.setInterval(flush_ms)
-        self._flush.timeout.connect(self.flush)
+        self._flush.timeout.connect(self._flush_some)
+        self._more = QTimer(self)  # the rest of a large batch, on the next turn
+        self._more.setSingleShot(True)
+        self._more.setInterval(0)
+        self._more.timeout.connect(self._flush_some)
         self._motion: QVariantAnimation | None = None
         self._fading: list[QVariantAnimation] = []
         self._asked_version = 0
@@ -113,7 +128,7 @@ class ConstellationScene(QGraphicsScene):
     def set_font(self, font: QFont) -> None:
         self.look.set_font(font)
         for star_id, item in self._stars.items():
-            item.refresh(self.model.stars[star_id])
+            item.refresh(self.model.stars[star_id], texts=True)
 
     def set_fleet(self, devices: Iterable[str]) -> None:
         """The fleet's device names in a stable order: their colours follow it."""
@@ -137,45 +152,50 @@ class ConstellationScene(QGraphicsScene):
             self._clear()
             self.layout.reset()
         change = self.model.set_snapshot(constellation, approvals=approvals)
-        self._dirty.intersection_update(self.model.stars)
+        stars = self.model.stars
+        self._dirty.intersection_update(stars)
         self._asked_version = self.model.version
-        stars = list(self.model.stars)
-        placement = self.layout.update(stars, list(self.model.lines))
+        placement = self.layout.update(list(stars), list(self.model.lines))
         self._recolour()
         glide = self.animate and not placement.full
-        for star_id in list(self._stars):
-            if star_id not in self.model.stars:
-                self._drop_star(star_id, fade=glide)
+        for star_id in [s for s in self._stars if s not in stars]:
+            self._drop_star(star_id, fade=glide)
+        # Only what the snapshot changed is looked at (all of it for a new drawing).
+        everything = placement.full or change.new_constellation
+        looked_at = stars if everything else placement.moved | change.changed
         starts: dict[str, QPointF] = {}
         placed, self._placed = self._placed, placement.positions
-        self._routes = placement.routes
-        for star_id, star in self.model.stars.items():
-            item = self._stars.get(star_id)
+        routes, self._routes = self._routes, placement.routes
+        created = [s for s in stars if s not in self._stars]
+        for star_id in created:
+            item = StarItem(stars[star_id], self.look)
+            item.setPos(*placement.positions[star_id])
+            self.addItem(item)
+            self._stars[star_id] = item
+            if glide:
+                item.setOpacity(0.0)
+                starts[star_id] = item.pos()
+        for star_id in looked_at if not created else set(looked_at).difference(created):
+            item = self._stars[star_id]
+            item.star = stars[star_id]
+            if change.new_constellation or star_id in change.changed:
+                self._dirty.add(star_id)  # its texts are laid out with the next batch
             x, y = placement.positions[star_id]
-            if item is None:
-                item = StarItem(star, self.look)
-                item.setPos(x, y)
-                self.addItem(item)
-                self._stars[star_id] = item
+            if placed.get(star_id) != (x, y):
                 if glide:
-                    item.setOpacity(0.0)
                     starts[star_id] = item.pos()
-            else:
-                item.star = star
-                if change.new_constellation or star_id in change.changed:
-                    self._dirty.add(star_id)  # its texts are laid out with the next batch
-                if placed.get(star_id) != (x, y):
-                    if glide:
-                        starts[star_id] = item.pos()
-                    else:
-                        item.setPos(x, y)
+                else:
+                    item.setPos(x, y)
         moved = placement.full or placement.added or placement.moved or placement.removed
+        appearing: list[LineItem] = []
         if moved or change.lines_changed:
-            self._update_lines(placement, change.lines_changed)
+            appearing = self._update_lines(placement, change.redrawn_lines, everything=everything)
         if moved:
-            self._set_rect(placement)
-        if starts:
-            self._glide(starts, placement)
+            self._set_rect(placement, routes)
+        if glide and (starts or appearing):
+            for line in appearing:
+                line.setOpacity(0.0)  # (painted first by the animation, not now)
+            self._glide(starts, placement, appearing)
         if self._dirty and not self._flush.isActive():
             self._flush.start()
         self.refreshed.emit()
@@ -199,11 +219,26 @@ class ConstellationScene(QGraphicsScene):
             self.outdated.emit(self.model.id)
 
     def flush(self) -> None:
-        """Redraw the stars changed by events now."""
+        """Redraw the stars changed by events now (all of them)."""
         self._flush.stop()
+        self._more.stop()
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, set()
+        self._redraw(dirty)
+
+    def _flush_some(self) -> None:
+        """Redraw up to `FLUSH_CHUNK` changed stars; the rest on the next turn of the
+        event loop (the repaint between two turns stays short)."""
+        if len(self._dirty) <= FLUSH_CHUNK:
+            self.flush()
+            return
+        batch = set(itertools.islice(self._dirty, FLUSH_CHUNK))
+        self._dirty -= batch
+        self._redraw(batch)
+        self._more.start()
+
+    def _redraw(self, dirty: set[str]) -> None:
         devices = self.model.devices
         if len(devices) != len(self.look.devices):
             self._recolour(refresh=False)
@@ -217,11 +252,15 @@ class ConstellationScene(QGraphicsScene):
     # -------------------------------------------------------------- inside
 
     def _recolour(self, *, refresh: bool = True) -> None:
+        """Device colours follow the model's devices; stars are repainted only when a
+        device they may show changed colour (a device joining the end keeps the others')."""
         devices = self.model.devices
         if list(self.look.devices) == devices:
             return
+        before = self.look.devices
         self.look.set_devices(devices)
-        if refresh:
+        kept = all(self.look.devices.get(name) == colour for name, colour in before.items())
+        if refresh and not kept:
             for item in self._stars.values():
                 item.update()
 
@@ -235,6 +274,7 @@ class ConstellationScene(QGraphicsScene):
         self._stars.clear()
         self._placed = {}
         self._routes = {}
+        self._extent = None
         self._dirty.clear()
 
     def _drop_star(self, star_id: str, *, fade: bool) -> None:
@@ -262,7 +302,7 @@ class ConstellationScene(QGraphicsScene):
         fade.setStartValue(1.0)
         fade.setEndValue(0.0)
         fade.setDuration(MOTION_MS)
-        fade.valueChanged.connect(item.setOpacity)
+        fade.valueChanged.connect(lambda value: item.setOpacity(_stepped(float(value))))
 
         def gone() -> None:
             if item.scene() is self:
@@ -278,44 +318,75 @@ class ConstellationScene(QGraphicsScene):
         self._fading.append(fade)
         fade.start()
 
-    def _update_lines(self, placement: Placement, kinds_changed: bool) -> None:
-        """Add and drop line items; redraw those whose route changed (a kept line keeps
-        its route unless one of its stars moved or is new)."""
-        for key in [k for k in self._lines if k not in self.model.lines]:
+    def _update_lines(
+        self, placement: Placement, redrawn: frozenset[Edge], *, everything: bool
+    ) -> list[LineItem]:
+        """Add and drop line items; redraw those whose kind or route changed (a kept line
+        keeps its route unless one of its stars moved or is new). Returns the new ones."""
+        lines = self.model.lines
+        for key in [k for k in self._lines if k not in lines]:
             self._drop_line(key, fade=self.animate and not placement.full)
-        touched = placement.added | placement.moved
-        for key, line in self.model.lines.items():
-            item = self._lines.get(key)
-            if item is None:
-                item = LineItem(line, self._stars[line.source], self._stars[line.target], self.look)
-                self.addItem(item)
-                self._lines[key] = item
-            elif kinds_changed and item.line != line:
-                item.set_line(line)
-            if item.bends is None or key[0] in touched or key[1] in touched:
-                bends = placement.routes.get(key, ())
-                if bends != item.bends:
-                    item.set_bends(bends)  # (moving stars redraw their own lines)
+        routed: list[LineItem] = []
+        for key in [k for k in lines if k not in self._lines]:
+            line = lines[key]
+            item = LineItem(line, self._stars[line.source], self._stars[line.target], self.look)
+            self.addItem(item)
+            self._lines[key] = item
+            routed.append(item)
+        made = list(routed)
+        for key in redrawn:
+            item = self._lines[key]
+            if item.line != lines[key]:
+                item.set_line(lines[key])
+        if everything:
+            routed = list(self._lines.values())
+        else:
+            for star_id in placement.added | placement.moved:
+                routed += self._stars[star_id].lines
+        for item in routed:
+            bends = placement.routes.get(item.line.key, ())
+            if item.bends is None or bends != item.bends:
+                item.set_bends(bends)  # (moving stars redraw their own lines)
+        return made
 
-    def _set_rect(self, placement: Placement) -> None:
+    def _set_rect(self, placement: Placement, previous: Mapping[Edge, object]) -> None:
+        """The scene's rect: around every star and bend, with a margin. When stars were
+        only added, the old extent grows by theirs and their lines' (`previous`: the
+        routes before) instead of being measured again."""
         m = self.layout.metrics
         if not placement.positions:
+            self._extent = None
             self.setSceneRect(QRectF(0, 0, 1, 1))
             return
-        xs = [x for x, _ in placement.positions.values()]
-        ys = [y for _, y in placement.positions.values()]
-        for route in placement.routes.values():
-            ys += [y for _, y in route]
+        grows = not (placement.full or placement.moved or placement.removed)
+        if grows and self._extent is not None:
+            points = [placement.positions[s] for s in placement.added]
+            for key in placement.routes.keys() - previous.keys():
+                points += placement.routes[key]
+            if not points:
+                return
+            left, top, right, bottom = self._extent
+        else:
+            points = list(placement.positions.values())
+            for route in placement.routes.values():
+                points += route
+            left, top = right, bottom = points[0]
+        for x, y in points:
+            left, right = min(left, x), max(right, x)
+            top, bottom = min(top, y), max(bottom, y)
+        self._extent = (left, top, right, bottom)
         rect = QRectF(
-            min(xs) - m.node_width / 2,
-            min(ys) - m.node_height / 2,
-            max(xs) - min(xs) + m.node_width,
-            max(ys) - min(ys) + m.node_height,
+            left - m.node_width / 2,
+            top - m.node_height / 2,
+            right - left + m.node_width,
+            bottom - top + m.node_height,
         )
         self.setSceneRect(rect.adjusted(-MARGIN, -MARGIN, MARGIN, MARGIN))
 
-    def _glide(self, starts: dict[str, QPointF], placement: Placement) -> None:
-        """New stars fade in, moved ones glide to their places."""
+    def _glide(
+        self, starts: dict[str, QPointF], placement: Placement, lines: list[LineItem]
+    ) -> None:
+        """New stars and lines fade in, moved stars glide to their places."""
         added = placement.added
         ends = {s: QPointF(*placement.positions[s]) for s in starts}
         motion = QVariantAnimation(self)
@@ -330,9 +401,12 @@ class ConstellationScene(QGraphicsScene):
                 if item is None:
                     continue
                 if star_id in added:
-                    item.setOpacity(t)
+                    item.setOpacity(_stepped(t))
                 else:
                     item.setPos(start + (ends[star_id] - start) * t)
+            for line in lines:
+                if line.scene() is self:
+                    line.setOpacity(_stepped(t))
 
         motion.valueChanged.connect(step)
         motion.finished.connect(lambda: step(1.0))
@@ -348,3 +422,9 @@ class ConstellationScene(QGraphicsScene):
             motion.stop()
         for fade in list(self._fading):
             fade.setCurrentTime(fade.duration())
+
+
+def _stepped(opacity: float) -> float:
+    """An opacity in `MOTION_STEPS` steps: a fade repaints its item a few times, not at
+    every frame of the animation."""
+    return round(opacity * MOTION_STEPS) / MOTION_STEPS

@@ -160,6 +160,8 @@ class SnapshotChange:
     changed: frozenset[str]
     """Stars (kept) whose drawing changed."""
     lines_changed: bool
+    redrawn_lines: frozenset[Edge] = frozenset()
+    """Lines that are new or whose kind or predicate changed."""
 
 
 class ConstellationModel:
@@ -175,9 +177,13 @@ class ConstellationModel:
         """What the drawing cannot show: fan-outs that take joining devices."""
         self.stars: dict[str, StarView] = {}
         self.lines: dict[Edge, LineView] = {}
+        self.line_kinds: frozenset[str] = frozenset()
+        """The kinds of line the constellation has (for the legend)."""
         self.newest_version = 0
         """The highest version seen, in a snapshot or an `edit.applied`."""
         self._fleet: list[str] = []
+        self._seen: dict[str, None] = {}
+        """Devices stars of this constellation ran on, in the order first seen."""
         self._summary: tuple[list[str], dict[StarState, int]] | None = None
         self._raw: dict[str, Any] = {}
 
@@ -203,36 +209,49 @@ class ConstellationModel:
         retry_of = constellation.get("retry_of")
         self.retry_of = str(retry_of) if retry_of else None
         self.notes = fan_out_notes(constellation)
+        if new:
+            self._seen = {}
         waiting: dict[str, set[str]] = {}
         for star_id, request in approvals:
             waiting.setdefault(star_id, set()).add(request)
         raw: Mapping[str, Any] = constellation.get("stars") or {}
         stars: dict[str, StarView] = {}
         changed: set[str] = set()
-        previous = {} if new else self._raw
+        shown = ({} if new else self.stars).get
+        told = ({} if new else self._raw).get
         for star_id, data in raw.items():
-            before = None if new else self.stars.get(str(star_id))
-            if before is not None and star_id not in waiting and previous.get(star_id) == data:
+            before = shown(star_id)
+            if before is not None and told(star_id) == data and star_id not in waiting:
                 stars[before.id] = before  # nothing new about it: keep what events told
                 continue
             star = _star_from(str(star_id), data, waiting.get(str(star_id), set()))
             if before is not None and star.state is before.state and not star.state.finished:
                 star.progress = before.progress  # a snapshot does not carry progress
-            if before is not None and before != star:
+            if before is not None and before == star:
+                star = before  # the same drawing: the item keeps its star
+            elif before is not None:
                 changed.add(star.id)
             stars[star.id] = star
         lines: dict[Edge, LineView] = {}
+        redrawn: set[Edge] = set()
         for a, b, kind, predicate in _lines_of(constellation):
             known = self.lines.get((a, b))
-            same = known is not None and known.kind == kind and known.predicate == predicate
-            lines[(a, b)] = known if same and known is not None else LineView(a, b, kind, predicate)
+            if known is not None and known.kind == kind and known.predicate == predicate:
+                lines[(a, b)] = known
+            else:
+                lines[(a, b)] = LineView(a, b, kind, predicate)
+                redrawn.add((a, b))
         added = frozenset(stars) if new else frozenset(stars.keys() - self.stars.keys())
         removed = frozenset(self.stars) if new else frozenset(self.stars.keys() - stars.keys())
-        lines_changed = new or lines != self.lines
+        lines_changed = new or bool(redrawn) or len(lines) != len(self.lines)
         self.stars, self.lines = stars, lines
+        if lines_changed:
+            self.line_kinds = frozenset(line.kind for line in lines.values())
         self._raw = dict(raw)
         self._summary = None
-        return SnapshotChange(new, added, removed, frozenset(changed), lines_changed)
+        return SnapshotChange(
+            new, added, removed, frozenset(changed), lines_changed, frozenset(redrawn)
+        )
 
     # -------------------------------------------------------------- devices
 
@@ -244,7 +263,9 @@ class ConstellationModel:
 
     @property
     def devices(self) -> list[str]:
-        """The fleet's devices, then any other device a star ran on, in a stable order."""
+        """The fleet's devices, then any other device a star of this constellation ran
+        on, in the order first seen: a device keeps its place (and its colour) as stars
+        move between devices."""
         return list(self._summarise()[0])
 
     def counts(self) -> dict[StarState, int]:
@@ -254,13 +275,14 @@ class ConstellationModel:
     def _summarise(self) -> tuple[list[str], dict[StarState, int]]:
         """Devices and counts, kept until a star changes (the legend asks often)."""
         if self._summary is None:
-            seen = dict.fromkeys(self._fleet)
             counts = dict.fromkeys(StarState, 0)
             for star in self.stars.values():
                 counts[star.state] += 1
                 if star.device:
-                    seen.setdefault(star.device)
-            self._summary = (list(seen), counts)
+                    self._seen.setdefault(star.device)
+            devices = dict.fromkeys(self._fleet)
+            devices.update(self._seen)
+            self._summary = (list(devices), counts)
         return self._summary
 
     # -------------------------------------------------------------- events
@@ -385,8 +407,8 @@ def fan_out_notes(constellation: Mapping[str, Any]) -> list[str]:
             )
         return notes
     for star_id, star in (constellation.get("stars") or {}).items():
-        on = star.get("on") if isinstance(star, Mapping) else None
-        if isinstance(on, Mapping) and on.get("each") and on.get("joining"):
+        on = star.get("on") if isinstance(star, dict | Mapping) else None
+        if on and isinstance(on, Mapping) and on.get("each") and on.get("joining"):
             notes.append(f"{star_id} fans out, also to devices that join while it runs")
     return notes
 

@@ -21,6 +21,7 @@ from app.gui.constellation.layout import (
     layered_drawing,
 )
 from tests.app.gui.graphs import crossings, longest_path_positions, polylines, random_dag
+from tests.app.gui.layout_reference import placed_again
 
 ROOT = Path(__file__).resolve().parents[3]
 METRICS = LayoutMetrics()
@@ -220,3 +221,68 @@ def test_pack_keeps_order_and_room() -> None:
     assert all(b - a >= 10.0 - 1e-9 for a, b in itertools.pairwise(out))
     assert abs(out[3] - 100.0) < 1e-9  # free to sit where it wants
     assert abs(sum(out[:3]) / 3 - 0.0) < 1e-9  # the squeezed ones centre on their wish
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(min_value=2, max_value=50),
+    st.integers(min_value=0, max_value=10_000),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["star", "append", "line", "unline", "remove", "loop", "same"]),
+            st.integers(0, 10_000),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_an_update_places_exactly_what_placing_everything_again_would(
+    n: int, seed: int, edits: list[tuple[str, int]]
+) -> None:
+    """The layout keeps its rooms, routes and graph between updates and looks only at
+    what changed; its placements are the ones a full pass over the previous placement
+    gives (stars and lines added in between or after the others, lines and stars
+    removed, a cycle, the same graph again)."""
+    stars, edges = random_dag(n, seed)
+    layout = ConstellationLayout()
+    placement = layout.update(stars, edges)
+    fresh = 0
+    for kind, pick in edits:
+        a, b = stars[pick % len(stars)], stars[(pick // 7) % len(stars)]
+        if kind == "star" or len(stars) < 3:
+            fresh += 1
+            new = f"n{fresh}"
+            edges = [*edges, (a, new)] + ([(new, b)] if stars.index(b) > stars.index(a) else [])
+            stars = [*stars[: stars.index(a) + 1], new, *stars[stars.index(a) + 1 :]]
+        elif kind == "append":  # stars and lines only added after the others: grown
+            fresh += 1
+            new = f"n{fresh}"
+            edges = [*edges, (a, new), (new, "later")]  # (to a star that comes later)
+            stars = [*stars, new, *(["later"] if pick % 3 == 0 else [])]
+        elif kind == "line" and stars.index(a) < stars.index(b):
+            edges = [*edges, (a, b)]
+        elif kind == "unline" and edges:
+            edges = [e for i, e in enumerate(edges) if i != pick % len(edges)]
+        elif kind == "remove":
+            stars = [s for s in stars if s != a]
+            edges = [e for e in edges if a not in e]
+        elif kind == "loop" and a != b:
+            edges = [*edges, (a, b), (b, a)]
+        expected = placed_again(placement, stars, edges, layout.metrics)
+        placement = layout.update(stars, edges)
+        assert placement.positions == expected.positions
+        assert placement.columns == expected.columns
+        assert placement.routes == expected.routes
+        assert (placement.added, placement.removed, placement.moved) == (
+            expected.added, expected.removed, expected.moved
+        )  # fmt: skip
+
+
+def test_the_same_stars_and_lines_again_change_nothing() -> None:
+    stars, edges = random_dag(80, seed=9)
+    layout = ConstellationLayout()
+    first = layout.update(stars, edges)
+    again = layout.update(list(stars), list(edges))
+    assert (again.added, again.removed, again.moved, again.full) == (set(), set(), set(), False)
+    assert again.positions == first.positions
+    assert again.routes == first.routes

@@ -19,7 +19,8 @@ from agents.events import (
     StarReady,
     StarStarted,
 )
-from app.gui.constellation.items import StarItem
+from app.gui.constellation.items import LineItem, StarItem
+from app.gui.constellation.scene import FLUSH_CHUNK
 from app.gui.constellation.style import icon_path, paint_icon
 from app.gui.constellation.view import ZOOM_STEP, ConstellationView
 from app.gui.constellation.view_model import StarState
@@ -354,3 +355,96 @@ def test_many_stars_render_without_error(view: ConstellationView, qtbot: QtBot) 
         image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)
     }
     assert len(colours) > 5
+
+
+def test_an_edit_redraws_only_what_it_changed(view: ConstellationView, qtbot: QtBot) -> None:
+    """A snapshot after an edit that adds one star to 200: the new star and its line are
+    made and drawn; no other star is laid out again, moved or redrawn, no other line
+    rerouted."""
+    first = big(200)
+    view.set_snapshot(first)
+    scene = view.constellation_scene
+    scene.flush()
+    places = {s: item.pos() for s, item in scene.star_items.items()}
+    stars = {sid: {"after": star["after"]} for sid, star in first["stars"].items()}
+    stars["new"] = {"after": ["s150"]}
+    edited = constellation(stars, cid=first["id"], version=2)
+    refreshed: list[str] = []
+    routed: list[tuple[str, str]] = []
+    refresh, set_bends = StarItem.refresh, LineItem.set_bends
+
+    def counting_refresh(item: StarItem, star: object, **kw: bool) -> None:
+        refreshed.append(item.star_id)
+        refresh(item, star, **kw)  # type: ignore[arg-type]
+
+    def counting_bends(item: LineItem, bends: tuple[tuple[float, float], ...]) -> None:
+        routed.append(item.line.key)
+        set_bends(item, bends)
+
+    StarItem.refresh = counting_refresh  # type: ignore[method-assign]
+    LineItem.set_bends = counting_bends  # type: ignore[method-assign]
+    try:
+        placement = view.set_snapshot(edited)
+        scene.flush()
+    finally:
+        StarItem.refresh = refresh  # type: ignore[method-assign]
+        LineItem.set_bends = set_bends  # type: ignore[method-assign]
+    assert placement.added == {"new"}
+    assert placement.moved == frozenset()
+    assert refreshed == ["new"]
+    assert routed == [("s150", "new")]
+    assert all(scene.star_items[s].pos() == p for s, p in places.items())
+
+
+def test_many_stars_changed_at_once_are_redrawn_a_few_per_turn(
+    view: ConstellationView, qtbot: QtBot
+) -> None:
+    """A burst that changes 130 stars is redrawn in batches of at most `FLUSH_CHUNK`,
+    one per turn of the event loop, so no single turn holds the loop long."""
+    view.set_snapshot(big(200))
+    scene = view.constellation_scene
+    scene.flush()
+    batches: list[int] = []
+    refreshed: list[str] = []
+    refresh = StarItem.refresh
+
+    def counting(item: StarItem, star: object, **kw: bool) -> None:
+        refreshed.append(item.star_id)
+        refresh(item, star, **kw)  # type: ignore[arg-type]
+
+    def batch_done() -> None:
+        batches.append(len(refreshed) - sum(batches))
+
+    scene.refreshed.connect(batch_done)
+    StarItem.refresh = counting  # type: ignore[method-assign]
+    try:
+        for i in range(130):
+            view.apply_event(StarReady(constellation_id="big-200", star_id=f"s{i}"))
+        assert len(scene.pending) == 130
+        qtbot.waitUntil(lambda: not scene.pending, timeout=5000)
+    finally:
+        StarItem.refresh = refresh  # type: ignore[method-assign]
+        scene.refreshed.disconnect(batch_done)
+    assert sorted(refreshed) == sorted(f"s{i}" for i in range(130))
+    assert len(batches) >= 130 // FLUSH_CHUNK
+    assert max(batches) <= FLUSH_CHUNK
+    states = {item.star.state for s, item in scene.star_items.items() if s in refreshed}
+    assert states == {StarState.READY}
+
+
+def test_new_lines_fade_in_with_their_stars(view: ConstellationView, qtbot: QtBot) -> None:
+    """A line an edit adds is drawn by the fade, not at once: the edit's own turn of the
+    event loop paints nothing new."""
+    first = release()
+    view.set_snapshot(first)
+    scene = view.constellation_scene
+    stars = dict(first["stars"])
+    stars["docs"] = {**stars["tidy"], "id": "docs", "after": ["ship"], "status": "pending"}
+    view.set_snapshot(constellation(stars, first["lines"], version=2))
+    line, docs = scene.line_item("ship", "docs"), scene.star_item("docs")
+    assert line is not None
+    assert docs is not None
+    assert line.opacity() == 0.0
+    assert docs.opacity() == 0.0
+    qtbot.waitUntil(lambda: line.opacity() == 1.0 and docs.opacity() == 1.0, timeout=3000)
+    assert {line.opacity() for line in scene.line_items.values()} == {1.0}

@@ -257,3 +257,47 @@ def test_a_fan_out_that_takes_joining_devices_gets_a_note_before_and_after_expan
     assert model.notes == ["host takes joining devices; branches on atlas, cygnus (joined)"]
     model.set_snapshot({**written, "stars": {}})
     assert model.notes == []
+
+
+def test_a_device_keeps_its_place_as_stars_move_between_devices() -> None:
+    """Legend colours follow the order of the devices: a device seen first stays first
+    (its colour with it) when its stars retry elsewhere, in events or in a snapshot."""
+    model = ConstellationModel()
+    on = {
+        "a": {"status": "running", "retries": 2, "attempts": [attempt(1, "pc", "running")]},
+        "b": {"status": "running", "attempts": [attempt(1, "rig", "running")]},
+    }
+    model.set_snapshot(snapshot(**on))
+    assert model.devices == ["pc", "rig"]
+    model.apply(StarStarted(constellation_id=CID, star_id="a", attempt=2, device="rig"))
+    assert model.devices == ["pc", "rig"]
+    retried = {
+        "a": {"status": "running", "retries": 2,
+              "attempts": [attempt(1, "pc", "failed", "x"), attempt(2, "rig", "running")]},
+        "b": {"status": "running", "attempts": [attempt(1, "rig", "failed", "y"),
+                                                attempt(2, "pc", "running")]},
+    }  # fmt: skip
+    model.set_snapshot(snapshot(**retried))
+    assert model.devices == ["pc", "rig"]  # (star a, first, now runs on rig)
+    model.set_snapshot({**snapshot(**retried), "id": "another"})
+    assert model.devices == ["rig", "pc"]  # another constellation: its own order
+
+
+def test_a_snapshot_keeps_the_views_of_stars_it_did_not_change_and_names_new_lines() -> None:
+    model = ConstellationModel()
+    model.set_snapshot(snapshot(a={}, b={"after": ["a"]}, c={}))
+    a, b = model.stars["a"], model.stars["b"]
+    change = model.set_snapshot(
+        snapshot(a={}, b={"after": ["a"], "title": "renamed"}, c={"after": ["a"]})
+    )
+    assert model.stars["a"] is a  # the same drawing: its item keeps it
+    assert model.stars["b"] is not b
+    assert change.changed == {"b"}
+    assert change.redrawn_lines == {("a", "c")}
+    assert change.lines_changed
+    again = model.set_snapshot(
+        snapshot(a={}, b={"after": ["a"], "title": "renamed"}, c={"after": ["a"]})
+    )
+    assert again.changed == frozenset()
+    assert again.redrawn_lines == frozenset()
+    assert not again.lines_changed
