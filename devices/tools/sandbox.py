@@ -11,7 +11,8 @@ included, and reach the network. A policy with
 runs each of them inside `bwrap` (the Debian/Ubuntu package `bubblewrap`): a new mount
 namespace in which the system folders (/usr, /bin, /lib*, /etc, ...) and the Python
 installation are visible read-only, the workspace (and the policy's `[fs] roots`) is the
-only place that can be written, /tmp is empty and private, the device's data dir is
+only place that can be written, /tmp is private and empty (but for the Python
+installation when it lives there), the device's data dir is
 hidden (an empty tmpfs over it), and nothing else is there: no home folder, no other
 user's files. PIDs, IPC and the hostname are its own; the environment is cleared but for
 PATH, LANG and HOME (the workspace) and the star's `env`; all capabilities are dropped.
@@ -75,9 +76,10 @@ class Bubblewrap:
         if self.network:
             line.append("--share-net")
         line += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        # /tmp first: an interpreter that lives under /tmp (a checkout there) is bound on it
+        line += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
         for system in (*SYSTEM_DIRS, *map(str, python_dirs())):
             line += ["--ro-bind-try", system, system]
-        line += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
         for hidden in self.hidden:  # an empty tmpfs over the data dir, before the binds
             line += ["--tmpfs", str(hidden)]
         for writable in (self.workspace, *self.writable):

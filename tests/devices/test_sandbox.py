@@ -185,6 +185,36 @@ async def test_the_network_is_there_only_when_allowed(data_dir: Path, network: b
 
 
 @needs_bwrap
+async def test_an_interpreter_that_lives_under_tmp_runs_in_the_sandbox(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkout in /tmp has its venv there; the sandbox's own empty /tmp hid it, and
+    # python.run failed with "bwrap: execvp /tmp/.../.venv/bin/python: No such file".
+    import tempfile
+
+    import devices.tools.sandbox as sandbox
+
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="orrery-interpreter-") as place:
+        interpreter = Path(place)
+        program = interpreter / "hello"
+        program.write_text("#!/bin/sh\necho hello from /tmp\n")
+        program.chmod(0o755)
+        real = sandbox.python_dirs()
+        monkeypatch.setattr(sandbox, "python_dirs", lambda: [*real, interpreter])
+        ran = await call(ShellTool(), confined(data_dir), cmd=str(program))
+        assert ran.stdout == "hello from /tmp\n"
+        # the rest of /tmp stays hidden (only what is bound on it shows: the interpreter,
+        # and the workspace's folders where the workspace is under /tmp)
+        (interpreter.parent / f"{interpreter.name}-beside").mkdir()
+        try:
+            listed = await call(ShellTool(), confined(data_dir), cmd="ls -A /tmp")
+            assert interpreter.name in listed.stdout.split()
+            assert f"{interpreter.name}-beside" not in listed.stdout.split()
+        finally:
+            (interpreter.parent / f"{interpreter.name}-beside").rmdir()
+
+
+@needs_bwrap
 async def test_a_working_folder_inside_the_workspace_is_kept(data_dir: Path) -> None:
     (data_dir / "workspace" / "sub").mkdir()
     ran = await call(ShellTool(), confined(data_dir), cmd="pwd", cwd="sub")
