@@ -515,10 +515,9 @@ class Orchestrator:
     def _drain_ready(self) -> None:
         while self._doomed:
             cid, sid, reason = self._doomed.pop()
-            doomed_run = self._runs.get(cid)
-            if doomed_run is None:
+            run = self._runs.get(cid)
+            if run is None:
                 continue
-            run = doomed_run
             star = run.stars.get(sid)
             if star is None or star.status.terminal:
                 continue

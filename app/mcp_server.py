@@ -27,7 +27,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from app.control.messages import Proposal, Snapshot
 from app.errors import OrreryError
-from app.interface import OrreryApi
+from app.interface import OrreryApi, Run
 
 __all__ = ["MAX_WAIT", "OUTPUT_CHARS", "orrery_mcp", "serve_stdio"]
 
@@ -95,6 +95,16 @@ def _status(snapshot: Snapshot) -> dict[str, Any]:
     }
 
 
+def _run(run: Run) -> dict[str, Any]:
+    """A submitted or started constellation as a tool returns it."""
+    return {
+        "constellation_id": run.id,
+        "name": run.name,
+        "stars": run.stars,
+        "rationale": run.rationale,
+    }
+
+
 def _proposal(proposal: Proposal) -> dict[str, Any]:
     return {
         "proposal_id": proposal.proposal,
@@ -124,12 +134,7 @@ def orrery_mcp(api: OrreryApi) -> MCPServer:
         else:
             run = await _asking(lambda: api.submit(request=request))
         log.info("c=%s submitted by an MCP client (%d stars)", run.id, run.stars)
-        return {
-            "constellation_id": run.id,
-            "name": run.name,
-            "stars": run.stars,
-            "rationale": run.rationale,
-        }
+        return _run(run)
 
     @server.tool()
     async def propose(request: str) -> dict[str, Any]:
@@ -147,12 +152,7 @@ def orrery_mcp(api: OrreryApi) -> MCPServer:
         """Run a plan `propose` made, as it was shown. Returns the constellation's id."""
         run = await _asking(lambda: api.start_proposal(proposal_id))
         log.info("c=%s started by an MCP client from p=%s", run.id, proposal_id)
-        return {
-            "constellation_id": run.id,
-            "name": run.name,
-            "stars": run.stars,
-            "rationale": run.rationale,
-        }
+        return _run(run)
 
     @server.tool()
     async def discard(proposal_id: str) -> str:

@@ -860,9 +860,7 @@ def _confine(value: str, allowed: set[str], words: frozenset[str], folders: Sequ
     return value
 
 
-def _generated_problem(
-    value: str, allowed: set[str], words: frozenset[str] = frozenset()
-) -> str | None:
+def _generated_problem(value: str, allowed: set[str], words: frozenset[str]) -> str | None:
     """Why a generated command or code cannot be used, or None (`words`: the request's)."""
     if not value:
         return "it is empty"

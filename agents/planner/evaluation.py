@@ -452,13 +452,13 @@ def unmentioned_names(request: str, spec: PlanSpec, devices: Iterable[str] = ())
     `agents.planner.decompose.system_path_allowed`) and `${...}` references are not
     counted.
     """
-    from agents.planner.decompose import system_path_allowed, unmentioned_paths
+    from agents.planner.decompose import request_words, system_path_allowed, unmentioned_paths
     from agents.planner.steps import mentioned_files, mentioned_folders
 
     named = {name.lower().rstrip("/") for name in mentioned_files(request)}
     named |= {name.lower().rstrip("/") for name in mentioned_folders(request)}
     names = [d.lower() for d in devices]
-    words = set(re.findall(r"[a-z0-9]+", request.lower())) | set(names)
+    words = set(request_words(request)) | set(names)
     words |= {part for name in names for part in re.split(r"[^a-z0-9]+", name) if part}
 
     def known(name: str) -> bool:

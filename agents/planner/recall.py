@@ -105,6 +105,7 @@ def recall_plans(
     reuse: PastPlan | None = None
     examples: list[PastPlan] = []
     avoid: list[PastPlan] = []
+    wanted = specifics(request)
     for recollection in sorted(found, key=lambda r: -r.similarity):
         record = recollection.request
         if record.summary is None or recollection.similarity < EXAMPLE_SIMILARITY:
@@ -127,7 +128,7 @@ def recall_plans(
                 reuse is None
                 and past.similarity >= REUSE_SIMILARITY
                 and past.same_roles
-                and specifics(past.request) == specifics(request)
+                and specifics(past.request) == wanted
             ):
                 reuse = past
             if len(examples) < MAX_EXAMPLES and not any(

@@ -8,6 +8,7 @@ import pty
 import select
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,30 +39,39 @@ def read_until(fd: int, wanted: str, seconds: float) -> str:
     return seen
 
 
-def run_in_terminal(home: Path, answer: str) -> tuple[str, int]:
+QUESTION = "Run this plan? [y/N]"
+
+
+def in_terminal(
+    command: list[str], answer: str, before: Callable[[], None], seconds: float = TIMEOUT
+) -> tuple[str, int]:
+    """Run `command` on a pseudo-terminal until it asks, call `before()` (nothing may
+    have run yet), answer, and return what the terminal showed and the exit code."""
     primary, secondary = pty.openpty()
     process = subprocess.Popen(
-        orrery(home, "run", REQUEST),
-        stdin=secondary,
-        stdout=secondary,
-        stderr=secondary,
-        close_fds=True,
+        command, stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True
     )
     os.close(secondary)
     try:
-        shown = read_until(primary, "Run this plan? [y/N]", TIMEOUT)
-        # The plan is on the screen and nothing has run yet: it waits for the answer.
-        assert process.poll() is None
-        assert not (home / "workspace" / "hello.txt").exists()
+        shown = read_until(primary, QUESTION, seconds)
+        assert process.poll() is None  # it waits for the answer
+        before()
         os.write(primary, answer.encode() + b"\n")
-        shown += read_until(primary, "orrery:", TIMEOUT)
-        code = process.wait(timeout=TIMEOUT)
+        shown += read_until(primary, "orrery:", seconds)
+        code = process.wait(timeout=seconds)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
         os.close(primary)
     return shown, code
+
+
+def run_in_terminal(home: Path, answer: str) -> tuple[str, int]:
+    def nothing_ran() -> None:  # the plan is on the screen and nothing has run yet
+        assert not (home / "workspace" / "hello.txt").exists()
+
+    return in_terminal(orrery(home, "run", REQUEST), answer, nothing_ran)
 
 
 def test_a_run_from_a_terminal_shows_the_plan_and_waits_for_yes(tmp_path: Path) -> None:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import pty
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +20,12 @@ from app.runtime import InProcessDevice
 from memory import Store
 from tests.app.scripted_planner import NOTE_PLAN, NOTE_REQUEST, scripted_planner
 from tests.e2e.processes import orrery
-from tests.e2e.test_look_before_it_runs import read_until
+from tests.e2e.test_look_before_it_runs import QUESTION, in_terminal
 from tests.served import Served
 
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 60.0
-QUESTION = "Run this plan? [y/N]"
 
 
 @contextlib.asynccontextmanager
@@ -49,29 +46,6 @@ def client(tmp_path: Path, running: Served, *options: str) -> list[str]:
     )  # fmt: skip
 
 
-def in_terminal(command: list[str], answer: str, before: Callable[[], None]) -> tuple[str, int]:
-    """Run `command` on a pseudo-terminal until it asks, call `before()` (nothing may
-    have run yet), answer, and return what the terminal showed and the exit code."""
-    primary, secondary = pty.openpty()
-    process = subprocess.Popen(
-        command, stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True
-    )
-    os.close(secondary)
-    try:
-        shown = read_until(primary, QUESTION, TIMEOUT)
-        assert process.poll() is None  # it waits for the answer
-        before()
-        os.write(primary, answer.encode() + b"\n")
-        shown += read_until(primary, "orrery:", TIMEOUT)
-        code = process.wait(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        os.close(primary)
-    return shown, code
-
-
 async def test_from_a_terminal_the_servers_plan_is_shown_and_runs_only_on_yes(
     tmp_path: Path,
 ) -> None:
@@ -85,7 +59,7 @@ async def test_from_a_terminal_the_servers_plan_is_shown_and_runs_only_on_yes(
             assert running.runtime.orchestrator.constellations() == []
 
         shown, code = await asyncio.to_thread(
-            in_terminal, client(tmp_path, running), "n", nothing_ran
+            in_terminal, client(tmp_path, running), "n", nothing_ran, TIMEOUT
         )
         assert code == 0, shown
         assert "not run" in shown
@@ -97,7 +71,7 @@ async def test_from_a_terminal_the_servers_plan_is_shown_and_runs_only_on_yes(
         assert not await asyncio.to_thread(note.exists)
 
         shown, code = await asyncio.to_thread(
-            in_terminal, client(tmp_path, running), "y", nothing_ran
+            in_terminal, client(tmp_path, running), "y", nothing_ran, TIMEOUT
         )
         assert code == 0, shown
         assert await asyncio.to_thread(note.read_text) == "hello"
